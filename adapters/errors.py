@@ -1,0 +1,101 @@
+"""The error hierarchy, sorted by what the engine does about each error.
+
+``FatalError`` stops the run with a documented exit code; ``RetriableError`` is
+retried under a bounded policy; ``RecordError`` is journaled against its record
+and the run goes on. Every error carries what an operator needs to act and never
+a secret.
+"""
+
+from __future__ import annotations
+
+
+class CrmliftError(Exception):
+    """Root of every error crmlift raises on purpose."""
+
+    exit_code = 1
+
+
+class FatalError(CrmliftError):
+    """The run cannot continue; the operator must act."""
+
+
+class ConfigError(FatalError):
+    """The plan or the settings are wrong."""
+
+    exit_code = 2
+
+
+class AuthError(FatalError):
+    """A platform refused our credentials."""
+
+    exit_code = 3
+
+    def __init__(self, platform: str, reason: str) -> None:
+        super().__init__(f"{platform}: credentials refused ({reason})")
+        self.platform = platform
+        self.reason = reason
+
+
+class PlatformUnavailable(FatalError):
+    """A platform kept failing after every retry the policy allows."""
+
+    exit_code = 4
+
+    def __init__(self, platform: str, what: str, reason: str) -> None:
+        super().__init__(f"{platform}: {what} failed after retries ({reason})")
+        self.platform = platform
+        self.what = what
+        self.reason = reason
+
+
+class JournalUnavailable(FatalError):
+    """The journal database cannot be reached or migrated."""
+
+    exit_code = 5
+
+
+class QuotaExhausted(FatalError):
+    """A platform's allocation is spent; the run is resumable once it frees up."""
+
+    exit_code = 6
+
+
+class Interrupted(CrmliftError):
+    """The operator stopped the run; everything finished so far is journaled."""
+
+    exit_code = 75
+
+
+class RetriableError(CrmliftError):
+    """A transient failure: the same call may succeed later."""
+
+    def __init__(self, platform: str, what: str, status: int, retry_after: float | None) -> None:
+        super().__init__(f"{platform}: {what} answered {status}")
+        self.platform = platform
+        self.what = what
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RecordError(CrmliftError):
+    """One record cannot be processed; it is journaled with the reason and skipped."""
+
+    def __init__(self, platform: str, collection: str, source_id: str, code: str, reason: str):
+        super().__init__(f"{platform} {collection}/{source_id}: {code}: {reason}")
+        self.platform = platform
+        self.collection = collection
+        self.source_id = source_id
+        self.code = code
+        self.reason = reason
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error that matters inside nested task-group exception groups.
+
+    A task group wraps whatever its tasks raised; the operator needs the first
+    crmlift error (it carries the exit code and the record), else the first leaf.
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [first_error(e) for e in exc.exceptions]
+    return next((e for e in leaves if isinstance(e, CrmliftError)), leaves[0])

@@ -1,0 +1,83 @@
+"""The private PostgreSQL a journal uses when no DSN is given.
+
+pgserver ships the PostgreSQL binaries in a wheel, so a fresh machine needs
+nothing but pip. The data directory is kept and reused across runs; the server
+stops when the last crmlift process using it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import psutil
+
+from adapters.errors import JournalUnavailable
+
+
+def _load_pgserver() -> Any:
+    # pgserver computes a runtime dir at import; without XDG_RUNTIME_DIR
+    # platformdirs warns about the fallback, which is harmless here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    return pgserver
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop pids of crmlift processes that died without saying goodbye.
+
+    pgserver stops the server when its last registered user exits; a process
+    killed with SIGKILL never unregisters, and would keep the server alive for
+    ever. A dead pid is not a user.
+    """
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        handles.unlink(missing_ok=True)
+        return
+    live = [pid for pid in pids if psutil.pid_exists(pid)]
+    if live != pids:
+        handles.write_text(json.dumps(live))
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server in ``data_dir``, started on demand."""
+
+    data_dir: Path
+    _server: Any = field(default=None, init=False, repr=False)
+
+    async def start(self) -> str:
+        """Start (or join) the server and return a DSN for it."""
+        return await anyio.to_thread.run_sync(self._start_blocking)
+
+    def _start_blocking(self) -> str:
+        pgserver = _load_pgserver()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.data_dir)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            log = self.data_dir / "log"
+            hint = f"; see {log}" if log.exists() else ""
+            raise JournalUnavailable(
+                f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}{hint}"
+            ) from exc
+        return str(self._server.get_uri())
+
+    async def stop(self) -> None:
+        """Leave the server; it stops once no other crmlift process uses it."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await anyio.to_thread.run_sync(server.cleanup)

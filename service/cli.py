@@ -1,0 +1,167 @@
+"""``crmlift``: the operator's commands.
+
+Exit codes: 0 done; 1 unexpected error; 2 bad plan or arguments; 3 credentials
+refused; 4 a platform kept failing; 5 journal unavailable; 6 quota exhausted;
+75 stopped by the operator (the run is resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
+
+from adapters.errors import CrmliftError, Interrupted
+from adapters.secrets import redact
+from service.logs import configure_logging
+from service.plan import MigrationPlan, load_plan
+
+EXIT_CODES = """exit codes:
+  0   done
+  1   unexpected error (see the log file)
+  2   bad plan, arguments or run id
+  3   credentials refused by a platform
+  4   a platform kept failing after every retry
+  5   the journal database is unavailable
+  6   a platform quota is exhausted (resumable once it frees up)
+  75  stopped by SIGINT/SIGTERM; the run is resumable with --resume RUN_ID
+"""
+
+T = TypeVar("T")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, with the help an operator reads first."""
+    parser = argparse.ArgumentParser(
+        prog="crmlift",
+        description="Move a law firm's practice data from BackDocket or CASEpeer into a CRM, "
+        "journaled in PostgreSQL so every run can resume and roll back.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log info events on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    extract = commands.add_parser(
+        "extract",
+        help="read the plan's source into the journal's staging",
+        description="Read every collection of the plan's source into staging, windows in "
+        "parallel within the source's rate limit. Safe to kill: --resume continues the run.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    extract.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    extract.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    extract.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    runs = commands.add_parser("runs", help="list the plan's runs and their status")
+    runs.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+
+    sim = commands.add_parser("sim", help="serve a platform simulator for demos and the bench")
+    sims = sim.add_subparsers(dest="platform", required=True, metavar="PLATFORM")
+    backdocket = sims.add_parser(
+        "backdocket", help="a generated BackDocket tenant behind the BackDocket REST contract"
+    )
+    _add_backdocket_sim_args(backdocket)
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate a tenant, serve it, extract it on the embedded journal, report",
+        description="A self-contained demonstration: starts the BackDocket simulator, "
+        "writes a plan, runs the extraction on the embedded journal and stops what it started.",
+    )
+    demo.add_argument("--records", type=int, default=10_000, help="tenant size (default 10000)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workdir", type=Path, default=Path("crmlift-demo"))
+    return parser
+
+
+def _add_backdocket_sim_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", type=int, default=10_000, help="approximate tenant size")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dirty", action="store_true", help="include every dirty-data case")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--client-id", default="crmlift")
+    parser.add_argument(
+        "--client-secret-env",
+        default="BACKDOCKET_CLIENT_SECRET",
+        help="environment variable holding the secret the simulator accepts",
+    )
+    parser.add_argument("--rate", type=float, default=20.0, help="requests/s per token")
+    parser.add_argument("--burst", type=float, default=40.0)
+    parser.add_argument("--latency-ms", default="30-250", help="per-call latency range, ms")
+    parser.add_argument("--fault-503", type=float, default=0.0, help="share of calls given 503")
+    parser.add_argument("--fault-429", type=float, default=0.0, help="share of calls given 429")
+    parser.add_argument("--token-ttl", type=float, default=3600.0, help="token lifetime, s")
+    parser.add_argument("--mutate-every", type=int, default=0, help="update a record every N lists")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except CrmliftError as exc:
+        # One plain line, never wrapped: operators grep it and scripts parse it.
+        print(f"crmlift: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from service import commands
+
+    handlers: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+        "extract": commands.extract,
+        "runs": commands.runs,
+        "sim": commands.sim,
+        "demo": commands.demo,
+    }
+    if args.command in ("extract", "runs"):
+        plan = load_plan(args.plan)
+        args.loaded_plan = plan
+        configure_logging(_log_file(plan), console_level=_console_level(args))
+    else:
+        configure_logging(None, console_level=_console_level(args))
+    return run_async(handlers[args.command](args))
+
+
+def _log_file(plan: MigrationPlan) -> Path:
+    return plan.output_dir / "crmlift.log.jsonl"
+
+
+def _console_level(args: argparse.Namespace) -> int:
+    import logging
+
+    return logging.INFO if args.verbose else logging.WARNING
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop; SIGINT and SIGTERM cancel the work so it stops cleanly."""
+
+    async def supervised() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await coro
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return uvloop.run(supervised())
+    except asyncio.CancelledError:
+        raise Interrupted("stopped before a run was started") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Extraction: every collection split into windows read at once, staged page by page.
+
+A collection is counted, cut into ``updated_at`` windows of about
+``window_records`` records, and its windows are queued for a fixed pool of
+readers, so the governor — not the number of collections — decides how many
+calls are in flight. Each page is staged together with its window's cursor;
+a killed run resumes at the next unread page of every window.
+
+After the main windows, a catch-up window per collection reads everything
+updated since the run's snapshot, so a record changed mid-run is staged at its
+newest version. Then the deletion feed, then document content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from adapters.base import (
+    CursorRejected,
+    NotFound,
+    Record,
+    Source,
+    Window,
+    canonical_json,
+    digest,
+)
+from journal import Journal
+from journal.blobs import ContentMismatch
+from journal.checkpoints import WindowCheckpoint
+from journal.issues import RecordIssue
+from journal.runs import Run
+from journal.staging import StagedRow
+from service.plan import ExtractSettings
+from service.progress import ProgressBoard
+
+log = structlog.get_logger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PHASE = "extract"
+FILES_TRACK = "files"
+MAX_SPLIT_DEPTH = 6
+"""How often a window far over target is halved again: skewed data stays parallel."""
+
+
+@dataclass(slots=True)
+class CollectionSummary:
+    """What one collection's extraction produced."""
+
+    collection: str
+    expected: int = 0
+    staged: int = 0
+    windows: int = 0
+    pages: int = 0
+    issues: int = 0
+
+
+@dataclass(slots=True)
+class ExtractSummary:
+    """What one run's extraction produced, for the report and the CLI."""
+
+    run_id: str
+    collections: list[CollectionSummary] = field(default_factory=list)
+    deletions: int = 0
+    files_stored: int = 0
+    files_failed: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def staged(self) -> int:
+        return sum(c.staged for c in self.collections)
+
+    @property
+    def issues(self) -> int:
+        return sum(c.issues for c in self.collections)
+
+
+class Extractor:
+    """Reads one source into one run's staging."""
+
+    def __init__(
+        self,
+        source: Source,
+        journal: Journal,
+        settings: ExtractSettings,
+        *,
+        readers: int,
+        progress: ProgressBoard | None = None,
+    ) -> None:
+        self.source = source
+        self.journal = journal
+        self.settings = settings
+        self.readers = readers
+        self.progress = progress or ProgressBoard()
+
+    async def run(self, run: Run) -> ExtractSummary:
+        """Extract everything the run still lacks; safe to call again after a crash."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        bound = log.bind(run_id=run.run_id, phase=PHASE, platform=self.source.platform)
+        bound.info("extract.start", snapshot=run.snapshot_at.isoformat())
+        await self._restore_progress(run)
+
+        await self._read_windows(run, "main")
+        await self._plan_catchup(run)
+        await self._read_windows(run, "catchup")
+        deletions = await self._stage_deletions(run)
+        stored, failed = await self._fetch_files(run) if self._wants_files() else (0, 0)
+
+        summary = await self.summarise(run.run_id)
+        summary.deletions = deletions
+        summary.files_stored, summary.files_failed = stored, failed
+        summary.elapsed = loop.time() - started
+        bound.info(
+            "extract.done",
+            staged=summary.staged,
+            issues=summary.issues,
+            files=stored,
+            elapsed=round(summary.elapsed, 2),
+        )
+        return summary
+
+    # -- windows ----------------------------------------------------------
+
+    async def _restore_progress(self, run: Run) -> None:
+        for w in await self.journal.checkpoints.windows(run.run_id):
+            track = self.progress.track(w.collection, 0)
+            track.total = (track.total or 0) + (w.expected or 0)
+            track.done += w.records
+
+    async def _read_windows(self, run: Run, kind: str) -> None:
+        """Plan what is unplanned and read every unfinished window of ``kind``."""
+        queue: asyncio.Queue[WindowCheckpoint | None] = asyncio.Queue(maxsize=self.readers * 2)
+        known = await self.journal.checkpoints.windows(run.run_id)
+        planned = {w.collection for w in known if w.kind == "main"}
+
+        async def feed() -> None:
+            # Biggest windows first: the pool's tail is then short ones.
+            pending = sorted(
+                (w for w in known if w.kind == kind and not w.done),
+                key=lambda w: -(w.expected or 0),
+            )
+            for w in pending:
+                await queue.put(w)
+            if kind == "main":
+                async with asyncio.TaskGroup() as planners:
+                    for collection in self.settings.collections:
+                        if collection not in planned:
+                            planners.create_task(
+                                self._plan_collection(run, collection, queue),
+                                name=f"plan:{collection}",
+                            )
+            for _ in range(self.readers):
+                await queue.put(None)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(feed(), name=f"feed:{kind}")
+            for i in range(self.readers):
+                tg.create_task(self._reader(run, queue), name=f"reader:{kind}:{i}")
+
+    async def _reader(self, run: Run, queue: asyncio.Queue[WindowCheckpoint | None]) -> None:
+        while (window := await queue.get()) is not None:
+            await self._read_window(run, window)
+
+    async def _plan_collection(
+        self, run: Run, collection: str, queue: asyncio.Queue[WindowCheckpoint | None]
+    ) -> None:
+        """Cut a collection into windows near ``window_records`` each and persist them."""
+        first = await self.source.first_updated_at(collection)
+        snapshot = run.snapshot_at
+        if first is None or first >= snapshot:
+            ranges = [(EPOCH if first is None else min(first, snapshot), snapshot, 0)]
+        else:
+            total = await self.source.count(collection, first, snapshot)
+            ranges = await self._split(collection, first, snapshot, total)
+        windows = [
+            WindowCheckpoint(
+                collection=collection,
+                kind="main",
+                start=start,
+                end=end,
+                expected=n,
+                cursor=None,
+                pages=0,
+                records=0,
+                done=n == 0,
+            )
+            for start, end, n in ranges
+        ]
+        await self.journal.checkpoints.plan(run.run_id, windows)
+        self.progress.add_total(collection, sum(n for _, _, n in ranges))
+        for w in windows:
+            if not w.done:
+                await queue.put(w)
+
+    async def _split(
+        self, collection: str, start: datetime, end: datetime, total: int
+    ) -> list[tuple[datetime, datetime, int]]:
+        """Equal time slices sized from the count, halving any slice far over target."""
+        target = self.settings.window_records
+        pieces = max(1, math.ceil(total / target))
+        if pieces == 1:
+            return [(start, end, total)]
+        bounds = _slice(start, end, pieces)
+        counts = await asyncio.gather(*(self.source.count(collection, a, b) for a, b in bounds))
+        ranges: list[tuple[datetime, datetime, int]] = []
+        for (a, b), n in zip(bounds, counts, strict=True):
+            ranges.extend(await self._refine(collection, a, b, n, MAX_SPLIT_DEPTH))
+        return ranges
+
+    async def _refine(
+        self, collection: str, start: datetime, end: datetime, n: int, depth: int
+    ) -> list[tuple[datetime, datetime, int]]:
+        if (
+            n <= 2 * self.settings.window_records
+            or depth == 0
+            or end - start < timedelta(milliseconds=2)
+        ):
+            return [(start, end, n)]
+        middle = start + (end - start) / 2
+        left = await self.source.count(collection, start, middle)
+        return [
+            *await self._refine(collection, start, middle, left, depth - 1),
+            *await self._refine(collection, middle, end, n - left, depth - 1),
+        ]
+
+    async def _plan_catchup(self, run: Run) -> None:
+        await self.journal.checkpoints.plan(
+            run.run_id,
+            [
+                WindowCheckpoint(
+                    collection=c,
+                    kind="catchup",
+                    start=run.snapshot_at,
+                    end=None,
+                    expected=None,
+                    cursor=None,
+                    pages=0,
+                    records=0,
+                    done=False,
+                )
+                for c in self.settings.collections
+            ],
+        )
+
+    async def _read_window(self, run: Run, checkpoint: WindowCheckpoint) -> None:
+        """Stage a window page by page from its saved cursor."""
+        window = Window(checkpoint.collection, checkpoint.start, checkpoint.end)
+        cursor = checkpoint.cursor
+        page_no = checkpoint.pages
+        try:
+            async for page in self.source.pages(window, cursor):
+                rows, issues = _rows(checkpoint.collection, page.records, window, page_no)
+                await self.journal.staging.stage_page(
+                    run.run_id, checkpoint, rows, next_cursor=page.next_cursor
+                )
+                for issue in issues:
+                    await self.journal.issues.record(run.run_id, issue)
+                self.progress.advance(checkpoint.collection, len(page.records))
+                page_no += 1
+        except CursorRejected:
+            if cursor is None:
+                raise
+            # Staging merges on the source id, so re-reading from the start
+            # costs calls but never doubles a record.
+            log.warning(
+                "extract.cursor_rejected",
+                run_id=run.run_id,
+                collection=checkpoint.collection,
+                window_start=checkpoint.start.isoformat(),
+            )
+            restarted = await self.journal.checkpoints.restart(run.run_id, checkpoint)
+            self.progress.advance(checkpoint.collection, -checkpoint.records)
+            await self._read_window(run, restarted)
+
+    # -- deletions and files ---------------------------------------------
+
+    async def _stage_deletions(self, run: Run) -> int:
+        async for page in self.source.deletions(EPOCH):
+            rows = [
+                (d["collection"], d["id"], datetime.fromisoformat(d["deleted_at"]))
+                for d in page
+                if isinstance(d.get("collection"), str) and isinstance(d.get("id"), str)
+            ]
+            await self.journal.deletions.stage(run.run_id, rows)
+        return await self.journal.deletions.count(run.run_id)
+
+    def _wants_files(self) -> bool:
+        return self.settings.files and "documents" in self.settings.collections
+
+    async def _fetch_files(self, run: Run) -> tuple[int, int]:
+        """Download every staged document whose content is not yet in the blob store."""
+        missing = await self.journal.blobs.missing_for_run(run.run_id)
+        self.progress.track(FILES_TRACK, len(missing))
+        queue: asyncio.Queue[tuple[str, str | None, int | None] | None] = asyncio.Queue(
+            maxsize=self.readers * 2
+        )
+        outcome = {"stored": 0, "failed": 0}
+
+        async def fetcher() -> None:
+            while (item := await queue.get()) is not None:
+                ok = await self._fetch_file(run, *item)
+                outcome["stored" if ok else "failed"] += 1
+                self.progress.advance(FILES_TRACK)
+
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self.readers):
+                tg.create_task(fetcher(), name=f"files:{i}")
+            for item in missing:
+                await queue.put(item)
+            for _ in range(self.readers):
+                await queue.put(None)
+        self.progress.finish(FILES_TRACK)
+        return outcome["stored"], outcome["failed"]
+
+    async def _fetch_file(
+        self, run: Run, document_id: str, sha256: str | None, size: int | None
+    ) -> bool:
+        def fail(code: str, message: str) -> RecordIssue:
+            return RecordIssue(PHASE, "documents", document_id, "failed", code, message)
+
+        if sha256 is None or size is None:
+            issue = fail("no_checksum", "document has no sha256 or size_bytes to verify content")
+            await self.journal.issues.record(run.run_id, issue)
+            return False
+        for attempt in (1, 2):
+            try:
+                await self.source.download(
+                    document_id, lambda chunks: self.journal.blobs.store(sha256, size, chunks)
+                )
+            except NotFound:
+                issue = fail("content_missing", "the source has no content for this document")
+            except ContentMismatch as exc:
+                issue = fail("checksum_mismatch", f"content does not match metadata: {exc}")
+                if attempt == 1:
+                    continue
+            else:
+                await self.journal.issues.resolve(run.run_id, PHASE, "documents", document_id)
+                return True
+            await self.journal.issues.record(run.run_id, issue)
+            return False
+        raise AssertionError("unreachable")
+
+    # -- summary ----------------------------------------------------------
+
+    async def summarise(self, run_id: str) -> ExtractSummary:
+        """Per-collection figures from the journal, not from memory."""
+        staged = await self.journal.staging.counts(run_id)
+        issues = await self.journal.issues.list(run_id)
+        by_collection = {c: CollectionSummary(c) for c in self.settings.collections}
+        for w in await self.journal.checkpoints.windows(run_id):
+            s = by_collection.setdefault(w.collection, CollectionSummary(w.collection))
+            s.expected += w.expected or 0
+            s.windows += 1
+            s.pages += w.pages
+        for issue in issues:
+            if issue.collection in by_collection and issue.outcome != "warning":
+                by_collection[issue.collection].issues += 1
+        for name, s in by_collection.items():
+            s.staged = staged.get(name, 0)
+        return ExtractSummary(run_id=run_id, collections=list(by_collection.values()))
+
+
+def _slice(start: datetime, end: datetime, pieces: int) -> list[tuple[datetime, datetime]]:
+    step = (end - start) / pieces
+    edges = [start + step * i for i in range(pieces)] + [end]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _rows(
+    collection: str, records: Iterable[Record], window: Window, page_no: int
+) -> tuple[list[StagedRow], list[RecordIssue]]:
+    """Staging rows for a page, and an issue for every record that is not well formed.
+
+    A record is kept whenever it can be named: a bad ``updated_at`` falls back
+    to the window's start (the source still ordered it into this window).
+    """
+    rows: list[StagedRow] = []
+    issues: list[RecordIssue] = []
+    for index, record in enumerate(records):
+        source_id = record.get("id") if isinstance(record, dict) else None
+        if not isinstance(source_id, str) or not source_id:
+            name = f"?page{page_no}#{index}@{window.start.isoformat()}"
+            snippet = canonical_json(record).decode(errors="replace")[:200]
+            issues.append(
+                RecordIssue(
+                    PHASE,
+                    collection,
+                    name,
+                    "failed",
+                    "missing_id",
+                    f"record has no string id, cannot be tracked: {snippet}",
+                )
+            )
+            continue
+        updated_at = _parse_timestamp(record.get("updated_at"))
+        if updated_at is None:
+            updated_at = window.start
+            issues.append(
+                RecordIssue(
+                    PHASE,
+                    collection,
+                    source_id,
+                    "warning",
+                    "bad_updated_at",
+                    f"updated_at {record.get('updated_at')!r} is not ISO-8601",
+                )
+            )
+        payload = canonical_json(record)
+        rows.append(StagedRow(collection, source_id, updated_at, payload.decode(), digest(payload)))
+    return rows, issues
+
+
+def _parse_timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,183 @@
+"""The migration plan: a TOML file an operator writes, read into typed settings.
+
+Secrets are never written in the plan: they are given as ``{ env = "NAME" }``
+and read from the environment when the plan is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from adapters.backdocket.client import MAX_PAGE_SIZE, BackDocketConfig
+from adapters.backdocket.tenant import COLLECTIONS
+from adapters.errors import ConfigError
+from adapters.secrets import Secret
+from journal import JournalSettings
+from ratelimit.profiles import QuotaProfile, profile_for
+
+ENV_PREFIX = "CRMLIFT_"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractSettings:
+    """How extraction splits and reads the source."""
+
+    collections: tuple[str, ...] = COLLECTIONS
+    """Collections to read, in the order their progress bars appear."""
+    window_records: int = 5000
+    """Target records per window; more windows mean more reads at once."""
+    files: bool = True
+    """Download document content into the blob store."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationPlan:
+    """Everything one migration needs, resolved and validated."""
+
+    name: str
+    source: BackDocketConfig
+    source_quota: QuotaProfile
+    extract: ExtractSettings
+    journal: JournalSettings
+    output_dir: Path
+    path: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def public_settings(self) -> dict[str, Any]:
+        """The plan as journaled with a run: every secret replaced by where it comes from."""
+        public: dict[str, Any] = _without_secrets(self.raw)
+        return public
+
+
+def load_plan(path: Path, env: Mapping[str, str] | None = None) -> MigrationPlan:
+    """Read, resolve and validate a plan file; every problem is one ConfigError."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"plan file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"plan file {path} is not valid TOML: {exc}") from exc
+    return parse_plan(raw, env=os.environ if env is None else env, base=path.parent, path=path)
+
+
+def parse_plan(
+    raw: Mapping[str, Any],
+    *,
+    env: Mapping[str, str],
+    base: Path,
+    path: Path | None = None,
+) -> MigrationPlan:
+    """Build a plan from already-parsed TOML; relative paths resolve against ``base``."""
+    migration = _table(raw, "migration")
+    source = _table(raw, "source")
+    extract = _table(raw, "extract", required=False)
+    journal = _table(raw, "journal", required=False)
+
+    platform = _get(source, "source.platform", str, "backdocket")
+    if platform != "backdocket":
+        raise ConfigError(f"source.platform {platform!r} is not supported yet (backdocket)")
+
+    config = BackDocketConfig(
+        base_url=_get(source, "source.base_url", str),
+        client_id=_get(source, "source.client_id", str),
+        client_secret=_secret(source, "source.client_secret", env),
+        page_size=_get(source, "source.page_size", int, MAX_PAGE_SIZE),
+    )
+    quota = profile_for(platform, _table(source, "quota", required=False))
+
+    collections = tuple(_get(extract, "extract.collections", list, list(COLLECTIONS)))
+    unknown = [c for c in collections if c not in COLLECTIONS]
+    if unknown:
+        raise ConfigError(f"extract.collections: unknown collection(s) {', '.join(unknown)}")
+    window_records = _get(extract, "extract.window_records", int, 5000)
+    if window_records < 1:
+        raise ConfigError("extract.window_records must be at least 1")
+
+    data_dir = _path(
+        env.get(f"{ENV_PREFIX}DATA_DIR") or journal.get("data_dir"),
+        base,
+        default=Path(platformdirs.user_data_dir("crmlift")),
+    )
+    dsn = env.get(f"{ENV_PREFIX}JOURNAL_DSN")
+    if dsn is None and "dsn" in journal:
+        dsn = _secret(journal, "journal.dsn", env).reveal()
+    return MigrationPlan(
+        name=_get(migration, "migration.name", str),
+        source=config,
+        source_quota=quota,
+        extract=ExtractSettings(
+            collections=collections,
+            window_records=window_records,
+            files=_get(extract, "extract.files", bool, True),
+        ),
+        journal=JournalSettings(data_dir=data_dir, dsn=dsn),
+        output_dir=_path(migration.get("output_dir"), base, default=base / "crmlift-out"),
+        path=path,
+        raw=raw,
+    )
+
+
+_MISSING = object()
+
+
+def _table(raw: Mapping[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"plan has no [{key}] table")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"plan key {key!r} must be a table")
+    return value
+
+
+def _get(table: Mapping[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    key = name.rsplit(".", 1)[-1]
+    if key not in table:
+        if default is _MISSING:
+            raise ConfigError(f"plan is missing {name}")
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"plan {name} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _secret(table: Mapping[str, Any], name: str, env: Mapping[str, str]) -> Secret:
+    key = name.rsplit(".", 1)[-1]
+    ref = table.get(key)
+    if not (isinstance(ref, dict) and set(ref) == {"env"} and isinstance(ref["env"], str)):
+        raise ConfigError(
+            f'plan {name} must be an environment reference like {{ env = "NAME" }}; '
+            "secrets are never written in the plan"
+        )
+    value = env.get(ref["env"])
+    if not value:
+        raise ConfigError(f"plan {name}: environment variable {ref['env']} is not set")
+    return Secret(value, source=f"env:{ref['env']}")
+
+
+def _path(value: Any, base: Path, *, default: Path) -> Path:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"plan path {value!r} must be a string")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            return {"env": value["env"]}
+        return {k: _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value

@@ -1,0 +1,84 @@
+"""An operator's plan: secrets by env reference only, and one clear line for each mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.errors import ConfigError
+from service.plan import load_plan
+
+PLAN = """
+[migration]
+name = "acme"
+output_dir = "out"
+
+[source]
+platform = "backdocket"
+base_url = "https://acme.backdocket.com"
+client_id = "crmlift"
+client_secret = { env = "ACME_SECRET" }
+
+[source.quota]
+rate = 10
+
+[extract]
+window_records = 1000
+collections = ["users", "contacts"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_plan_resolves_secrets_from_the_environment(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, PLAN), env={"ACME_SECRET": "hunter2"})
+    assert plan.source.client_secret.reveal() == "hunter2"
+    assert "hunter2" not in repr(plan)
+    assert plan.source_quota.rate == 10
+    assert plan.extract.collections == ("users", "contacts")
+    assert plan.output_dir == tmp_path / "out"
+    assert plan.public_settings()["source"]["client_secret"] == {"env": "ACME_SECRET"}
+
+
+def test_the_journal_dsn_and_data_dir_come_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "ACME_SECRET": "x",
+        "CRMLIFT_JOURNAL_DSN": "postgresql://db/crmlift",
+        "CRMLIFT_DATA_DIR": str(tmp_path / "data"),
+    }
+    plan = load_plan(write(tmp_path, PLAN), env=env)
+    assert plan.journal.dsn == "postgresql://db/crmlift"
+    assert plan.journal.data_dir == tmp_path / "data"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('{ env = "ACME_SECRET" }', '"hunter2"'), "environment reference"),
+        (('name = "acme"', ""), "missing migration.name"),
+        (("rate = 10", "rate = -1"), "positive"),
+        (('"contacts"]', '"contacts", "invoices"]'), "unknown collection"),
+        (("window_records = 1000", 'window_records = "many"'), "must be a int"),
+        (('platform = "backdocket"', 'platform = "clio"'), "not supported"),
+    ],
+)
+def test_mistakes_give_one_clear_error(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_plan(write(tmp_path, PLAN.replace(*edit)), env={"ACME_SECRET": "x"})
+
+
+def test_an_unset_secret_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ACME_SECRET is not set"):
+        load_plan(write(tmp_path, PLAN), env={})
+
+
+def test_a_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_plan(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_plan(write(tmp_path, "[migration"))

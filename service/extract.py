@@ -105,6 +105,8 @@ class Extractor:
         started = loop.time()
         bound = log.bind(run_id=run.run_id, phase=PHASE, platform=self.source.platform)
         bound.info("extract.start", snapshot=run.snapshot_at.isoformat())
+        for collection in self.settings.collections:
+            self.progress.track(collection, 0)  # bars appear in the plan's order
         await self._restore_progress(run)
 
         await self._read_windows(run, "main")

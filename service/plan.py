@@ -15,8 +15,7 @@ from typing import Any
 
 import platformdirs
 
-from adapters.backdocket.client import MAX_PAGE_SIZE, BackDocketConfig
-from adapters.backdocket.tenant import COLLECTIONS
+from adapters.backdocket.client import COLLECTIONS, MAX_PAGE_SIZE, BackDocketConfig
 from adapters.errors import ConfigError
 from adapters.secrets import Secret
 from journal import JournalSettings

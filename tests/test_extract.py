@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 import orjson
 
-from adapters.backdocket.client import BackDocketClient, BackDocketConfig
+from adapters.backdocket.client import COLLECTIONS, BackDocketClient, BackDocketConfig
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
-from adapters.backdocket.tenant import COLLECTIONS, Tenant, generate_tenant
+from adapters.backdocket.tenant import Tenant, generate_tenant
 from adapters.base import content_hash
 from adapters.secrets import Secret
 from journal import Journal

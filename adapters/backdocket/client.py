@@ -31,6 +31,25 @@ MAX_PAGE_SIZE = 500
 """The contract clamps ``limit`` to 500; asking for more only wastes nothing but clarity."""
 CHUNK_SIZE = 64 * 1024
 
+COLLECTIONS: tuple[str, ...] = (
+    "users",
+    "companies",
+    "contacts",
+    "matters",
+    "matter_parties",
+    "claims",
+    "tasks",
+    "events",
+    "documents",
+    "notes",
+    "esignature_requests",
+    "intake_submissions",
+    "custom_field_definitions",
+    "workflows",
+    "merge_templates",
+)
+"""Every collection of the contract, parents before children."""
+
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from adapters.backdocket.client import COLLECTIONS
 from adapters.backdocket.tenant import (
-    COLLECTIONS,
     PARTY_ROLES,
     Tenant,
     generate_tenant,

@@ -18,25 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from adapters.backdocket.client import COLLECTIONS
 from adapters.base import Record
-
-COLLECTIONS: tuple[str, ...] = (
-    "users",
-    "companies",
-    "contacts",
-    "matters",
-    "matter_parties",
-    "claims",
-    "tasks",
-    "events",
-    "documents",
-    "notes",
-    "esignature_requests",
-    "intake_submissions",
-    "custom_field_definitions",
-    "workflows",
-    "merge_templates",
-)
 
 DIRTY_CASES: tuple[str, ...] = (
     "contact_no_email",

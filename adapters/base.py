@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -79,6 +80,86 @@ class Source(Protocol):
         self, document_id: str, sink: Callable[[AsyncIterator[bytes]], Awaitable[T]]
     ) -> T:
         """Stream a document's bytes into ``sink``; raises NotFound if it has none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The destination's answer for one record of a write."""
+
+    external_id: str
+    destination_id: str | None
+    created: bool | None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None and self.destination_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What the destination says an object accepts."""
+
+    name: str
+    fields: frozenset[str]
+    required: frozenset[str]
+    """Fields an insert must carry."""
+    references: Mapping[str, tuple[str, ...]]
+    """Lookup field → objects it may point to."""
+
+
+class JobLedger(Protocol):
+    """Where a destination journals its asynchronous jobs before sending data."""
+
+    async def job_opened(self, job_id: str, sobject: str, records: int) -> None:
+        """The job exists on the platform; nothing is uploaded yet."""
+        ...
+
+    async def job_uploaded(self, job_id: str) -> None:
+        """The job's data is uploaded and it is processing."""
+        ...
+
+
+class Destination(Protocol):
+    """A CRM we load into. Every write is an upsert on ``external_id_field``."""
+
+    platform: str
+    external_id_field: str
+
+    async def describe(self, sobject: str) -> ObjectInfo | None:
+        """The object's fields, or None when the org does not have it."""
+        ...
+
+    async def users_by_email(self) -> dict[str, str]:
+        """Active users' lowercased email → user id, for owner resolution."""
+        ...
+
+    async def upsert(
+        self, sobject: str, records: Sequence[Mapping[str, Any]], ledger: JobLedger
+    ) -> list[WriteResult]:
+        """Upsert records (each carries the external id field); one result per record."""
+        ...
+
+    async def recover(self, job_id: str) -> list[WriteResult] | None:
+        """Results of a job journaled before a crash; None if it never ran (redo it)."""
+        ...
+
+    async def fetch(
+        self, sobject: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Current values of records by destination id (pre-images)."""
+        ...
+
+    async def find(self, sobject: str, external_ids: Sequence[str]) -> dict[str, str]:
+        """Destination ids of records carrying these external ids."""
+        ...
+
+    async def upload_file(
+        self, sobject: str, fields: Mapping[str, Any], content: Path, filename: str, mime_type: str
+    ) -> WriteResult:
+        """Create a file record with its content streamed from ``content``."""
         ...
 
 

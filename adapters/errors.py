@@ -99,3 +99,9 @@ def first_error(exc: BaseException) -> BaseException:
         return exc
     leaves = [first_error(e) for e in exc.exceptions]
     return next((e for e in leaves if isinstance(e, CrmliftError)), leaves[0])
+
+
+class SchemaMissing(FatalError):
+    """The destination lacks objects or fields the schema plan needs."""
+
+    exit_code = 7

@@ -16,6 +16,7 @@ from journal.checkpoints import Checkpoints
 from journal.deletions import Deletions
 from journal.embedded import EmbeddedPostgres
 from journal.issues import Issues
+from journal.operations import Operations
 from journal.runs import Runs
 from journal.schema import migrate
 from journal.staging import Staging
@@ -46,6 +47,7 @@ class Journal:
     deletions: Deletions
     blobs: BlobStore
     issues: Issues
+    operations: Operations
 
 
 @asynccontextmanager
@@ -76,6 +78,7 @@ async def open_journal(settings: JournalSettings) -> AsyncIterator[Journal]:
                 deletions=Deletions(pool),
                 blobs=BlobStore(pool, settings.data_dir / "blobs"),
                 issues=Issues(pool),
+                operations=Operations(pool),
             )
         finally:
             await pool.close()

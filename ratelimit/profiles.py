@@ -22,6 +22,12 @@ class QuotaProfile:
     """Requests in flight at once."""
     utilization: float = 1.0
     """Share of ``rate`` we aim for; below 1 leaves headroom for other tenants' tools."""
+    daily_requests: int | None = None
+    """Requests allowed per rolling 24 hours (org-wide), when the platform counts them."""
+    daily_bulk_batches: int | None = None
+    """Bulk batches allowed per rolling 24 hours."""
+    daily_bulk_records: int | None = None
+    """Bulk records allowed per rolling 24 hours."""
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1 or self.concurrency < 1:
@@ -57,7 +63,21 @@ BACKDOCKET = QuotaProfile(platform="backdocket", rate=20.0, burst=40.0, concurre
 Source: ../shared/sources/backdocket-api.md, "Transport and auth".
 """
 
-PROFILES: dict[str, QuotaProfile] = {p.platform: p for p in (BACKDOCKET,)}
+SALESFORCE = QuotaProfile(
+    platform="salesforce",
+    rate=50.0,
+    burst=50.0,
+    concurrency=10,
+    daily_requests=100_000,
+    daily_bulk_batches=15_000,
+    daily_bulk_records=150_000_000,
+)
+"""Salesforce: no per-second limit, an org-wide rolling-24 h allocation (Enterprise
+base 100,000 + licences × 1,000; override for your edition), 15,000 Bulk batches
+and 150 million Bulk records per 24 h, 25 concurrent long-running requests (we
+keep 10 in flight). Source: ../shared/platforms/destinations.md §1.2, §1.6."""
+
+PROFILES: dict[str, QuotaProfile] = {p.platform: p for p in (BACKDOCKET, SALESFORCE)}
 
 
 def profile_for(platform: str, overrides: Mapping[str, Any] | None = None) -> QuotaProfile:

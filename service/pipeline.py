@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +38,15 @@ def run_dir(plan: MigrationPlan, run_id: str) -> Path:
     return plan.output_dir / run_id
 
 
-async def _start_or_resume(journal: Journal, plan: MigrationPlan, resume: str | None) -> Run:
+async def start_or_resume(
+    journal: Journal, plan: MigrationPlan, resume: str | None, *, destination: str | None = None
+) -> Run:
+    """A new run of the plan, or the named run put back to work."""
     if resume is None:
         return await journal.runs.create(
             migration=plan.name,
             source="backdocket",
-            destination=None,
+            destination=destination,
             settings=plan.public_settings(),
         )
     run = await journal.runs.get(resume)
@@ -51,50 +56,60 @@ async def _start_or_resume(journal: Journal, plan: MigrationPlan, resume: str | 
     return run
 
 
+async def extract_into(
+    journal: Journal, plan: MigrationPlan, run: Run, progress: ProgressBoard | None
+) -> tuple[ExtractSummary, Governor]:
+    """Extract whatever the run still lacks and write the extraction report."""
+    governor = Governor(plan.source_quota)
+    client = BackDocketClient(plan.source, governor)
+    extractor = Extractor(
+        client,
+        journal,
+        plan.extract,
+        readers=plan.source_quota.concurrency,
+        progress=progress,
+    )
+    async with client:
+        summary = await extractor.run(run)
+    write_extract_report(summary, await journal.issues.list(run.run_id), run_dir(plan, run.run_id))
+    return summary, governor
+
+
+@asynccontextmanager
+async def guarded(journal: Journal, run: Run, phase: str) -> AsyncIterator[None]:
+    """Whatever stops the run, its status in the journal says so.
+
+    SIGINT/SIGTERM (a cancelled task) leaves it ``interrupted``; an error leaves
+    it ``failed`` with the reason. Both are resumable with ``--resume``.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        await asyncio.shield(journal.runs.set_status(run.run_id, "interrupted", "stopped"))
+        raise Interrupted(f"run {run.run_id} stopped; resume with --resume {run.run_id}") from None
+    except BaseException as exc:
+        error = first_error(exc)
+        if isinstance(error, CrmliftError):
+            log.error(f"{phase}.failed", error=str(error), kind=type(error).__name__)
+        else:
+            log.error(f"{phase}.crashed", error=repr(error), exc_info=exc)
+        await journal.runs.set_status(run.run_id, "failed", str(error))
+        raise error from exc
+
+
 async def run_extract(
     plan: MigrationPlan,
     *,
     resume: str | None = None,
     progress: ProgressBoard | None = None,
-    on_run: asyncio.Future[Run] | None = None,
 ) -> ExtractOutcome:
-    """Extract the plan's source into a new (or resumed) run and write the report.
-
-    Whatever stops the run, its status in the journal says so: interrupted runs
-    and failed runs are resumable with ``--resume``.
-    """
+    """Extract the plan's source into a new (or resumed) run and write the report."""
     async with open_journal(plan.journal) as journal:
-        run = await _start_or_resume(journal, plan, resume)
-        if on_run is not None and not on_run.done():
-            on_run.set_result(run)
+        run = await start_or_resume(journal, plan, resume)
         structlog.contextvars.bind_contextvars(run_id=run.run_id)
-        governor = Governor(plan.source_quota)
-        client = BackDocketClient(plan.source, governor)
-        extractor = Extractor(
-            client,
-            journal,
-            plan.extract,
-            readers=plan.source_quota.concurrency,
-            progress=progress,
-        )
-        try:
-            async with client:
-                summary = await extractor.run(run)
-        except asyncio.CancelledError:
-            await asyncio.shield(journal.runs.set_status(run.run_id, "interrupted", "stopped"))
-            raise Interrupted(
-                f"run {run.run_id} stopped; resume with --resume {run.run_id}"
-            ) from None
-        except BaseException as exc:
-            error = first_error(exc)
-            if isinstance(error, CrmliftError):
-                log.error("extract.failed", error=str(error), kind=type(error).__name__)
-            else:
-                log.error("extract.crashed", error=repr(error), exc_info=exc)
-            await journal.runs.set_status(run.run_id, "failed", str(error))
-            raise error from exc
+        async with guarded(journal, run, "extract"):
+            summary, governor = await extract_into(journal, plan, run, progress)
         await journal.runs.set_status(run.run_id, "extracted")
-        reports = write_extract_report(
-            summary, await journal.issues.list(run.run_id), run_dir(plan, run.run_id)
-        )
+        out = run_dir(plan, run.run_id)
+        reports = (out / "extract-summary.json", out / "extract-summary.md")
         return ExtractOutcome(run=run, summary=summary, reports=reports, governor=governor)

@@ -17,6 +17,7 @@ import platformdirs
 
 from adapters.backdocket.client import COLLECTIONS, MAX_PAGE_SIZE, BackDocketConfig
 from adapters.errors import ConfigError
+from adapters.salesforce.client import SalesforceConfig
 from adapters.secrets import Secret
 from journal import JournalSettings
 from ratelimit.profiles import QuotaProfile, profile_for
@@ -37,6 +38,19 @@ class ExtractSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationSettings:
+    """Where the data goes and how it may be written there."""
+
+    platform: str
+    config: SalesforceConfig
+    quota: QuotaProfile
+    fallback_owner_email: str
+    """Owner of records whose BackDocket user has no matching destination user."""
+    mapping: Mapping[str, Any] = field(default_factory=dict)
+    """Pair-specific mapping settings (``[mapping]`` in the plan)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MigrationPlan:
     """Everything one migration needs, resolved and validated."""
 
@@ -46,6 +60,8 @@ class MigrationPlan:
     extract: ExtractSettings
     journal: JournalSettings
     output_dir: Path
+    destination: DestinationSettings | None = None
+    """None for a plan that only extracts."""
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -118,8 +134,35 @@ def parse_plan(
         ),
         journal=JournalSettings(data_dir=data_dir, dsn=dsn),
         output_dir=_path(migration.get("output_dir"), base, default=base / "crmlift-out"),
+        destination=_destination(raw, env),
         path=path,
         raw=raw,
+    )
+
+
+def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationSettings | None:
+    table = _table(raw, "destination", required=False)
+    if not table:
+        return None
+    platform = _get(table, "destination.platform", str)
+    if platform != "salesforce":
+        raise ConfigError(f"destination.platform {platform!r} is not supported yet (salesforce)")
+    bulk_threshold = _get(table, "destination.bulk_threshold", int, 2000)
+    if bulk_threshold < 1:
+        raise ConfigError("destination.bulk_threshold must be at least 1")
+    config = SalesforceConfig(
+        login_url=_get(table, "destination.login_url", str),
+        client_id=_get(table, "destination.client_id", str),
+        client_secret=_secret(table, "destination.client_secret", env),
+        api_version=_get(table, "destination.api_version", str, "59.0"),
+        bulk_threshold=bulk_threshold,
+    )
+    return DestinationSettings(
+        platform=platform,
+        config=config,
+        quota=profile_for(platform, _table(table, "quota", required=False)),
+        fallback_owner_email=_get(table, "destination.fallback_owner_email", str),
+        mapping=_table(raw, "mapping", required=False),
     )
 
 

@@ -1,0 +1,524 @@
+"""The Salesforce writer: OAuth, sObject Collections, Bulk API 2.0 and Files.
+
+Speaks the wire in ../shared/platforms/destinations.md §1. Every write is an
+upsert on the external-id field, so a retried or repeated write never
+duplicates. Small loads go through sObject Collections (200 per call); large
+ones through a Bulk API 2.0 ingest job, journaled before its CSV is uploaded so
+a crash recovers the job's results instead of loading it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from adapters.base import JobLedger, ObjectInfo, WriteResult
+from adapters.errors import AuthError, PlatformUnavailable, QuotaExhausted
+from adapters.secrets import Secret
+from ratelimit.backoff import RetryPolicy, parse_retry_after
+from ratelimit.governor import Governor
+
+PLATFORM = "salesforce"
+EXTERNAL_ID_FIELD = "Source_System_ID__c"
+COLLECTION_LIMIT = 200
+"""Records per sObject Collections call (destinations.md §1.5)."""
+BULK_RECORDS_PER_JOB = 100_000
+"""Records per ingest job: well under the 100 MB raw upload cap (destinations.md §1.2)."""
+SOQL_IN_CHUNK = 200
+"""Ids per ``IN (...)`` clause: keeps the query URL short."""
+TERMINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SalesforceConfig:
+    """How to reach one org."""
+
+    login_url: str
+    """My Domain (or simulator) base URL that serves ``/services/oauth2/token``."""
+    client_id: str
+    client_secret: Secret
+    api_version: str = "59.0"
+    bulk_threshold: int = 2000
+    """Loads of at least this many records go through Bulk API 2.0."""
+    poll_interval: float = 0.5
+    """First wait between Bulk job polls; it grows to 5 s."""
+    request_timeout: float = 600.0
+    """REST calls time out after 10 minutes on Salesforce's side too."""
+
+
+class SalesforceClient:
+    """One org, one token, one governor. Use as ``async with``."""
+
+    platform = PLATFORM
+    external_id_field = EXTERNAL_ID_FIELD
+
+    def __init__(
+        self, config: SalesforceConfig, governor: Governor, policy: RetryPolicy | None = None
+    ) -> None:
+        self.config = config
+        self.governor = governor
+        self.policy = policy or RetryPolicy()
+        self._rng = random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._instance: str | None = None
+        self._token_lock = asyncio.Lock()
+        self.api_usage: tuple[int, int] | None = None
+        """(used, max) of the daily allocation from the last ``Sforce-Limit-Info``."""
+
+    async def __aenter__(self) -> SalesforceClient:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=10),
+            connector=aiohttp.TCPConnector(limit=self.governor.profile.concurrency + 2),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("SalesforceClient used outside `async with`")
+        return self._session
+
+    # -- auth ---------------------------------------------------------------
+
+    async def _login(self, stale: str | None = None) -> tuple[str, str]:
+        async with self._token_lock:
+            if self._token is None or self._token == stale:
+                auth = aiohttp.BasicAuth(self.config.client_id, self.config.client_secret.reveal())
+                url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
+                async with self.session.post(
+                    url, data={"grant_type": "client_credentials"}, auth=auth
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status != 200:
+                        raise AuthError(PLATFORM, _oauth_error(body) or f"HTTP {resp.status}")
+                answer = orjson.loads(body)
+                self._token, self._instance = answer["access_token"], answer["instance_url"]
+            assert self._token is not None
+            assert self._instance is not None
+            return self._token, self._instance
+
+    def _url(self, instance: str, path: str) -> str:
+        if path.startswith("/services/"):
+            return instance.rstrip("/") + path
+        return f"{instance.rstrip('/')}/services/data/v{self.config.api_version}/{path}"
+
+    # -- one governed, retried call -----------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json: Any = None,
+        data: bytes | aiohttp.FormData | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+        idempotent: bool = True,
+    ) -> tuple[int, bytes]:
+        """Send one request; retry what is safe to retry; classify the rest."""
+        token, instance = await self._login()
+        reauthed = False
+        for attempt in range(1, self.policy.attempts + 1):
+            sent_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+            body_data: Any = data
+            if json is not None:
+                body_data = orjson.dumps(json)
+                sent_headers.setdefault("Content-Type", "application/json")
+            async with self.governor.slot():
+                try:
+                    async with self.session.request(
+                        method,
+                        self._url(instance, path),
+                        data=body_data,
+                        headers=sent_headers,
+                        params=params,
+                    ) as resp:
+                        status, body = resp.status, await resp.read()
+                        self._note_usage(resp.headers.get("Sforce-Limit-Info"))
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    if not idempotent:
+                        raise PlatformUnavailable(
+                            PLATFORM, what, f"connection lost: {exc}"
+                        ) from exc
+                    status, body, retry_after = 0, b"", None
+            if status in ok:
+                return status, body
+            code = _error_code(body)
+            if status == 401 and not reauthed:
+                reauthed = True
+                token, instance = await self._login(stale=token)
+                continue
+            if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
+                raise QuotaExhausted(
+                    f"{PLATFORM}: the org's daily API allocation is spent "
+                    f"({self._usage_text()}); it frees up over the rolling 24 hours"
+                )
+            if status in (0, 429, 500, 502, 503, 504) and idempotent:
+                if attempt == self.policy.attempts:
+                    break
+                delay = self.policy.delay(attempt, retry_after, self._rng)
+                self.governor.stats.retries += 1
+                log.info(
+                    "destination.retry",
+                    platform=PLATFORM,
+                    what=what,
+                    status=status,
+                    attempt=attempt,
+                    wait=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                continue
+            return status, body
+        raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'connection lost'}")
+
+    def _note_usage(self, header: str | None) -> None:
+        if header and "api-usage=" in header:
+            used, _, limit = header.split("api-usage=", 1)[1].split(";", 1)[0].partition("/")
+            if used.strip().isdigit() and limit.strip().isdigit():
+                self.api_usage = (int(used), int(limit))
+
+    def _usage_text(self) -> str:
+        if self.api_usage is None:
+            return "usage unknown"
+        used, limit = self.api_usage
+        return f"{used}/{limit} calls"
+
+    async def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        status, body = await self._call(method, path, what, **kw)
+        if status >= 300:
+            raise PlatformUnavailable(PLATFORM, what, f"HTTP {status}: {_error_text(body)}")
+        return orjson.loads(body) if body else None
+
+    # -- metadata and reads -------------------------------------------------
+
+    async def describe(self, sobject: str) -> ObjectInfo | None:
+        """The object's fields, or None when the org does not have it."""
+        status, body = await self._call(
+            "GET", f"sobjects/{sobject}/describe", f"describe {sobject}", ok=(200, 404)
+        )
+        if status == 404:
+            return None
+        info = orjson.loads(body)
+        fields = info["fields"]
+        return ObjectInfo(
+            name=info["name"],
+            fields=frozenset(f["name"] for f in fields),
+            required=frozenset(
+                f["name"]
+                for f in fields
+                if f.get("createable")
+                and not f.get("nillable")
+                and not f.get("defaultedOnCreate")
+                and f.get("type") != "boolean"
+            ),
+            references={
+                f["name"]: tuple(f.get("referenceTo") or ())
+                for f in fields
+                if f.get("type") == "reference"
+            },
+        )
+
+    async def query(self, soql: str) -> list[dict[str, Any]]:
+        """Every record a SOQL query returns, following ``nextRecordsUrl``."""
+        page = await self._json("GET", "query", "query", params={"q": soql})
+        records: list[dict[str, Any]] = list(page["records"])
+        while not page.get("done", True) and page.get("nextRecordsUrl"):
+            page = await self._json("GET", page["nextRecordsUrl"], "query more")
+            records.extend(page["records"])
+        return records
+
+    async def users_by_email(self) -> dict[str, str]:
+        """Active users' lowercased email → id."""
+        rows = await self.query("SELECT Id, Email FROM User WHERE IsActive = true")
+        return {r["Email"].strip().lower(): r["Id"] for r in rows if r.get("Email")}
+
+    async def fetch(
+        self, sobject: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Current values of records by id: the pre-images rollback restores."""
+        wanted = ", ".join(["Id", *[f for f in fields if f != "Id"]])
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(list(ids), SOQL_IN_CHUNK):
+            soql = f"SELECT {wanted} FROM {sobject} WHERE Id IN ({_soql_list(chunk)})"
+            for row in await self.query(soql):
+                row.pop("attributes", None)
+                found[row["Id"]] = row
+        return found
+
+    async def find(self, sobject: str, external_ids: Sequence[str]) -> dict[str, str]:
+        """Ids of records already carrying these external ids."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(external_ids), SOQL_IN_CHUNK):
+            soql = (
+                f"SELECT Id, {EXTERNAL_ID_FIELD} FROM {sobject} "
+                f"WHERE {EXTERNAL_ID_FIELD} IN ({_soql_list(chunk)})"
+            )
+            for row in await self.query(soql):
+                found[row[EXTERNAL_ID_FIELD]] = row["Id"]
+        return found
+
+    # -- writes -------------------------------------------------------------
+
+    async def upsert(
+        self, sobject: str, records: Sequence[Mapping[str, Any]], ledger: JobLedger
+    ) -> list[WriteResult]:
+        """Upsert on the external id: Bulk API 2.0 for big loads, Collections otherwise."""
+        if len(records) >= self.config.bulk_threshold:
+            results: list[WriteResult] = []
+            for chunk in _chunks(list(records), BULK_RECORDS_PER_JOB):
+                results.extend(await self._bulk_upsert(sobject, chunk, ledger))
+            return results
+        return await self._collections_upsert(sobject, records)
+
+    async def _collections_upsert(
+        self, sobject: str, records: Sequence[Mapping[str, Any]]
+    ) -> list[WriteResult]:
+        chunks = _chunks(list(records), COLLECTION_LIMIT)
+        answers = await asyncio.gather(*(self._collections_call(sobject, c) for c in chunks))
+        return [result for answer in answers for result in answer]
+
+    async def _collections_call(
+        self, sobject: str, chunk: list[Mapping[str, Any]]
+    ) -> list[WriteResult]:
+        body = {
+            "allOrNone": False,
+            "records": [{"attributes": {"type": sobject}, **_json_ready(r)} for r in chunk],
+        }
+        status, raw = await self._call(
+            "PATCH",
+            f"composite/sobjects/{sobject}/{EXTERNAL_ID_FIELD}",
+            f"upsert {sobject}",
+            json=body,
+            ok=(200, 400),
+        )
+        answer = orjson.loads(raw)
+        ext_ids = [str(r[EXTERNAL_ID_FIELD]) for r in chunk]
+        if status == 400:  # the whole request was refused (e.g. an unknown field)
+            code, message = _first_error(answer)
+            return [WriteResult(e, None, None, code, message) for e in ext_ids]
+        results = []
+        for ext, item in zip(ext_ids, answer, strict=True):
+            if item.get("success"):
+                results.append(WriteResult(ext, item["id"], bool(item.get("created"))))
+            else:
+                code, message = _first_error(item.get("errors") or [])
+                results.append(WriteResult(ext, None, None, code, message))
+        return results
+
+    async def _bulk_upsert(
+        self, sobject: str, records: list[Mapping[str, Any]], ledger: JobLedger
+    ) -> list[WriteResult]:
+        job = await self._json(
+            "POST",
+            "jobs/ingest",
+            f"create bulk job {sobject}",
+            json={
+                "object": sobject,
+                "operation": "upsert",
+                "contentType": "CSV",
+                "externalIdFieldName": EXTERNAL_ID_FIELD,
+                "lineEnding": "LF",
+            },
+            idempotent=False,
+        )
+        job_id = job["id"]
+        await ledger.job_opened(job_id, sobject, len(records))
+        status, body = await self._call(
+            "PUT",
+            f"jobs/ingest/{job_id}/batches",
+            f"upload bulk job {job_id}",
+            data=_to_csv(records),
+            headers={"Content-Type": "text/csv"},
+            ok=(201,),
+        )
+        if status != 201:
+            raise PlatformUnavailable(PLATFORM, f"upload {job_id}", _error_text(body))
+        await self._json(
+            "PATCH",
+            f"jobs/ingest/{job_id}",
+            f"close bulk job {job_id}",
+            json={"state": "UploadComplete"},
+        )
+        await ledger.job_uploaded(job_id)
+        return await self._job_results(job_id)
+
+    async def recover(self, job_id: str) -> list[WriteResult] | None:
+        """Results of a journaled job; None when its data never arrived (redo it)."""
+        status, body = await self._call(
+            "GET", f"jobs/ingest/{job_id}", f"job {job_id}", ok=(200, 404)
+        )
+        if status == 404:
+            return None
+        state = orjson.loads(body)["state"]
+        if state == "Open":
+            await self._json(
+                "PATCH", f"jobs/ingest/{job_id}", f"abort {job_id}", json={"state": "Aborted"}
+            )
+            return None
+        if state == "Aborted":
+            return None
+        return await self._job_results(job_id)
+
+    async def _job_results(self, job_id: str) -> list[WriteResult]:
+        wait = self.config.poll_interval
+        while True:
+            info = await self._json("GET", f"jobs/ingest/{job_id}", f"poll {job_id}")
+            if info["state"] in TERMINAL_JOB_STATES:
+                break
+            await asyncio.sleep(wait)
+            wait = min(5.0, wait * 1.5)
+        results: list[WriteResult] = []
+        for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+            _, raw = await self._call(
+                "GET",
+                f"jobs/ingest/{job_id}/{kind}/",
+                f"{kind} {job_id}",
+                headers={"Accept": "text/csv"},
+            )
+            results.extend(_parse_results(kind, raw.decode("utf-8")))
+        log.info(
+            "bulk.job_done",
+            platform=PLATFORM,
+            job_id=job_id,
+            state=info["state"],
+            processed=info.get("numberRecordsProcessed"),
+            failed=info.get("numberRecordsFailed"),
+        )
+        return results
+
+    async def upload_file(
+        self, sobject: str, fields: Mapping[str, Any], content: Path, filename: str, mime_type: str
+    ) -> WriteResult:
+        """Create a ContentVersion from a multipart upload, streamed from disk."""
+        ext = str(fields[EXTERNAL_ID_FIELD])
+        with content.open("rb") as stream:
+            form = aiohttp.FormData()
+            form.add_field(
+                "entity_content",
+                orjson.dumps(_json_ready(fields)).decode(),
+                content_type="application/json",
+            )
+            form.add_field("VersionData", stream, filename=filename, content_type=mime_type)
+            # Not idempotent: a lost answer may mean the file exists; the loader
+            # looks it up by external id before trying again.
+            status, body = await self._call(
+                "POST",
+                f"sobjects/{sobject}/",
+                f"upload {filename}",
+                data=form,
+                ok=(201, 400),
+                idempotent=False,
+            )
+        if status == 201:
+            return WriteResult(ext, orjson.loads(body)["id"], True)
+        code, message = _first_error(orjson.loads(body))
+        return WriteResult(ext, None, None, code, message)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _soql_list(values: Sequence[str]) -> str:
+    return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+
+
+def _json_ready(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ";".join(v) if isinstance(v, list) else v for k, v in record.items()}
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return "#N/A"  # Bulk API: nulls the field
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ";".join(value)
+    return str(value)
+
+
+def _to_csv(records: Sequence[Mapping[str, Any]]) -> bytes:
+    columns = sorted({key for record in records for key in record})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([_csv_cell(record[c]) if c in record else "" for c in columns])
+    return out.getvalue().encode("utf-8")
+
+
+def _parse_results(kind: str, text: str) -> list[WriteResult]:
+    results = []
+    for row in csv.DictReader(io.StringIO(text)):
+        ext = row.get(EXTERNAL_ID_FIELD, "")
+        if kind == "successfulResults":
+            results.append(WriteResult(ext, row["sf__Id"], row["sf__Created"].lower() == "true"))
+        elif kind == "failedResults":
+            code, _, message = (row.get("sf__Error") or "UNKNOWN_ERROR").partition(":")
+            results.append(WriteResult(ext, None, None, code, message.rstrip(" -") or code))
+        else:
+            results.append(WriteResult(ext, None, None, "UNPROCESSED", "the job never got to it"))
+    return results
+
+
+def _first_error(errors: Any) -> tuple[str, str]:
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        code = first.get("statusCode") or first.get("errorCode") or "UNKNOWN_ERROR"
+        message = first.get("message", "")
+        fields = first.get("fields")
+        if fields:
+            message = f"{message} (fields: {', '.join(fields)})"
+        return str(code), str(message)
+    return "UNKNOWN_ERROR", str(errors)[:300]
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        code = value[0].get("errorCode")
+        return code if isinstance(code, str) else None
+    return None
+
+
+def _error_text(body: bytes) -> str:
+    code, message = _first_error(_safe_json(body))
+    return f"{code}: {message}"
+
+
+def _safe_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", errors="replace")[:300]
+
+
+def _oauth_error(body: bytes) -> str | None:
+    value = _safe_json(body)
+    if isinstance(value, dict):
+        return str(value.get("error_description") or value.get("error"))
+    return None

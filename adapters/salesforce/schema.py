@@ -1,0 +1,143 @@
+"""A Salesforce org's schema as data: objects, fields, types, picklists, external ids.
+
+The schema plan crmlift proposes, the file a simulator is started with, and
+what ``describe`` answers are all this one shape, so a missing object or field
+can be planned, simulated and detected the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+FieldType = Literal[
+    "id",
+    "string",
+    "textarea",
+    "email",
+    "phone",
+    "url",
+    "picklist",
+    "multipicklist",
+    "reference",
+    "boolean",
+    "date",
+    "datetime",
+    "double",
+    "int",
+    "currency",
+    "percent",
+    "base64",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of an object, as describe reports it."""
+
+    name: str
+    type: FieldType
+    label: str = ""
+    length: int | None = None
+    """Maximum characters for text types."""
+    required: bool = False
+    """Not nillable and not defaulted on create: inserts without it fail."""
+    external_id: bool = False
+    unique: bool = False
+    picklist_values: tuple[str, ...] = ()
+    restricted: bool = False
+    """A restricted picklist rejects values outside ``picklist_values``."""
+    reference_to: tuple[str, ...] = ()
+    precision: int | None = None
+    scale: int | None = None
+    createable: bool = True
+    updateable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSpec:
+    """One sObject and its fields."""
+
+    name: str
+    label: str
+    custom: bool = False
+    fields: tuple[FieldSpec, ...] = ()
+    key_prefix: str = ""
+    """The three characters every record id of this object starts with."""
+
+    def field(self, name: str) -> FieldSpec | None:
+        """The field called ``name`` (case-insensitive, as Salesforce matches)."""
+        lowered = name.lower()
+        return next((f for f in self.fields if f.name.lower() == lowered), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSchema:
+    """Objects by API name."""
+
+    objects: Mapping[str, ObjectSpec] = field(default_factory=dict)
+
+    def get(self, name: str) -> ObjectSpec | None:
+        """The object called ``name`` (case-insensitive)."""
+        lowered = name.lower()
+        return next((o for k, o in self.objects.items() if k.lower() == lowered), None)
+
+    def merged(self, other: OrgSchema) -> OrgSchema:
+        """This schema with ``other``'s objects added and its fields added to ours."""
+        objects = dict(self.objects)
+        for name, spec in other.objects.items():
+            mine = objects.get(name)
+            if mine is None:
+                objects[name] = spec
+                continue
+            known = {f.name.lower() for f in mine.fields}
+            extra = tuple(f for f in spec.fields if f.name.lower() not in known)
+            objects[name] = ObjectSpec(
+                mine.name, mine.label, mine.custom, mine.fields + extra, mine.key_prefix
+            )
+        return OrgSchema(objects)
+
+    def to_json(self) -> bytes:
+        """The schema file format: ``{"objects": {name: {...}}}``."""
+        return orjson.dumps(
+            {"objects": {n: asdict(o) for n, o in self.objects.items()}},
+            option=orjson.OPT_INDENT_2,
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> OrgSchema:
+        """Read the schema file format."""
+        raw: dict[str, Any] = orjson.loads(data)
+        objects = {}
+        for name, spec in raw.get("objects", {}).items():
+            fields = tuple(
+                FieldSpec(
+                    **{
+                        **f,
+                        "picklist_values": tuple(f.get("picklist_values", ())),
+                        "reference_to": tuple(f.get("reference_to", ())),
+                    }
+                )
+                for f in spec.get("fields", ())
+            )
+            objects[name] = ObjectSpec(
+                name=spec.get("name", name),
+                label=spec.get("label", name),
+                custom=spec.get("custom", name.endswith("__c")),
+                fields=fields,
+                key_prefix=spec.get("key_prefix", ""),
+            )
+        return cls(objects)
+
+    def save(self, path: Path) -> None:
+        """Write the schema file."""
+        path.write_bytes(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> OrgSchema:
+        """Read a schema file."""
+        return cls.from_json(path.read_bytes())

@@ -1,0 +1,180 @@
+"""The id map and the operations log, written together so they never disagree.
+
+Every load outcome is one operation row; every record that exists in the
+destination because of us has one id-map row carrying the hash of what we last
+wrote, so a rerun can tell "unchanged" without asking the destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+Action = Literal["created", "updated", "unchanged", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What happened to one record in one run."""
+
+    collection: str
+    source_id: str
+    action: Action
+    object: str | None = None
+    external_id: str | None = None
+    destination_id: str | None = None
+    reason_code: str | None = None
+    message: str | None = None
+    pre_image: dict[str, Any] | None = None
+    """The destination record as it was before we updated it: what rollback restores."""
+    payload_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """An id-map entry: where a record went and what we last wrote there."""
+
+    destination_id: str
+    payload_hash: str
+
+
+RefKey = tuple[str, str, str | None]
+"""(source collection, source id, destination object or None for any)."""
+
+
+class Operations:
+    """Record outcomes; look up the id map."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, run_id: str, migration: str, ops: Sequence[Operation]) -> None:
+        """Journal a batch of outcomes and move the id map with them, atomically."""
+        if not ops:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.copy_records_to_table(
+                "operations",
+                records=[
+                    (
+                        run_id,
+                        op.collection,
+                        op.source_id,
+                        op.object,
+                        op.external_id,
+                        op.action,
+                        op.destination_id,
+                        op.reason_code,
+                        op.message,
+                        None if op.pre_image is None else orjson.dumps(op.pre_image).decode(),
+                    )
+                    for op in ops
+                ],
+                columns=[
+                    "run_id", "collection", "source_id", "object", "external_id", "action",
+                    "destination_id", "reason_code", "message", "pre_image",
+                ],
+            )  # fmt: skip
+            mapped = [
+                (migration, op.object, op.external_id, op.collection, op.source_id,
+                 op.destination_id, op.payload_hash, run_id)
+                for op in ops
+                if op.action in ("created", "updated", "unchanged")
+                and op.destination_id and op.object and op.external_id and op.payload_hash
+            ]  # fmt: skip
+            if mapped:
+                await conn.executemany(
+                    """INSERT INTO id_map (migration, object, external_id, collection, source_id,
+                                           destination_id, payload_hash, run_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                       ON CONFLICT (migration, object, external_id) DO UPDATE
+                       SET destination_id = EXCLUDED.destination_id,
+                           payload_hash = EXCLUDED.payload_hash,
+                           run_id = EXCLUDED.run_id, updated_at = now()""",
+                    mapped,
+                )
+
+    async def existing(
+        self, migration: str, sobject: str, external_ids: Sequence[str]
+    ) -> dict[str, Mapped]:
+        """Id-map entries of these external ids of one object."""
+        rows = await self._pool.fetch(
+            """SELECT external_id, destination_id, payload_hash FROM id_map
+               WHERE migration = $1 AND object = $2 AND external_id = ANY($3::text[])""",
+            migration,
+            sobject,
+            list(external_ids),
+        )
+        return {r["external_id"]: Mapped(r["destination_id"], r["payload_hash"]) for r in rows}
+
+    async def resolve(self, migration: str, refs: Iterable[RefKey]) -> dict[RefKey, str]:
+        """Destination ids of the source records these lookups point to."""
+        wanted = list(set(refs))
+        if not wanted:
+            return {}
+        rows = await self._pool.fetch(
+            """SELECT m.collection, m.source_id, m.object, m.destination_id
+               FROM id_map m
+               JOIN unnest($2::text[], $3::text[]) AS w(collection, source_id)
+                 ON m.collection = w.collection AND m.source_id = w.source_id
+               WHERE m.migration = $1""",
+            migration,
+            [c for c, _, _ in wanted],
+            [s for _, s, _ in wanted],
+        )
+        found: dict[RefKey, str] = {}
+        for r in rows:
+            found[(r["collection"], r["source_id"], r["object"])] = r["destination_id"]
+            found.setdefault((r["collection"], r["source_id"], None), r["destination_id"])
+        return {key: found[key] for key in wanted if key in found}
+
+    async def summary(self, run_id: str) -> dict[tuple[str, str], dict[str, int]]:
+        """(collection, object) → action → count of the records of one run.
+
+        A resumed run meets records it already wrote and journals them again as
+        unchanged; a record counts once, by what was done to it. Records that
+        became no destination object are counted under object ``-``.
+        """
+        rows = await self._pool.fetch(
+            """WITH outcome AS (
+                   SELECT DISTINCT ON (collection, object, coalesce(external_id, source_id))
+                          collection, coalesce(object, '-') AS object, action
+                   FROM operations WHERE run_id = $1
+                   ORDER BY collection, object, coalesce(external_id, source_id),
+                            (action IN ('created', 'updated')) DESC, op_id DESC)
+               SELECT collection, object, action, count(*) AS n FROM outcome GROUP BY 1, 2, 3""",
+            run_id,
+        )
+        result: dict[tuple[str, str], dict[str, int]] = {}
+        for r in rows:
+            result.setdefault((r["collection"], r["object"]), {})[r["action"]] = r["n"]
+        return result
+
+    async def failures(self, run_id: str) -> list[Operation]:
+        """Every failed or skipped operation of a run, for failures.csv."""
+        rows = await self._pool.fetch(
+            """SELECT * FROM (
+                   SELECT DISTINCT ON (collection, object, coalesce(external_id, source_id))
+                          collection, source_id, action, object, external_id, reason_code,
+                          message
+                   FROM operations WHERE run_id = $1
+                   ORDER BY collection, object, coalesce(external_id, source_id),
+                            (action IN ('created', 'updated')) DESC, op_id DESC) last
+               WHERE action IN ('failed', 'skipped') ORDER BY collection, source_id""",
+            run_id,
+        )
+        return [Operation(**dict(r)) for r in rows]
+
+    async def set_hash(
+        self, migration: str, sobject: str, hashes: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record what a second pass wrote (deferred lookups) as the id map's last payload."""
+        await self._pool.executemany(
+            """UPDATE id_map SET payload_hash = $4, updated_at = now()
+               WHERE migration = $1 AND object = $2 AND external_id = $3""",
+            [(migration, sobject, ext, h) for ext, h in hashes],
+        )

@@ -1,0 +1,451 @@
+"""Load: staged records → transform → resolve lookups → upsert, in dependency waves.
+
+Each source collection is a wave; a wave's lookups point only at earlier waves
+(or, for self-references, at a second pass after the wave). Every record ends
+as an operation in the journal — created, updated, unchanged, skipped or
+failed with the reason — and every written record in the id map with the hash
+of what was written, so a rerun or a resumed run writes nothing that is
+already there and never duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+import structlog
+
+from adapters.base import Destination, ObjectInfo, WriteResult, canonical_json, digest
+from journal import Journal
+from journal.load_jobs import LoadJob, LoadJobs
+from journal.operations import Action, Mapped, Operation, RefKey
+from journal.runs import Run
+from service.mapping.base import MappingContext, Payload, Ref, Rejection, TransformResult
+from service.progress import ProgressBoard
+
+log = structlog.get_logger(__name__)
+
+Transform = Callable[[str, dict[str, Any], MappingContext], TransformResult]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    """How the loader batches and overlaps its writes."""
+
+    batch_records: int = 10_000
+    """Staged records transformed and written together; a Bulk job holds at most this many."""
+    batches_in_flight: int = 4
+    """Batches of one wave written at once."""
+    file_uploads_in_flight: int = 4
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """A payload ready to write: lookups resolved, hash computed, fate decided."""
+
+    payload: Payload
+    source_id: str
+    collection: str
+    record: dict[str, Any]
+    payload_hash: str
+    mapped: Mapped | None = None
+
+
+@dataclass(slots=True)
+class WaveState:
+    """What the loader learned while writing a wave, kept for its second pass."""
+
+    deferred: list[tuple[str, Payload]] = field(default_factory=list)
+
+
+class Loader:
+    """Loads one run's staging into one destination through one pair's mapping."""
+
+    def __init__(
+        self,
+        *,
+        destination: Destination,
+        journal: Journal,
+        run: Run,
+        migration: str,
+        transform: Transform,
+        load_order: Sequence[str],
+        context: MappingContext,
+        schema: Mapping[str, ObjectInfo | None],
+        settings: LoadSettings | None = None,
+        progress: ProgressBoard | None = None,
+    ) -> None:
+        self.destination = destination
+        self.journal = journal
+        self.run = run
+        self.migration = migration
+        self.transform = transform
+        self.load_order = load_order
+        self.context = context
+        self.schema = schema
+        self.settings = settings or LoadSettings()
+        self.progress = progress or ProgressBoard()
+        self.jobs = LoadJobs(journal.pool, run.run_id)
+        self._pending_members: dict[str, list[tuple[str, str, str]]] = {}
+
+    # -- the run ------------------------------------------------------------
+
+    async def load(self, extra: Sequence[tuple[str, Payload]] = ()) -> None:
+        """Recover journaled jobs, write ``extra`` payloads, then every wave in order."""
+        await self._recover_jobs()
+        if extra:
+            await self._write_batch(
+                [(collection, p.external_id, {}, [p]) for collection, p in extra]
+            )
+        staged = await self.journal.staging.counts(self.run.run_id)
+        for collection in self.load_order:
+            self.progress.track(f"load:{collection}", staged.get(collection, 0))
+        for collection in self.load_order:
+            await self._wave(collection)
+        for collection in staged:
+            if collection not in self.load_order:
+                await self._skip_collection(collection)
+
+    async def _wave(self, collection: str) -> None:
+        bound = log.bind(run_id=self.run.run_id, phase="load", collection=collection)
+        state = WaveState()
+        slots = asyncio.Semaphore(self.settings.batches_in_flight)
+
+        async def write(batch: list[tuple[str, dict[str, Any]]]) -> None:
+            async with slots:
+                transformed = [
+                    (collection, sid, rec, self.transform(collection, rec, self.context))
+                    for sid, rec in batch
+                ]
+                await self._write_batch(transformed, state)
+                self.progress.advance(f"load:{collection}", len(batch))
+
+        async with asyncio.TaskGroup() as tg:
+            batch: list[tuple[str, dict[str, Any]]] = []
+            async for source_id, payload in self.journal.staging.payloads(
+                self.run.run_id, collection
+            ):
+                batch.append((source_id, orjson.loads(payload)))
+                if len(batch) >= self.settings.batch_records:
+                    await slots.acquire()  # backpressure: read no further than we write
+                    slots.release()
+                    tg.create_task(write(batch), name=f"load:{collection}")
+                    batch = []
+            if batch:
+                tg.create_task(write(batch), name=f"load:{collection}")
+        if state.deferred:
+            await self._second_pass(state.deferred)
+        self.progress.finish(f"load:{collection}")
+        bound.info("load.wave_done", deferred=len(state.deferred))
+
+    async def _skip_collection(self, collection: str) -> None:
+        """Staged collections the mapping does not load still end in the journal."""
+        ops = []
+        async for source_id, payload in self.journal.staging.payloads(self.run.run_id, collection):
+            result = self.transform(collection, orjson.loads(payload), self.context)
+            if isinstance(result, Rejection):
+                ops.append(_rejected(collection, source_id, result))
+        await self.journal.operations.record(self.run.run_id, self.migration, ops)
+
+    # -- one batch ----------------------------------------------------------
+
+    async def _write_batch(
+        self,
+        transformed: Iterable[tuple[str, str, dict[str, Any], TransformResult]],
+        state: WaveState | None = None,
+    ) -> None:
+        ops: list[Operation] = []
+        by_object: dict[str, list[tuple[str, str, dict[str, Any], Payload]]] = defaultdict(list)
+        for collection, source_id, record, result in transformed:
+            if isinstance(result, Rejection):
+                ops.append(_rejected(collection, source_id, result))
+                continue
+            for payload in result:
+                by_object[payload.object].append((collection, source_id, record, payload))
+                if payload.deferred_refs and state is not None:
+                    state.deferred.append((collection, payload))
+        ledgers: list[_Ledger] = []
+        for sobject, items in by_object.items():
+            ops.extend(await self._write_object(sobject, items, ledgers))
+        await self.journal.operations.record(self.run.run_id, self.migration, ops)
+        for ledger in ledgers:  # only now are the jobs' outcomes durable
+            await ledger.done()
+
+    async def _write_object(
+        self,
+        sobject: str,
+        items: list[tuple[str, str, dict[str, Any], Payload]],
+        ledgers: list[_Ledger],
+    ) -> list[Operation]:
+        info = self.schema.get(sobject)
+        if info is None:
+            return [
+                Operation(collection, source_id, "skipped", sobject, p.external_id,
+                          reason_code="schema_missing",
+                          message=f"{sobject} does not exist in the destination yet; "
+                          "queued until the admin deploys the schema plan, then rerun")
+                for collection, source_id, _, p in items
+            ]  # fmt: skip
+        refs = await self.journal.operations.resolve(
+            self.migration,
+            (_ref_key(r) for *_, p in items for r in (*p.refs.values(), *p.deferred_refs.values())),
+        )
+        ops: list[Operation] = []
+        pending: list[PendingWrite] = []
+        for collection, source_id, record, payload in items:
+            resolved = _resolve(payload, refs, info)
+            if isinstance(resolved, str):
+                ops.append(Operation(collection, source_id, "failed", sobject, payload.external_id,
+                                     reason_code="parent_missing", message=resolved))  # fmt: skip
+                continue
+            fields, full_hash = resolved
+            pending.append(
+                PendingWrite(replace(payload, fields=fields, refs={}), source_id, collection,
+                             record, full_hash)
+            )  # fmt: skip
+        existing = await self.journal.operations.existing(
+            self.migration, sobject, [w.payload.external_id for w in pending]
+        )
+        to_write: list[PendingWrite] = []
+        for w in pending:
+            w.mapped = existing.get(w.payload.external_id)
+            if w.mapped is not None and w.mapped.payload_hash == w.payload_hash:
+                ops.append(_op(w, "unchanged", w.mapped.destination_id))
+            else:
+                to_write.append(w)
+        if to_write:
+            ops.extend(await self._send(sobject, to_write, ledgers))
+        return ops
+
+    async def _send(
+        self, sobject: str, writes: list[PendingWrite], ledgers: list[_Ledger]
+    ) -> list[Operation]:
+        pre_images = await self._pre_images(sobject, writes)
+        files = [w for w in writes if w.payload.file is not None]
+        records = [w for w in writes if w.payload.file is None]
+        results: dict[str, WriteResult] = {}
+        if records:
+            members = [(w.payload.external_id, w.source_id, w.payload_hash) for w in records]
+            ledger = _Ledger(self.jobs, self.destination.platform, records[0].collection, members)
+            ledgers.append(ledger)
+            rows = [
+                {self.destination.external_id_field: w.payload.external_id, **w.payload.fields}
+                for w in records
+            ]
+            answers = await self.destination.upsert(sobject, rows, ledger)
+            results.update((r.external_id, r) for r in answers)
+        if files:
+            results.update(await self._upload_files(sobject, files, ledgers))
+        ops = []
+        for w in writes:
+            result = results.get(w.payload.external_id)
+            if result is None or not result.ok:
+                code = result.error_code if result else "NO_RESULT"
+                message = result.error_message if result else "the destination returned no result"
+                ops.append(_op(w, "failed", None, code, message))
+            elif w.mapped is None and result.created is not False:
+                ops.append(_op(w, "created", result.destination_id))
+            else:
+                pre = pre_images.get(result.destination_id or "")
+                ops.append(_op(w, "updated", result.destination_id, pre_image=pre))
+        return ops
+
+    async def _pre_images(
+        self, sobject: str, writes: list[PendingWrite]
+    ) -> dict[str, dict[str, Any]]:
+        """What rollback will restore: current values of records we are about to update."""
+        updates = [w for w in writes if w.mapped is not None]
+        if not updates:
+            return {}
+        fields = sorted({f for w in updates for f in w.payload.fields} | {"Id"})
+        ids = [w.mapped.destination_id for w in updates if w.mapped is not None]
+        return await self.destination.fetch(sobject, ids, fields)
+
+    async def _upload_files(
+        self, sobject: str, writes: list[PendingWrite], ledgers: list[_Ledger]
+    ) -> dict[str, WriteResult]:
+        """Upload file records; a file that already exists (a crash after upload) is found,
+        not uploaded twice."""
+        new = [w.payload.external_id for w in writes if w.mapped is None]
+        found = await self.destination.find(sobject, new) if new else {}
+        results: dict[str, WriteResult] = {}
+        slots = asyncio.Semaphore(self.settings.file_uploads_in_flight)
+        metadata_only: list[PendingWrite] = []
+
+        async def upload(w: PendingWrite) -> None:
+            file = w.payload.file
+            assert file is not None
+            path = self.journal.blobs.path_for(file.sha256)
+            if not path.exists():
+                results[w.payload.external_id] = WriteResult(
+                    w.payload.external_id, None, None, "content_missing",
+                    f"{file.filename}: content was not extracted (see the extract report)",
+                )  # fmt: skip
+                return
+            fields = {self.destination.external_id_field: w.payload.external_id,
+                      **w.payload.fields}  # fmt: skip
+            async with slots:
+                results[w.payload.external_id] = await self.destination.upload_file(
+                    sobject, fields, path, file.filename, file.mime_type
+                )
+
+        async with asyncio.TaskGroup() as tg:
+            for w in writes:
+                ext = w.payload.external_id
+                if ext in found:
+                    results[ext] = WriteResult(ext, found[ext], True)
+                elif w.mapped is not None:
+                    metadata_only.append(w)
+                else:
+                    tg.create_task(upload(w), name=f"upload:{ext}")
+        if metadata_only:
+            # Content is immutable once uploaded; a changed record updates its fields.
+            rows = [
+                {self.destination.external_id_field: w.payload.external_id,
+                 **{k: v for k, v in w.payload.fields.items() if k != "FirstPublishLocationId"}}
+                for w in metadata_only
+            ]  # fmt: skip
+            ledger = _Ledger(self.jobs, self.destination.platform, metadata_only[0].collection, [])
+            ledgers.append(ledger)
+            for r in await self.destination.upsert(sobject, rows, ledger):
+                results[r.external_id] = r
+        return results
+
+    # -- second pass: self-references --------------------------------------
+
+    async def _second_pass(self, deferred: list[tuple[str, Payload]]) -> None:
+        by_object: dict[str, list[Payload]] = defaultdict(list)
+        for _, payload in deferred:
+            by_object[payload.object].append(payload)
+        for sobject, payloads in by_object.items():
+            info = self.schema.get(sobject)
+            if info is None:
+                continue
+            keys = [
+                _ref_key(r) for p in payloads for r in (*p.refs.values(), *p.deferred_refs.values())
+            ]
+            refs = await self.journal.operations.resolve(self.migration, keys)
+            existing = await self.journal.operations.existing(
+                self.migration, sobject, [p.external_id for p in payloads]
+            )
+            rows, hashes = [], []
+            for p in payloads:
+                mapped = existing.get(p.external_id)
+                resolved = _resolve(p, refs, info)
+                if mapped is None or isinstance(resolved, str):
+                    continue  # the record itself failed; its operation says why
+                fields, full_hash = resolved
+                if full_hash == mapped.payload_hash:
+                    continue
+                values = {k: fields[k] for k in p.deferred_refs if k in fields}
+                rows.append({self.destination.external_id_field: p.external_id, **values})
+                hashes.append((p.external_id, full_hash))
+            if rows:
+                ledger = _Ledger(self.jobs, self.destination.platform, sobject, [])
+                results = await self.destination.upsert(sobject, rows, ledger)
+                await ledger.done()
+                ok = {r.external_id for r in results if r.ok}
+                await self.journal.operations.set_hash(
+                    self.migration, sobject, [h for h in hashes if h[0] in ok]
+                )
+                for r in results:
+                    if not r.ok:
+                        log.warning("load.second_pass_failed", object=sobject,
+                                    external_id=r.external_id, error=r.error_message)  # fmt: skip
+
+    # -- recovery -------------------------------------------------------------
+
+    async def _recover_jobs(self) -> None:
+        """Journal the results of jobs a crash left behind, instead of loading them again."""
+        for job in await self.jobs.unfinished():
+            results = await self.destination.recover(job.job_id)
+            if results is None:
+                await self.jobs.moved(job.job_id, "aborted")
+                continue
+            by_ext = {r.external_id: r for r in results}
+            ops = []
+            for ext, source_id, payload_hash in job.members:
+                r = by_ext.get(ext)
+                if r is None or not r.ok:
+                    continue  # the waves will try it again
+                action: Action = "created" if r.created else "updated"
+                ops.append(Operation(job.collection, source_id, action, job.object, ext,
+                                     r.destination_id, payload_hash=payload_hash))  # fmt: skip
+            await self.journal.operations.record(self.run.run_id, self.migration, ops)
+            await self.jobs.moved(job.job_id, "done")
+            log.info("load.job_recovered", job_id=job.job_id, records=len(ops))
+
+
+class _Ledger:
+    """Journals a Bulk job the moment it exists, with the records it carries."""
+
+    def __init__(
+        self, jobs: LoadJobs, platform: str, collection: str, members: list[tuple[str, str, str]]
+    ) -> None:
+        self._jobs = jobs
+        self._platform = platform
+        self._collection = collection
+        self._members = members
+        self._open: list[str] = []
+
+    async def job_opened(self, job_id: str, sobject: str, records: int) -> None:
+        self._open.append(job_id)
+        await self._jobs.opened(
+            LoadJob(job_id, self._platform, sobject, self._collection, "open", records,
+                    self._members)
+        )  # fmt: skip
+
+    async def job_uploaded(self, job_id: str) -> None:
+        await self._jobs.moved(job_id, "uploaded")
+
+    async def done(self) -> None:
+        """The batch's outcomes are about to be journaled: its jobs need no recovery."""
+        for job_id in self._open:
+            await self._jobs.moved(job_id, "done")
+
+
+def _ref_key(ref: Ref) -> RefKey:
+    return (ref.collection, ref.source_id, ref.object)
+
+
+def _resolve(
+    payload: Payload, refs: Mapping[RefKey, str], info: ObjectInfo
+) -> tuple[dict[str, Any], str] | str:
+    """Fields with lookups filled in and the hash of everything the record should hold,
+    or why it cannot be written (a required parent is missing)."""
+    fields = dict(payload.fields)
+    for name, ref in payload.refs.items():
+        target = refs.get(_ref_key(ref))
+        if target is None and name in info.required:
+            return f"{name} points at {ref.collection}/{ref.source_id}, which was not migrated"
+        fields[name] = target
+    full = dict(fields)
+    for name, ref in payload.deferred_refs.items():
+        full[name] = refs.get(_ref_key(ref))
+    file = payload.file.sha256 if payload.file else None
+    return fields, digest(canonical_json({"o": payload.object, "f": full, "c": file}))
+
+
+def _op(
+    w: PendingWrite,
+    action: Any,
+    destination_id: str | None,
+    code: str | None = None,
+    message: str | None = None,
+    pre_image: dict[str, Any] | None = None,
+) -> Operation:
+    return Operation(
+        collection=w.collection, source_id=w.source_id, action=action, object=w.payload.object,
+        external_id=w.payload.external_id, destination_id=destination_id, reason_code=code,
+        message=message, pre_image=pre_image,
+        payload_hash=w.payload_hash if action in ("created", "updated", "unchanged") else None,
+    )  # fmt: skip
+
+
+def _rejected(collection: str, source_id: str, rejection: Rejection) -> Operation:
+    return Operation(collection, source_id, rejection.outcome, reason_code=rejection.code,
+                     message=rejection.reason)  # fmt: skip

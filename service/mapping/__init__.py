@@ -1,0 +1,1 @@
+"""Pure transforms from staged source records to destination payloads, one module per pair."""

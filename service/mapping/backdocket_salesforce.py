@@ -1,0 +1,1575 @@
+"""BackDocket → Salesforce Sales Cloud: the schema plan, owner resolution and record transforms.
+
+The object map follows the migration seed: companies → Account, contacts →
+Contact (+ AccountContactRelation for every company beyond the primary one),
+matters → the ``Case_Matter__c`` custom object, tasks/notes/e-signature requests →
+Task, events → Event, documents → ContentVersion, intake submissions → Lead or
+``Case_Matter__c`` by form type. Users become owners, custom field definitions
+become the schema plan, and workflows and merge templates are reported, not loaded.
+
+Transforms prefer loading a record with a note over failing it; they fail a
+record only when Salesforce would reject it anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from adapters.base import Record
+from adapters.salesforce.schema import FieldSpec, FieldType, ObjectSpec, OrgSchema
+from service.mapping import transforms as tx
+from service.mapping.base import (
+    FileRef,
+    JsonValue,
+    MappingContext,
+    Payload,
+    Ref,
+    Rejection,
+    TransformResult,
+)
+
+EXTERNAL_ID_FIELD = "Source_System_ID__c"
+"""The external-id field every target object carries: each write is an upsert on it."""
+
+UNASSIGNED_ACCOUNT_ID = "crmlift:unassigned-account"
+"""External id of the 'Unassigned Account' that contacts without a company attach to."""
+
+UNASSIGNED_ACCOUNT_NAME = "Unassigned Account"
+
+LOAD_ORDER: tuple[str, ...] = (
+    "companies",
+    "contacts",
+    "matters",
+    "matter_parties",
+    "claims",
+    "intake_submissions",
+    "tasks",
+    "events",
+    "esignature_requests",
+    "notes",
+    "documents",
+)
+"""Source collections in the order their lookups need them loaded."""
+
+COLLECTION_OBJECTS: Mapping[str, tuple[str, ...]] = {
+    "companies": ("Account",),
+    "contacts": ("Contact", "AccountContactRelation"),
+    "matters": ("Case_Matter__c",),
+    "matter_parties": ("Case_Party__c",),
+    "claims": ("Claim__c",),
+    "intake_submissions": ("Lead", "Case_Matter__c"),
+    "tasks": ("Task",),
+    "events": ("Event",),
+    "esignature_requests": ("Task",),
+    "notes": ("Task",),
+    "documents": ("ContentVersion",),
+    "users": (),
+    "custom_field_definitions": (),
+    "workflows": (),
+    "merge_templates": (),
+}
+"""Source collection → destination objects it can produce, in the order they load
+(a contact's AccountContactRelations need the Contact first)."""
+
+EXTERNAL_ID_PREFIXES: Mapping[str, str] = {
+    "notes": "note:",
+    "esignature_requests": "esign:",
+    "intake_submissions": "intake:",
+}
+"""Collections that share a destination object with another collection (Task,
+Case_Matter__c): their external ids are prefixed, because BackDocket ids are only
+unique per collection and ``Source_System_ID__c`` is unique per object."""
+
+NOT_LOADED: Mapping[str, tuple[str, str]] = {
+    "users": (
+        "resolved_as_owner",
+        "BackDocket users are matched to Salesforce users by email and become record owners",
+    ),
+    "custom_field_definitions": (
+        "schema_definition",
+        "custom field definitions become fields of the schema plan",
+    ),
+    "workflows": (
+        "rebuild_in_flow",
+        "workflows do not migrate; they are exported as reference to rebuild in Salesforce Flow",
+    ),
+    "merge_templates": (
+        "no_destination_object",
+        "merge templates have no Salesforce destination object; exported as reference",
+    ),
+}
+"""Collections whose records never become Salesforce records: (code, reason)."""
+
+# --- Salesforce field facts --------------------------------------------------------------
+
+LONG_TEXT_LENGTH = 131_072
+"""Maximum length of a Salesforce Long Text Area field."""
+
+ACTIVITY_DESCRIPTION_LENGTH = 32_000
+"""Task.Description and Event.Description are Long Text Area(32000)."""
+
+EMAIL_LENGTH = 80
+"""Salesforce Email fields hold at most 80 characters."""
+
+MAX_EMPLOYEES = 99_999_999
+"""Account.NumberOfEmployees is Number(8, 0)."""
+
+MAX_EVENT_DURATION = timedelta(days=14)
+"""Salesforce rejects an Event longer than 14 days."""
+
+DEFAULT_MAX_FILE_BYTES = 25 * 1024 * 1024
+"""The per-file limit the seed enforces for Salesforce Files (setting ``max_file_bytes``)."""
+
+CURRENCY_PRECISION, CURRENCY_SCALE = 16, 2
+NUMBER_PRECISION, NUMBER_SCALE = 18, 4
+
+STANDARD_TEXT_LENGTHS: Mapping[str, Mapping[str, int]] = {
+    "Account": {
+        "Name": 255,
+        "Website": 255,
+        "BillingStreet": 255,
+        "BillingCity": 40,
+        "BillingState": 80,
+        "BillingPostalCode": 20,
+        "BillingCountry": 80,
+    },
+    "Contact": {
+        "FirstName": 40,
+        "LastName": 80,
+        "Phone": 40,
+        "MobilePhone": 40,
+        "MailingStreet": 255,
+        "MailingCity": 40,
+        "MailingState": 80,
+        "MailingPostalCode": 20,
+        "MailingCountry": 80,
+    },
+    "Lead": {"FirstName": 40, "LastName": 80, "Company": 255, "Phone": 40},
+    "Task": {"Subject": 255, "Description": ACTIVITY_DESCRIPTION_LENGTH},
+    "Event": {"Subject": 255, "Location": 255, "Description": ACTIVITY_DESCRIPTION_LENGTH},
+    "ContentVersion": {"Title": 255, "PathOnClient": 500},
+}
+"""Lengths of the standard text fields the transforms write, for truncation."""
+
+# --- value maps --------------------------------------------------------------------------
+
+INDUSTRY_MAP: Mapping[str, str] = {
+    "agriculture": "Agriculture",
+    "apparel": "Apparel",
+    "banking": "Banking",
+    "biotechnology": "Biotechnology",
+    "chemicals": "Chemicals",
+    "communications": "Communications",
+    "construction": "Construction",
+    "consulting": "Consulting",
+    "education": "Education",
+    "electronics": "Electronics",
+    "energy": "Energy",
+    "engineering": "Engineering",
+    "entertainment": "Entertainment",
+    "environmental": "Environmental",
+    "finance": "Finance",
+    "financial_services": "Finance",
+    "food_and_beverage": "Food & Beverage",
+    "government": "Government",
+    "healthcare": "Healthcare",
+    "hospitality": "Hospitality",
+    "insurance": "Insurance",
+    "machinery": "Machinery",
+    "manufacturing": "Manufacturing",
+    "media": "Media",
+    "non_profit": "Not For Profit",
+    "nonprofit": "Not For Profit",
+    "recreation": "Recreation",
+    "retail": "Retail",
+    "shipping": "Shipping",
+    "technology": "Technology",
+    "telecommunications": "Telecommunications",
+    "transportation": "Transportation",
+    "utilities": "Utilities",
+}
+"""BackDocket industry → Salesforce's standard Industry picklist. Only true matches are
+listed: anything else (``real_estate``, ``legal_services``) becomes ``Other`` with a note."""
+
+INDUSTRY_FALLBACK = "Other"
+
+ACCOUNT_KIND_MAP: Mapping[str, str] = {
+    "client": "Client",
+    "opposing_party": "Opposing Party",
+    "insurer": "Insurer",
+    "law_firm": "Law Firm",
+}
+CONTACT_INTAKE_STATUS_MAP: Mapping[str, str] = {
+    "prospective": "Prospective",
+    "active": "Active",
+    "closed": "Closed",
+}
+MATTER_STATUS_MAP: Mapping[str, str] = {
+    "intake": "Intake",
+    "open": "Open",
+    "pending": "Pending",
+    "litigation": "Litigation",
+    "settled": "Settled",
+    "closed_won": "Closed - Won",
+    "closed_lost": "Closed - Lost",
+}
+CASE_TYPE_MAP: Mapping[str, str] = {
+    "auto_accident": "Auto Accident",
+    "premises_liability": "Premises Liability",
+    "medical_malpractice": "Medical Malpractice",
+    "product_liability": "Product Liability",
+    "wrongful_death": "Wrongful Death",
+    "dog_bite": "Dog Bite",
+    "workers_compensation": "Workers' Compensation",
+    "employment_discrimination": "Employment Discrimination",
+    "wrongful_termination": "Wrongful Termination",
+    "wage_and_hour": "Wage and Hour",
+    "breach_of_contract": "Breach of Contract",
+    "business_tort": "Business Tort",
+    "intellectual_property": "Intellectual Property",
+    "insurance_bad_faith": "Insurance Bad Faith",
+    "construction_defect": "Construction Defect",
+    "landlord_tenant": "Landlord-Tenant",
+    "consumer_fraud": "Consumer Fraud",
+    "civil_rights": "Civil Rights",
+    "social_security_disability": "Social Security Disability",
+    "divorce": "Divorce",
+    "child_custody": "Child Custody",
+    "estate_probate": "Estate / Probate",
+}
+"""BackDocket's 22 claim templates (a matter's ``claim_type``) → Case_Type__c values."""
+
+CASE_CATEGORY_MAP: Mapping[str, str] = {
+    "civil": "Civil",
+    "administrative": "Administrative",
+    "class_action": "Class Action",
+    "family": "Family",
+    "probate": "Probate",
+}
+"""A matter's ``case_type`` (the court track) → Case_Category__c."""
+
+PRACTICE_AREA_MAP: Mapping[str, str] = {
+    "personal_injury": "Personal Injury",
+    "workers_compensation": "Workers' Compensation",
+    "employment": "Employment",
+    "commercial": "Commercial",
+    "insurance": "Insurance",
+    "real_estate": "Real Estate",
+    "consumer": "Consumer",
+    "civil_rights": "Civil Rights",
+    "disability": "Disability",
+    "family": "Family",
+    "estate": "Estate",
+}
+BILLING_TYPE_MAP: Mapping[str, str] = {
+    "flat": "Flat Fee",
+    "contingency": "Contingency",
+    "milestone": "Milestone",
+    "hourly": "Hourly",
+}
+PARTY_ROLE_MAP: Mapping[str, str] = {
+    "plaintiff": "Plaintiff",
+    "defendant": "Defendant",
+    "witness": "Witness",
+    "co_counsel": "Co-Counsel",
+    "expert_witness": "Expert Witness",
+    "client": "Client",
+}
+CLAIM_KIND_MAP: Mapping[str, str] = {
+    "economic_damages": "Economic Damages",
+    "non_economic_damages": "Non-Economic Damages",
+    "punitive_damages": "Punitive Damages",
+    "fees": "Fees",
+    "lien": "Lien",
+}
+CLAIM_STATUS_MAP: Mapping[str, str] = {
+    "open": "Open",
+    "negotiating": "Negotiating",
+    "settled": "Settled",
+    "won": "Won",
+    "lost": "Lost",
+    "withdrawn": "Withdrawn",
+}
+TASK_STATUS_MAP: Mapping[str, str] = {
+    "open": "Not Started",
+    "in_progress": "In Progress",
+    "completed": "Completed",
+}
+TASK_STATUS_FALLBACK = "Not Started"
+TASK_PRIORITY_MAP: Mapping[str, str] = {
+    "low": "Low",
+    "normal": "Normal",
+    "high": "High",
+    "urgent": "High",
+}
+"""Salesforce's default Task.Priority has no level above High: urgent collapses into it."""
+TASK_PRIORITY_FALLBACK = "Normal"
+
+ESIGN_STATUS_MAP: Mapping[str, str] = {
+    "draft": "Created",
+    "sent": "Sent",
+    "delivered": "Delivered",
+    "completed": "Completed",
+    "declined": "Declined",
+    "voided": "Voided",
+}
+"""E-signature status → DocuSign_Status__c, in DocuSign's envelope status words."""
+
+ESIGN_TASK_STATUS_MAP: Mapping[str, str] = {
+    "draft": "Not Started",
+    "sent": "Waiting on someone else",
+    "delivered": "Waiting on someone else",
+    "completed": "Completed",
+    "declined": "Completed",
+    "voided": "Completed",
+}
+"""E-signature status → Task.Status: a request awaiting signers waits on someone else;
+completed, declined and voided requests need no further action."""
+
+INTAKE_STATUS_MAP: Mapping[str, str] = {
+    "prospective": "Prospective",
+    "converted": "Converted",
+    "rejected": "Rejected",
+}
+LEAD_STATUS_MAP: Mapping[str, str] = {
+    "prospective": "Open - Not Contacted",
+    "converted": "Working - Contacted",
+    "rejected": "Closed - Not Converted",
+}
+"""Intake status → Lead.Status (Salesforce's default values). A lead cannot be
+inserted as converted — conversion is an action, not a status — so a converted
+intake stays open, links its matter in Converted_Matter__c and carries a note."""
+LEAD_STATUS_FALLBACK = "Open - Not Contacted"
+
+REFERRAL_SOURCE_MAP: Mapping[str, str] = {
+    "court_referral": "Court Referral",
+    "online_form": "Online Form",
+    "attorney_referral": "Attorney Referral",
+    "walk_in": "Walk-In",
+    "other": "Other",
+}
+LEAD_SOURCE_MAP: Mapping[str, str] = {
+    "online_form": "Web",
+    "attorney_referral": "Partner Referral",
+    "court_referral": "Other",
+    "walk_in": "Other",
+    "other": "Other",
+}
+"""Referral source → Salesforce's default LeadSource values; the exact BackDocket
+source is kept in Referral_Source__c."""
+LEAD_SOURCE_FALLBACK = "Other"
+
+DEFAULT_INTAKE_CASE_FORMS: frozenset[str] = frozenset(
+    {
+        "personal_injury_intake",
+        "employment_intake",
+        "family_law_intake",
+        "workers_comp_questionnaire",
+    }
+)
+"""Intake form types that are client intake for a case (→ Case_Matter__c); every other
+form, ``general_contact`` and any unknown form included, is a prospect (→ Lead). The
+practice-specific forms collect the facts of a case; a general contact form only says
+who to call. Override with the plan setting ``intake_case_forms``; an unknown form
+defaults to Lead because a stray lead is cheaper to discard than a stray matter."""
+
+INTAKE_MATTER_STATUS = "Intake"
+"""Status__c of a Case_Matter__c made from an intake submission."""
+
+UNKNOWN_NAME = "(unknown)"
+NO_SUBJECT = "(no subject)"
+
+INLINE_IMAGE = re.compile(r"/api/v1/documents/([^/?#]+)/content")
+"""How a BackDocket note body points at an inline image held as a document."""
+
+COMPUTED_ERROR = re.compile(r"#[A-Z0-9/]+[!?]?")
+"""Spreadsheet-style error results (``#DIV/0!``, ``#N/A``) of a computed field."""
+
+# --- the schema plan ---------------------------------------------------------------------
+
+CUSTOM_FIELD_TYPES: Mapping[str, tuple[FieldType, int | None]] = {
+    "text": ("string", 255),
+    "textarea": ("textarea", LONG_TEXT_LENGTH),
+    "formatted_text": ("textarea", LONG_TEXT_LENGTH),
+    "number": ("double", None),
+    "currency": ("currency", None),
+    "date": ("date", None),
+    "datetime": ("datetime", None),
+    "boolean": ("boolean", None),
+    "picklist": ("picklist", None),
+    "multi_picklist": ("multipicklist", None),
+    "computed": ("string", 255),
+}
+"""BackDocket custom field type → (Salesforce type, length). Formatted text lands as
+plain text in a long text area; a computed field becomes text holding the value
+BackDocket computed (a formula must be rebuilt by the admin to keep it live)."""
+
+CUSTOM_FIELD_FALLBACK_TYPE: tuple[FieldType, int | None] = ("string", 255)
+"""Where a definition of a type this map does not know lands: its values as text."""
+
+CUSTOM_FIELD_OBJECTS: Mapping[str, str] = {
+    "contacts": "Contact",
+    "companies": "Account",
+    "matters": "Case_Matter__c",
+    "matter_parties": "Case_Party__c",
+    "claims": "Claim__c",
+    "tasks": "Task",
+    "events": "Event",
+    "documents": "ContentVersion",
+}
+"""BackDocket entity → the object its custom fields are created on. Entities that
+share or switch objects (notes, e-signatures, intake) have no place for them."""
+
+API_NAME_STEM_LENGTH = 40
+"""Salesforce allows 40 characters before a custom field's ``__c``."""
+
+
+def _label(api_name: str) -> str:
+    return api_name.removesuffix("__c").replace("_", " ")
+
+
+def _spec(api_name: str, kind: FieldType, **options: Any) -> FieldSpec:
+    return FieldSpec(api_name, kind, options.pop("label", _label(api_name)), **options)
+
+
+def _text(api_name: str, length: int = 255) -> FieldSpec:
+    return _spec(api_name, "string", length=length)
+
+
+def _long_text(api_name: str) -> FieldSpec:
+    return _spec(api_name, "textarea", length=LONG_TEXT_LENGTH)
+
+
+def _picklist(api_name: str, values: Mapping[str, str], *extra: str) -> FieldSpec:
+    """A picklist of a value map's targets, unrestricted so an unmapped value still loads."""
+    options = tuple(dict.fromkeys((*values.values(), *extra)))
+    return _spec(api_name, "picklist", picklist_values=options)
+
+
+def _lookup(api_name: str, target: str, *, required: bool = False) -> FieldSpec:
+    return _spec(api_name, "reference", reference_to=(target,), required=required)
+
+
+def _currency(api_name: str) -> FieldSpec:
+    return _spec(api_name, "currency", precision=CURRENCY_PRECISION, scale=CURRENCY_SCALE)
+
+
+_SOURCE_ID = _spec(
+    EXTERNAL_ID_FIELD, "string", label="Source System ID", length=255, external_id=True, unique=True
+)
+
+_OBJECT_LABELS: Mapping[str, str] = {
+    "Account": "Account",
+    "Contact": "Contact",
+    "Lead": "Lead",
+    "Task": "Task",
+    "Event": "Event",
+    "ContentVersion": "Content Version",
+    "AccountContactRelation": "Account Contact Relationship",
+    "Case_Matter__c": "Case / Matter",
+    "Case_Party__c": "Case Party",
+    "Claim__c": "Claim",
+}
+
+_RECURRENCE_FIELDS = (
+    _spec("Is_Recurring__c", "boolean"),
+    _text("Recurrence_Rule__c"),
+)
+
+PLANNED_FIELDS: Mapping[str, tuple[FieldSpec, ...]] = {
+    "Account": (
+        _picklist("BackDocket_Kind__c", ACCOUNT_KIND_MAP),
+        _spec("Source_Created_Date__c", "datetime"),
+    ),
+    "Contact": (
+        _text("Bar_Number__c", 50),
+        _picklist("Intake_Status__c", CONTACT_INTAKE_STATUS_MAP),
+        _spec("Source_Created_Date__c", "datetime"),
+    ),
+    "Lead": (
+        _picklist("Referral_Source__c", REFERRAL_SOURCE_MAP),
+        _picklist("Case_Type_Interest__c", CASE_TYPE_MAP),
+        _spec("Source_Submitted_Date__c", "datetime"),
+        _text("Intake_Form_Type__c"),
+        _picklist("Intake_Status__c", INTAKE_STATUS_MAP),
+        _lookup("Converted_Matter__c", "Case_Matter__c"),
+    ),
+    "Task": (
+        *_RECURRENCE_FIELDS,
+        _long_text("Approval_Request__c"),
+        _picklist("DocuSign_Status__c", ESIGN_STATUS_MAP),
+        _long_text("Signer_List__c"),
+        _text("DocuSign_Envelope_Id__c", 64),
+        _text("Signature_Document__c"),
+    ),
+    "Event": (*_RECURRENCE_FIELDS, _long_text("External_Attendees__c")),
+    "ContentVersion": (
+        _spec("Original_Upload_Date__c", "datetime"),
+        _text("Original_MIME_Type__c"),
+        _spec("Source_Version__c", "double", precision=18, scale=0),
+    ),
+    "AccountContactRelation": (),
+    "Case_Matter__c": (
+        _text("Name", 80),
+        _lookup("OwnerId", "User"),
+        _text("Case_Name__c"),
+        _text("Case_Number__c", 80),
+        _picklist("Case_Type__c", CASE_TYPE_MAP),
+        _picklist("Case_Category__c", CASE_CATEGORY_MAP),
+        _picklist("Status__c", MATTER_STATUS_MAP),
+        _spec("Filed_Date__c", "date"),
+        _spec("Opened_Date__c", "date"),
+        _spec("Closed_Date__c", "date"),
+        _currency("Claim_Amount__c"),
+        _currency("Estimated_Fees__c"),
+        _picklist("Billing_Type__c", BILLING_TYPE_MAP),
+        _long_text("Case_Description__c"),
+        _text("Court_Jurisdiction__c"),
+        _picklist("Practice_Area__c", PRACTICE_AREA_MAP),
+        _spec("Statute_Of_Limitations__c", "date", label="Statute of Limitations"),
+        _lookup("Assigned_Attorney__c", "User"),
+        _lookup("Client_Account__c", "Account"),
+        _lookup("Primary_Contact__c", "Contact"),
+        _spec("Source_Created_Date__c", "datetime"),
+        _text("Intake_Form_Type__c"),
+        _picklist("Intake_Status__c", INTAKE_STATUS_MAP),
+        _picklist("Referral_Source__c", REFERRAL_SOURCE_MAP),
+        _spec("Prospect_Email__c", "email", length=EMAIL_LENGTH),
+        _spec("Prospect_Phone__c", "phone", length=40),
+        _lookup("Converted_Matter__c", "Case_Matter__c"),
+    ),
+    "Case_Party__c": (
+        _spec("Name", "string", length=80, createable=False, updateable=False),
+        _lookup("Case_Matter__c", "Case_Matter__c", required=True),
+        _lookup("Contact__c", "Contact", required=True),
+        _picklist("Role__c", PARTY_ROLE_MAP),
+        _spec("Is_Primary__c", "boolean"),
+    ),
+    "Claim__c": (
+        _text("Name", 80),
+        _lookup("Case_Matter__c", "Case_Matter__c", required=True),
+        _picklist("Claim_Kind__c", CLAIM_KIND_MAP),
+        _currency("Amount__c"),
+        _spec("Revenue_Generating__c", "boolean"),
+        _picklist("Status__c", CLAIM_STATUS_MAP),
+        _spec("Close_Date__c", "date"),
+    ),
+}
+"""The fields the admin creates before loading, per object, besides Source_System_ID__c
+and the custom fields of the BackDocket definitions. Case_Party__c and Claim__c hang
+off Case_Matter__c by master-detail (so they have no owner of their own); Case_Party__c
+names itself with an auto-number."""
+
+_FIELD_LENGTHS: Mapping[str, Mapping[str, int]] = {
+    name: {
+        **STANDARD_TEXT_LENGTHS.get(name, {}),
+        **{f.name: f.length for f in specs if f.length is not None},
+    }
+    for name, specs in PLANNED_FIELDS.items()
+}
+
+
+def custom_field_api_name(key: str) -> str:
+    """The Salesforce API name for a BackDocket custom field key: ``cf_date_of_birth`` →
+    ``Date_Of_Birth__c``.
+
+    Letters are folded to ASCII, every run of other characters becomes one
+    underscore, and the stem starts with a letter and fits Salesforce's 40
+    characters. Collisions between keys are resolved per object by the plan.
+    """
+    stem = key[3:] if key.lower().startswith("cf_") else key
+    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", folded) if w]
+    name = "_".join(w[:1].upper() + w[1:] for w in words) or "Field"
+    if not name[0].isalpha():
+        name = f"Field_{name}"
+    return f"{name[:API_NAME_STEM_LENGTH].rstrip('_')}__c"
+
+
+def _numbered(api_name: str, number: int) -> str:
+    suffix = f"_{number}"
+    stem = api_name.removesuffix("__c")[: API_NAME_STEM_LENGTH - len(suffix)].rstrip("_")
+    return f"{stem}{suffix}__c"
+
+
+@lru_cache(maxsize=256)
+def _custom_field_names(object_name: str, keys: tuple[str, ...]) -> Mapping[str, str]:
+    """Key → API name for one object's custom fields, unique against each other and the
+    planned fields (case-insensitively, as Salesforce compares). Keys are numbered in
+    sorted order, so the same definitions always give the same names."""
+    taken = {f.name.lower() for f in PLANNED_FIELDS.get(object_name, ())}
+    taken.add(EXTERNAL_ID_FIELD.lower())
+    names: dict[str, str] = {}
+    for key in sorted(set(keys)):
+        base = custom_field_api_name(key)
+        name, number = base, 1
+        while name.lower() in taken:
+            number += 1
+            name = _numbered(base, number)
+        taken.add(name.lower())
+        names[key] = name
+    return names
+
+
+def _definition_keys(definitions: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    return tuple(sorted(str(d["key"]) for d in definitions if d.get("key")))
+
+
+def _custom_field_spec(definition: Mapping[str, Any], api_name: str) -> FieldSpec:
+    kind, length = CUSTOM_FIELD_TYPES.get(str(definition.get("type")), CUSTOM_FIELD_FALLBACK_TYPE)
+    label = str(definition.get("label") or definition.get("key"))
+    if definition.get("type") == "computed":
+        label = f"{label} (computed in BackDocket)"
+    options: dict[str, Any] = {"label": label[:40], "length": length}
+    if kind in ("picklist", "multipicklist"):
+        values = tuple(dict.fromkeys(str(o) for o in definition.get("options") or ()))
+        options.update(picklist_values=values, restricted=True)
+    elif kind == "currency":
+        options.update(precision=CURRENCY_PRECISION, scale=CURRENCY_SCALE)
+    elif kind == "double":
+        options.update(precision=NUMBER_PRECISION, scale=NUMBER_SCALE)
+    return _spec(api_name, kind, **options)
+
+
+def schema_plan(definitions: Sequence[Mapping[str, Any]]) -> OrgSchema:
+    """The objects and fields the admin pre-creates before any record loads.
+
+    Every target object gets Source_System_ID__c (external id, unique); the custom
+    objects get their whole definition; each BackDocket custom field definition
+    becomes one ``__c`` field on the object its entity maps to. Custom fields are
+    never required in Salesforce, even when BackDocket required them, so a record
+    whose value was dropped as unparseable still loads.
+    """
+    by_object: dict[str, list[Mapping[str, Any]]] = {}
+    for definition in definitions:
+        target = CUSTOM_FIELD_OBJECTS.get(str(definition.get("entity")))
+        if target is not None and definition.get("key"):
+            by_object.setdefault(target, []).append(definition)
+    objects: dict[str, ObjectSpec] = {}
+    for name, planned in PLANNED_FIELDS.items():
+        custom = by_object.get(name, [])
+        names = _custom_field_names(name, _definition_keys(custom))
+        extra = tuple(_custom_field_spec(d, names[str(d["key"])]) for d in custom)
+        objects[name] = ObjectSpec(
+            name=name,
+            label=_OBJECT_LABELS[name],
+            custom=name.endswith("__c"),
+            fields=(_SOURCE_ID, *planned, *extra),
+        )
+    return OrgSchema(objects)
+
+
+# --- owners ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerResolution:
+    """BackDocket users matched to Salesforce users by email: the owner-resolution report."""
+
+    owners: Mapping[str, str]
+    """BackDocket user id → Salesforce user id, the fallback owner applied."""
+    matched: list[tuple[str, str, str]] = field(default_factory=list)
+    """(BackDocket user id, email, Salesforce user id) for every email match."""
+    fell_back: list[tuple[str, str, str | None, str]] = field(default_factory=list)
+    """(BackDocket user id, name, email or None, reason) for users given the fallback owner."""
+    shared_emails: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Email → the BackDocket user ids that share it; they all map to one Salesforce user."""
+
+
+def resolve_owners(
+    users: Sequence[Record], sf_users_by_email: Mapping[str, str], fallback_owner: str
+) -> OwnerResolution:
+    """Match BackDocket users to Salesforce users on trimmed, case-insensitive email.
+
+    A user without an email, or whose email has no Salesforce user, gets the fallback
+    owner and is reported so the team can create the user or accept the fallback.
+    """
+    directory = {tx.email_key(email): sf_id for email, sf_id in sf_users_by_email.items()}
+    owners: dict[str, str] = {}
+    matched: list[tuple[str, str, str]] = []
+    fell_back: list[tuple[str, str, str | None, str]] = []
+    by_email: dict[str, list[str]] = {}
+    for user in users:
+        user_id, name = str(user["id"]), str(user.get("name") or "")
+        key = tx.email_key(user.get("email"))
+        if key is None:
+            fell_back.append((user_id, name, None, "no email in BackDocket"))
+            owners[user_id] = fallback_owner
+            continue
+        by_email.setdefault(key, []).append(user_id)
+        email = str(user["email"]).strip()
+        sf_id = directory.get(key)
+        if sf_id is None:
+            fell_back.append((user_id, name, email, "no Salesforce user has this email"))
+        else:
+            matched.append((user_id, email, sf_id))
+        owners[user_id] = sf_id or fallback_owner
+    shared = {email: tuple(ids) for email, ids in by_email.items() if len(ids) > 1}
+    return OwnerResolution(owners, matched, fell_back, shared)
+
+
+# --- the payload under construction ------------------------------------------------------
+
+
+_REF_OBJECTS: Mapping[str, str] = {
+    "companies": "Account",
+    "contacts": "Contact",
+    "matters": "Case_Matter__c",
+}
+"""Collections a lookup can point at → the object their records become."""
+
+
+def external_id(collection: str, source_id: str) -> str:
+    """Source_System_ID__c of the record made from ``collection``/``source_id``."""
+    return f"{EXTERNAL_ID_PREFIXES.get(collection, '')}{source_id}"
+
+
+def _plain(value: Any) -> str | None:
+    """The cleaned, stripped text of a scalar value; None when there is none."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return tx.clean_text(str(value))[0].strip() or None
+
+
+def _blank(value: Any) -> bool:
+    return _plain(value) is None
+
+
+@dataclass
+class _Draft:
+    """One destination record being built: fields, lookups and the notes they produced."""
+
+    object: str
+    fields: dict[str, JsonValue] = field(default_factory=dict)
+    refs: dict[str, Ref] = field(default_factory=dict)
+    deferred_refs: dict[str, Ref] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def put(self, name: str, value: JsonValue) -> None:
+        """Set a field unless the value is empty."""
+        if value is not None and value != "" and value != []:
+            self.fields[name] = value
+
+    def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
+        """Set a text field: control characters removed and the field length kept, with notes."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.note(f"{name}: {value!r} is not text; left empty")
+            return None
+        cleaned, removed = tx.clean_text(str(value))
+        if removed:
+            self.note(f"{name}: removed {removed} control character(s)")
+        cleaned = cleaned.strip()
+        limit = limit or _FIELD_LENGTHS.get(self.object, {}).get(name)
+        if limit is not None and tx.utf16_length(cleaned) > limit:
+            self.note(f"{name}: truncated from {tx.utf16_length(cleaned)} to {limit} characters")
+            cleaned = tx.truncate(cleaned, limit).rstrip()
+        self.put(name, cleaned)
+        return cleaned or None
+
+    def date(self, name: str, value: Any) -> None:
+        """Set a date field from ``YYYY-MM-DD``; an unparseable date is left empty with a note."""
+        if value is None or value == "":
+            return
+        try:
+            self.put(name, tx.iso_date(tx.parse_date(value)))
+        except ValueError:
+            self.note(f"{name}: {value!r} is not a valid date (YYYY-MM-DD); left empty")
+
+    def timestamp(self, name: str, value: Any, *, as_date: bool = False) -> None:
+        """Set a datetime field (or a date field from a timestamp's UTC day)."""
+        if value is None or value == "":
+            return
+        try:
+            moment = tx.parse_datetime(value)
+        except ValueError:
+            self.note(f"{name}: {value!r} is not a valid ISO-8601 timestamp; left empty")
+            return
+        self.put(name, tx.iso_date(moment.date()) if as_date else tx.iso_datetime(moment))
+
+    def money(self, name: str, value: Any, precision: int = CURRENCY_PRECISION) -> None:
+        """Set a currency field from a decimal string, exact to the cent."""
+        if value is None or value == "":
+            return
+        try:
+            amount = tx.parse_decimal(value)
+            number = tx.money(amount)
+        except ValueError:
+            self.note(f"{name}: {value!r} is not a decimal amount; left empty")
+            return
+        if abs(amount) >= 10 ** (precision - CURRENCY_SCALE):
+            self.note(f"{name}: {value!r} exceeds the field's {precision} digits; left empty")
+            return
+        if tx.quantize_money(amount) != amount:
+            self.note(f"{name}: {value!r} rounded to the cent")
+        self.put(name, number)
+
+    def pick(
+        self, name: str, value: Any, values: Mapping[str, str], fallback: str | None = None
+    ) -> str | None:
+        """Set a picklist through a value map; an unmapped value loads as the fallback (or
+        its readable form on our own unrestricted picklists) with a note."""
+        if value is None or value == "":
+            return None
+        mapped = values.get(str(value).strip().lower())
+        if mapped is None:
+            mapped = fallback or tx.humanize(str(value))
+            self.note(f"{name}: BackDocket value {value!r} has no mapping; set to {mapped!r}")
+        self.put(name, mapped)
+        return mapped
+
+    def ref(self, name: str, collection: str, source_id: Any, *, deferred: bool = False) -> None:
+        """Point a lookup at the record made from ``collection``/``source_id``, if any."""
+        if source_id is None or source_id == "":
+            return
+        target = Ref(collection, str(source_id), _REF_OBJECTS.get(collection))
+        (self.deferred_refs if deferred else self.refs)[name] = target
+
+    def owner(self, ctx: MappingContext, user_id: Any, role: str) -> None:
+        """OwnerId from a BackDocket user id, the fallback owner when it does not resolve."""
+        self.put("OwnerId", _owner(self, ctx, user_id, role))
+
+    def build(self, external: str, file: FileRef | None = None) -> Payload:
+        return Payload(
+            object=self.object,
+            external_id=external,
+            fields=dict(self.fields),
+            refs=dict(self.refs),
+            deferred_refs=dict(self.deferred_refs),
+            file=file,
+            notes=tuple(self.notes),
+        )
+
+
+def _owner(draft: _Draft, ctx: MappingContext, user_id: Any, role: str) -> str:
+    if user_id is None or user_id == "":
+        return ctx.fallback_owner
+    resolved = ctx.owners.get(str(user_id))
+    if resolved is None:
+        draft.note(f"OwnerId: {role} {user_id} is not a BackDocket user; fallback owner used")
+        return ctx.fallback_owner
+    return resolved
+
+
+def _address(draft: _Draft, prefix: str, address: Any) -> None:
+    if not isinstance(address, Mapping):
+        return
+    for part, suffix in (
+        ("street", "Street"),
+        ("city", "City"),
+        ("state", "State"),
+        ("postal_code", "PostalCode"),
+        ("country", "Country"),
+    ):
+        draft.text(f"{prefix}{suffix}", address.get(part))
+
+
+def _email(draft: _Draft, name: str, value: Any) -> None:
+    """Set an email field; a malformed or overlong address is dropped with a note."""
+    if value is None or value == "":
+        return
+    email = value.strip() if isinstance(value, str) else ""
+    if not tx.is_email(email):
+        draft.note(f"{name}: {value!r} is not a valid email address; left empty")
+    elif len(email) > EMAIL_LENGTH:
+        draft.note(f"{name}: {email!r} is longer than {EMAIL_LENGTH} characters; left empty")
+    else:
+        draft.put(name, email)
+
+
+def _names(draft: _Draft, first: Any, last: Any) -> None:
+    """FirstName/LastName; a missing last name (which Salesforce requires) is filled."""
+    if _plain(last) is not None:
+        draft.text("FirstName", first)
+        draft.text("LastName", last)
+    elif _plain(first) is not None:
+        draft.note("LastName: missing in BackDocket; used the first name")
+        draft.text("LastName", first)
+    else:
+        draft.note(f"LastName: missing in BackDocket; set to {UNKNOWN_NAME!r}")
+        draft.text("LastName", UNKNOWN_NAME)
+
+
+def _subject(draft: _Draft, value: Any) -> None:
+    if draft.text("Subject", value) is None:
+        draft.note(f"Subject: missing in BackDocket; set to {NO_SUBJECT!r}")
+        draft.put("Subject", NO_SUBJECT)
+
+
+def _recurrence(draft: _Draft, rule: Any) -> None:
+    """Flag a recurring activity for admin review: Salesforce models recurrence differently."""
+    recurring = not _blank(rule)
+    draft.put("Is_Recurring__c", recurring)
+    if recurring:
+        draft.text("Recurrence_Rule__c", rule)
+        draft.note(f"recurring in BackDocket ({rule}); flagged for admin review")
+
+
+# --- custom field values -----------------------------------------------------------------
+
+
+def _convert_custom(kind: str, value: Any, options: Sequence[str]) -> JsonValue:
+    """A custom field value in its Salesforce form; ValueError when it is not of ``kind``."""
+    if kind == "number":
+        return _bounded(tx.parse_number(value), NUMBER_PRECISION - NUMBER_SCALE)
+    if kind == "currency":
+        return _bounded(tx.money(value), CURRENCY_PRECISION - CURRENCY_SCALE)
+    if kind == "date":
+        return tx.iso_date(tx.parse_date(value))
+    if kind == "datetime":
+        return tx.iso_datetime(tx.parse_datetime(value))
+    if kind == "boolean":
+        return tx.parse_bool(value)
+    if kind == "picklist":
+        if str(value) not in options or isinstance(value, bool | list | dict):
+            raise ValueError(f"{value!r} is not one of the field's options")
+        return str(value)
+    if kind == "multi_picklist":
+        return _multi_picklist(value, options)
+    if kind == "computed":
+        return _computed(value)
+    if kind == "formatted_text" and isinstance(value, str):
+        return tx.html_to_text(value)
+    if isinstance(value, bool | list | dict) or value is None:
+        raise ValueError(f"{value!r} is not text")
+    return str(value)
+
+
+def _bounded(number: int | float, digits: int) -> int | float:
+    """``number`` if it fits the field's digits before the decimal point."""
+    if abs(number) >= 10**digits:
+        raise ValueError(f"{number!r} has more than {digits} digits")
+    return number
+
+
+def _multi_picklist(value: Any, options: Sequence[str]) -> list[str]:
+    chosen = value.split(";") if isinstance(value, str) else value
+    if not isinstance(chosen, list) or not chosen:
+        raise ValueError(f"{value!r} is not a list of options")
+    unknown = [v for v in chosen if str(v) not in options]
+    if unknown:
+        raise ValueError(f"{unknown!r} not among the field's options")
+    return list(dict.fromkeys(str(v) for v in chosen))
+
+
+def _computed(value: Any) -> str:
+    if isinstance(value, str) and COMPUTED_ERROR.fullmatch(value.strip()):
+        raise ValueError(f"{value!r} is an error result, not a value")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite value")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict) or value is None:
+        raise ValueError(f"{value!r} is not a single value")
+    return str(value)
+
+
+def _custom_fields(draft: _Draft, entity: str, record: Record, ctx: MappingContext) -> None:
+    """Every custom field value that converts to its declared type; the rest are noted."""
+    values = record.get("custom_fields")
+    if not isinstance(values, Mapping) or not values:
+        return
+    definitions = {str(d["key"]): d for d in ctx.custom_fields.get(entity, ()) if d.get("key")}
+    names = _custom_field_names(draft.object, tuple(sorted(definitions)))
+    for key, value in values.items():
+        definition = definitions.get(key)
+        if definition is None:
+            draft.note(f"custom field {key}: no definition in BackDocket; not migrated")
+            continue
+        if value is None or value == "" or value == []:
+            continue
+        kind = str(definition.get("type"))
+        options = tuple(str(o) for o in definition.get("options") or ())
+        try:
+            converted = _convert_custom(kind, value, options)
+        except ValueError:
+            draft.note(f"{names[key]}: {value!r} is not a valid {kind} ({key}); left empty")
+            continue
+        limit = CUSTOM_FIELD_TYPES.get(kind, CUSTOM_FIELD_FALLBACK_TYPE)[1]
+        if isinstance(converted, str) and limit is not None:
+            draft.text(names[key], converted, limit)
+        else:
+            draft.put(names[key], converted)
+
+
+# --- per-collection transforms -----------------------------------------------------------
+
+
+def unassigned_account(owner: str | None = None) -> Payload:
+    """The 'Unassigned Account' that contacts without a company attach to."""
+    fields: dict[str, JsonValue] = {"Name": UNASSIGNED_ACCOUNT_NAME}
+    if owner:
+        fields["OwnerId"] = owner
+    return Payload(
+        "Account",
+        UNASSIGNED_ACCOUNT_ID,
+        fields,
+        notes=("holds contacts that had no company in BackDocket",),
+    )
+
+
+def _company(record: Record, ctx: MappingContext) -> TransformResult:
+    draft = _Draft("Account")
+    if draft.text("Name", record.get("name")) is None:
+        return Rejection(
+            "failed",
+            "missing_name",
+            f"company {record['id']} has no name; Account.Name is required",
+        )
+    if not _blank(record.get("domain")):
+        draft.text("Website", tx.website(str(record["domain"])))
+    _address(draft, "Billing", record.get("billing_address"))
+    _industry(draft, record.get("industry"))
+    _employees(draft, record.get("employee_count"))
+    draft.money("AnnualRevenue", record.get("annual_revenue"), precision=18)
+    draft.pick("BackDocket_Kind__c", record.get("kind"), ACCOUNT_KIND_MAP)
+    draft.timestamp("Source_Created_Date__c", record.get("created_at"))
+    draft.put("OwnerId", ctx.fallback_owner)
+    parent = record.get("parent_company_id")
+    if parent is not None and str(parent) == str(record["id"]):
+        draft.note("ParentId: the company is its own parent in BackDocket; left empty")
+    else:
+        draft.ref("ParentId", "companies", parent, deferred=True)
+    _custom_fields(draft, "companies", record, ctx)
+    return [draft.build(external_id("companies", record["id"]))]
+
+
+def _industry(draft: _Draft, value: Any) -> None:
+    if _blank(value):
+        return
+    mapped = INDUSTRY_MAP.get(str(value).strip().lower())
+    if mapped is None:
+        draft.note(
+            f"Industry: {value!r} has no Salesforce Industry value; set to {INDUSTRY_FALLBACK!r}"
+        )
+    draft.put("Industry", mapped or INDUSTRY_FALLBACK)
+
+
+def _employees(draft: _Draft, value: Any) -> None:
+    if value is None or value == "":
+        return
+    try:
+        count = tx.parse_number(value)
+    except ValueError:
+        count = -1
+    if not isinstance(count, int) or not 0 <= count <= MAX_EMPLOYEES:
+        draft.note(f"NumberOfEmployees: {value!r} is not a whole number of employees; left empty")
+        return
+    draft.put("NumberOfEmployees", count)
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    company_id: str
+    linked_at: datetime | None
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _company_links(draft: _Draft, links: Any) -> list[_Link]:
+    """A contact's company links, one per company (its latest), in BackDocket's order."""
+    found: dict[str, _Link] = {}
+    for link in links if isinstance(links, list) else []:
+        company = link.get("company_id") if isinstance(link, Mapping) else None
+        if company is None or company == "":
+            draft.note(f"company link {link!r} names no company; skipped")
+            continue
+        try:
+            linked_at: datetime | None = tx.parse_datetime(link.get("linked_at"))
+        except ValueError:
+            linked_at = None
+        earlier = found.get(str(company))
+        if earlier is None or (linked_at or _NEVER) > (earlier.linked_at or _NEVER):
+            found[str(company)] = _Link(str(company), linked_at)
+    return list(found.values())
+
+
+def _primary(links: Sequence[_Link]) -> _Link:
+    """The most recently linked company; ties go to the one BackDocket lists first."""
+    index = max(range(len(links)), key=lambda i: (links[i].linked_at or _NEVER, -i))
+    return links[index]
+
+
+def _relation(contact_id: str, link: _Link) -> Payload:
+    """An AccountContactRelation for a company beyond the contact's primary one."""
+    draft = _Draft("AccountContactRelation")
+    draft.put("IsActive", True)
+    if link.linked_at is not None:
+        draft.put("StartDate", tx.iso_date(link.linked_at.date()))
+    draft.ref("AccountId", "companies", link.company_id)
+    draft.ref("ContactId", "contacts", contact_id)
+    return draft.build(f"{contact_id}:{link.company_id}")
+
+
+def _contact(record: Record, ctx: MappingContext) -> TransformResult:
+    contact_id = str(record["id"])
+    draft = _Draft("Contact")
+    _names(draft, record.get("first_name"), record.get("last_name"))
+    _email(draft, "Email", record.get("email"))
+    draft.text("Phone", record.get("phone"))
+    draft.text("MobilePhone", record.get("mobile"))
+    _address(draft, "Mailing", record.get("address"))
+    draft.text("Bar_Number__c", record.get("bar_number"))
+    draft.pick("Intake_Status__c", record.get("intake_status"), CONTACT_INTAKE_STATUS_MAP)
+    draft.timestamp("Source_Created_Date__c", record.get("created_at"))
+    draft.owner(ctx, record.get("owner_id"), "owner")
+    links = _company_links(draft, record.get("company_links"))
+    if not links:
+        draft.refs["AccountId"] = Ref("companies", UNASSIGNED_ACCOUNT_ID, "Account")
+        draft.note(f"AccountId: no company in BackDocket; attached to {UNASSIGNED_ACCOUNT_NAME}")
+        others: list[_Link] = []
+    else:
+        primary = _primary(links)
+        draft.ref("AccountId", "companies", primary.company_id)
+        others = [link for link in links if link.company_id != primary.company_id]
+        if others:
+            draft.note(
+                f"AccountId: {len(links)} companies in BackDocket; primary {primary.company_id} "
+                f"(most recently linked), the other {len(others)} as Account Contact Relations"
+            )
+    _custom_fields(draft, "contacts", record, ctx)
+    return [draft.build(external_id("contacts", contact_id))] + [
+        _relation(contact_id, link) for link in others
+    ]
+
+
+def dedupe_key(record: Record) -> str | None:
+    """The de-duplication key of a contact (or intake prospect): its email, trimmed and
+    lowercased. The loader reports records sharing a key; the transform keeps them all."""
+    email = record.get("email", record.get("prospect_email"))
+    key = tx.email_key(email)
+    return key if key is not None and tx.is_email(key) else None
+
+
+def _matter(record: Record, ctx: MappingContext) -> TransformResult:
+    draft = _Draft("Case_Matter__c")
+    number = draft.text("Case_Number__c", record.get("number"))
+    name = draft.text("Case_Name__c", record.get("name"))
+    draft.text("Name", number or name or record["id"])
+    draft.pick("Case_Type__c", record.get("claim_type"), CASE_TYPE_MAP)
+    draft.pick("Case_Category__c", record.get("case_type"), CASE_CATEGORY_MAP)
+    draft.pick("Status__c", record.get("status"), MATTER_STATUS_MAP)
+    for target, source in (
+        ("Filed_Date__c", "filed_date"),
+        ("Opened_Date__c", "opened_date"),
+        ("Closed_Date__c", "closed_date"),
+        ("Statute_Of_Limitations__c", "statute_of_limitations"),
+    ):
+        draft.date(target, record.get(source))
+    draft.money("Claim_Amount__c", record.get("claim_amount"))
+    draft.money("Estimated_Fees__c", record.get("estimated_fees"))
+    draft.pick("Billing_Type__c", record.get("billing_type"), BILLING_TYPE_MAP)
+    draft.text("Case_Description__c", record.get("description"))
+    draft.text("Court_Jurisdiction__c", record.get("court_jurisdiction"))
+    draft.pick("Practice_Area__c", record.get("practice_area"), PRACTICE_AREA_MAP)
+    _attorney(draft, ctx, record.get("assigned_attorney_id"))
+    draft.ref("Client_Account__c", "companies", record.get("client_company_id"))
+    draft.ref("Primary_Contact__c", "contacts", record.get("primary_contact_id"))
+    draft.timestamp("Source_Created_Date__c", record.get("created_at"))
+    _custom_fields(draft, "matters", record, ctx)
+    return [draft.build(external_id("matters", record["id"]))]
+
+
+def _attorney(draft: _Draft, ctx: MappingContext, attorney: Any) -> None:
+    """The assigned attorney is both the owner and Assigned_Attorney__c (a User id)."""
+    owner = _owner(draft, ctx, attorney, "assigned attorney")
+    draft.put("OwnerId", owner)
+    if attorney is not None and str(attorney) in ctx.owners:
+        draft.put("Assigned_Attorney__c", owner)
+
+
+def _matter_party(record: Record, ctx: MappingContext) -> TransformResult:
+    missing = [k for k in ("matter_id", "contact_id") if _blank(record.get(k))]
+    if missing:
+        return Rejection(
+            "failed",
+            "missing_parent",
+            f"matter party {record['id']} has no {' or '.join(missing)}; "
+            "Case_Party__c needs both its matter and its contact",
+        )
+    draft = _Draft("Case_Party__c")
+    draft.ref("Case_Matter__c", "matters", record["matter_id"])
+    draft.ref("Contact__c", "contacts", record["contact_id"])
+    draft.pick("Role__c", record.get("role"), PARTY_ROLE_MAP)
+    draft.put("Is_Primary__c", bool(record.get("is_primary")))
+    _custom_fields(draft, "matter_parties", record, ctx)
+    return [draft.build(external_id("matter_parties", record["id"]))]
+
+
+def _claim(record: Record, ctx: MappingContext) -> TransformResult:
+    if _blank(record.get("matter_id")):
+        return Rejection(
+            "failed",
+            "missing_parent",
+            f"claim {record['id']} has no matter_id; Claim__c needs its matter",
+        )
+    draft = _Draft("Claim__c")
+    draft.text("Name", record.get("name") or record["id"])
+    draft.ref("Case_Matter__c", "matters", record["matter_id"])
+    draft.pick("Claim_Kind__c", record.get("claim_kind"), CLAIM_KIND_MAP)
+    draft.money("Amount__c", record.get("amount"))
+    draft.put("Revenue_Generating__c", bool(record.get("revenue_generating")))
+    draft.pick("Status__c", record.get("status"), CLAIM_STATUS_MAP)
+    draft.date("Close_Date__c", record.get("close_date"))
+    _custom_fields(draft, "claims", record, ctx)
+    return [draft.build(external_id("claims", record["id"]))]
+
+
+def _intake_case_forms(ctx: MappingContext) -> frozenset[str]:
+    forms = ctx.settings.get("intake_case_forms", DEFAULT_INTAKE_CASE_FORMS)
+    return frozenset({forms} if isinstance(forms, str) else (str(f) for f in forms))
+
+
+def _intake(record: Record, ctx: MappingContext) -> TransformResult:
+    """A prospect form becomes a Lead; a client intake form becomes a Case_Matter__c."""
+    if str(record.get("form_type")) in _intake_case_forms(ctx):
+        return [_intake_matter(record, ctx)]
+    return [_intake_lead(record, ctx)]
+
+
+def _intake_common(draft: _Draft, record: Record, ctx: MappingContext) -> None:
+    draft.text("Intake_Form_Type__c", record.get("form_type"))
+    draft.pick("Intake_Status__c", record.get("status"), INTAKE_STATUS_MAP)
+    draft.pick("Referral_Source__c", record.get("referral_source"), REFERRAL_SOURCE_MAP)
+    draft.owner(ctx, record.get("assigned_to_id"), "assignee")
+    draft.ref("Converted_Matter__c", "matters", record.get("converted_matter_id"))
+
+
+def _intake_lead(record: Record, ctx: MappingContext) -> Payload:
+    draft = _Draft("Lead")
+    prospect = _plain(record.get("prospect_name")) or ""
+    first, last = tx.split_name(prospect)
+    _names(draft, first, last)
+    company = f"{prospect or UNKNOWN_NAME} (individual)"
+    draft.text("Company", company)
+    draft.note(f"Company: required by Salesforce, BackDocket has none; set to {company!r}")
+    _email(draft, "Email", record.get("prospect_email"))
+    draft.text("Phone", record.get("prospect_phone"))
+    draft.pick("LeadSource", record.get("referral_source"), LEAD_SOURCE_MAP, LEAD_SOURCE_FALLBACK)
+    draft.pick("Status", record.get("status"), LEAD_STATUS_MAP, LEAD_STATUS_FALLBACK)
+    if record.get("status") == "converted":
+        draft.note("Status: converted in BackDocket; Salesforce lead conversion is not replayed")
+    draft.pick("Case_Type_Interest__c", record.get("case_type_interest"), CASE_TYPE_MAP)
+    draft.timestamp("Source_Submitted_Date__c", record.get("submitted_at"))
+    _intake_common(draft, record, ctx)
+    return draft.build(external_id("intake_submissions", record["id"]))
+
+
+def _intake_matter(record: Record, ctx: MappingContext) -> Payload:
+    draft = _Draft("Case_Matter__c")
+    prospect = draft.text("Case_Name__c", record.get("prospect_name"))
+    draft.text("Name", f"Intake: {prospect or record['id']}")
+    draft.put("Status__c", INTAKE_MATTER_STATUS)
+    draft.pick("Case_Type__c", record.get("case_type_interest"), CASE_TYPE_MAP)
+    draft.timestamp("Opened_Date__c", record.get("submitted_at"), as_date=True)
+    draft.timestamp("Source_Created_Date__c", record.get("submitted_at"))
+    _email(draft, "Prospect_Email__c", record.get("prospect_email"))
+    draft.text("Prospect_Phone__c", record.get("prospect_phone"))
+    _intake_common(draft, record, ctx)
+    return draft.build(external_id("intake_submissions", record["id"]))
+
+
+def _task(record: Record, ctx: MappingContext) -> TransformResult:
+    draft = _Draft("Task")
+    _subject(draft, record.get("subject"))
+    draft.text("Description", record.get("description"))
+    draft.pick("Status", record.get("status"), TASK_STATUS_MAP, TASK_STATUS_FALLBACK)
+    priority = record.get("priority")
+    draft.pick("Priority", priority, TASK_PRIORITY_MAP, TASK_PRIORITY_FALLBACK)
+    if priority == "urgent":
+        draft.note("Priority: urgent has no Salesforce equivalent; set to 'High'")
+    draft.date("ActivityDate", record.get("due_date"))
+    draft.owner(ctx, record.get("assignee_id"), "assignee")
+    draft.ref("WhoId", "contacts", record.get("contact_id"))
+    draft.ref("WhatId", "matters", record.get("matter_id"))
+    _recurrence(draft, record.get("recurrence"))
+    if draft.text("Approval_Request__c", record.get("approval_request")):
+        draft.note("approval request kept as text; rebuild the approval process in Salesforce")
+    _custom_fields(draft, "tasks", record, ctx)
+    return [draft.build(external_id("tasks", record["id"]))]
+
+
+def _event_window(record: Record) -> tuple[datetime, datetime] | Rejection:
+    """(start, end) of an event, or why Salesforce would reject it."""
+    try:
+        start = tx.parse_datetime(record.get("start_at"))
+        end = tx.parse_datetime(record.get("end_at"))
+    except ValueError:
+        return Rejection(
+            "failed",
+            "invalid_time",
+            f"event {record['id']} needs start_at and end_at timestamps; got "
+            f"{record.get('start_at')!r} and {record.get('end_at')!r}",
+        )
+    if end < start:
+        return Rejection(
+            "failed",
+            "end_before_start",
+            f"event {record['id']} ends ({record['end_at']}) "
+            f"before it starts ({record['start_at']})",
+        )
+    if end - start > MAX_EVENT_DURATION:
+        return Rejection(
+            "failed",
+            "event_too_long",
+            f"event {record['id']} lasts {end - start}; Salesforce events are at most 14 days",
+        )
+    return start, end
+
+
+def _event(record: Record, ctx: MappingContext) -> TransformResult:
+    window = _event_window(record)
+    if isinstance(window, Rejection):
+        return window
+    start, end = window
+    draft = _Draft("Event")
+    _subject(draft, record.get("subject"))
+    all_day = bool(record.get("all_day"))
+    draft.put("IsAllDayEvent", all_day)
+    if all_day:
+        _all_day(draft, start, end)
+    else:
+        draft.put("StartDateTime", tx.iso_datetime(start))
+        draft.put("EndDateTime", tx.iso_datetime(end))
+    draft.text("Location", record.get("location"))
+    draft.text("Description", record.get("description"))
+    draft.owner(ctx, record.get("owner_id"), "owner")
+    draft.ref("WhoId", "contacts", record.get("contact_id"))
+    draft.ref("WhatId", "matters", record.get("matter_id"))
+    _recurrence(draft, record.get("recurrence"))
+    draft.text("External_Attendees__c", _attendees(record.get("attendees")))
+    return [draft.build(external_id("events", record["id"]))]
+
+
+def _all_day(draft: _Draft, start: datetime, end: datetime) -> None:
+    """Salesforce all-day events run from the start day to an inclusive last day, where
+    BackDocket's end is exclusive (the next midnight)."""
+    last_day = (end - timedelta(microseconds=1)).date() if end > start else start.date()
+    first = datetime.combine(start.date(), datetime.min.time(), UTC)
+    draft.put("ActivityDate", tx.iso_date(start.date()))
+    draft.put("StartDateTime", tx.iso_datetime(first))
+    draft.put("EndDateTime", tx.iso_datetime(datetime.combine(last_day, first.time(), UTC)))
+
+
+def _person_line(person: Any, status: bool = False) -> str | None:
+    """``name <email>`` (with `` (status)``) for an attendee or signer."""
+    if not isinstance(person, Mapping):
+        return None
+    name = str(person.get("name") or "").strip()
+    email = str(person.get("email") or "").strip()
+    line = f"{name} <{email}>" if name and email else name or (f"<{email}>" if email else "")
+    if status and person.get("status"):
+        line = f"{line} ({person['status']})"
+    return line or None
+
+
+def _attendees(attendees: Any) -> str | None:
+    lines = [_person_line(a) for a in attendees] if isinstance(attendees, list) else []
+    return "\n".join(line for line in lines if line) or None
+
+
+def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
+    draft = _Draft("Task")
+    document = _plain(record.get("document_name")) or ""
+    draft.text("Subject", f"E-signature: {document or '(unnamed document)'}")
+    status = record.get("status")
+    draft.pick("Status", status, ESIGN_TASK_STATUS_MAP, TASK_STATUS_FALLBACK)
+    draft.pick("DocuSign_Status__c", status, ESIGN_STATUS_MAP)
+    signers = record.get("signers")
+    lines = [_person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
+    draft.text("Signer_List__c", "\n".join(line for line in lines if line))
+    draft.text("DocuSign_Envelope_Id__c", record.get("envelope_id"))
+    draft.text("Signature_Document__c", document)
+    draft.timestamp("ActivityDate", record.get("sent_at"), as_date=True)
+    draft.text("Description", _esignature_description(record))
+    draft.ref("WhatId", "matters", record.get("matter_id"))
+    draft.put("OwnerId", ctx.fallback_owner)
+    return [draft.build(external_id("esignature_requests", record["id"]))]
+
+
+def _esignature_description(record: Record) -> str:
+    """The request's audit trail in words: when it was sent and completed, which document."""
+    facts = (
+        ("Sent", record.get("sent_at")),
+        ("Completed", record.get("completed_at")),
+        ("Envelope", record.get("envelope_id")),
+        ("Document", record.get("document_name")),
+        ("BackDocket document id", record.get("document_id")),
+    )
+    lines = [f"{label}: {value}" for label, value in facts if value]
+    lines.append("Recreate the envelope in DocuSign for Salesforce to sign again.")
+    return "\n".join(lines)
+
+
+def _inline_image(src: str) -> str:
+    match = INLINE_IMAGE.search(src)
+    return f"[inline image: document {match.group(1)}]" if match else f"[image: {src}]"
+
+
+NOTE_SUBJECT_WORDS = 60
+"""Characters of a note's text that follow ``Note: `` in its Task subject."""
+
+
+def _note_subject(text: str) -> str:
+    words: list[str] = []
+    for word in text.split():
+        if len(" ".join([*words, word])) > NOTE_SUBJECT_WORDS:
+            return f"Note: {' '.join(words) or word[:NOTE_SUBJECT_WORDS]}…"
+        words.append(word)
+    return f"Note: {' '.join(words)}" if words else "Note"
+
+
+def _note(record: Record, ctx: MappingContext) -> TransformResult:
+    body = record.get("body")
+    text = tx.html_to_text(body, _inline_image) if isinstance(body, str) else ""
+    draft = _Draft("Task")
+    draft.text("Subject", _note_subject(tx.clean_text(text)[0]))
+    draft.text("Description", text)
+    draft.put("Status", TASK_STATUS_MAP["completed"])
+    draft.timestamp("ActivityDate", record.get("created_at"), as_date=True)
+    draft.owner(ctx, record.get("author_id"), "author")
+    draft.ref("WhoId", "contacts", record.get("contact_id"))
+    draft.ref("WhatId", "matters", record.get("matter_id"))
+    return [draft.build(external_id("notes", record["id"]))]
+
+
+def _megabytes(size: int) -> str:
+    """A size in MB to one decimal, rounded up so an oversized file never reads as the limit."""
+    return f"{math.ceil(size * 10 / (1024 * 1024)) / 10:.1f} MB"
+
+
+def _attached_to(record: Record) -> str:
+    places = [
+        f"{kind} {record[key]}"
+        for kind, key in (("matter", "matter_id"), ("contact", "contact_id"))
+        if not _blank(record.get(key))
+    ]
+    return " and ".join(places) or "no record"
+
+
+def _document(record: Record, ctx: MappingContext) -> TransformResult:
+    filename = str(record.get("filename") or record["id"])
+    size = record.get("size_bytes")
+    sha256 = record.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or _blank(sha256):
+        return Rejection(
+            "failed",
+            "no_content",
+            f"{filename} has no usable size_bytes/sha256 ({size!r}, {sha256!r}); "
+            "its content cannot be uploaded",
+        )
+    limit = int(ctx.settings.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES))
+    if size > limit:
+        return Rejection(
+            "skipped",
+            "file_too_large",
+            f"{filename} is {_megabytes(size)}, over Salesforce's {limit / (1024 * 1024):g} MB "
+            f"per-file limit; attached to {_attached_to(record)}",
+        )
+    mime = str(record.get("mime_type") or "application/octet-stream")
+    draft = _Draft("ContentVersion")
+    draft.text("Title", filename.rsplit(".", 1)[0] if "." in filename[1:] else filename)
+    draft.text("PathOnClient", filename)
+    draft.timestamp("Original_Upload_Date__c", record.get("uploaded_at"))
+    draft.text("Original_MIME_Type__c", mime)
+    _version(draft, record.get("version"))
+    draft.owner(ctx, record.get("uploaded_by_id"), "uploader")
+    _first_location(draft, record)
+    _custom_fields(draft, "documents", record, ctx)
+    file = FileRef(str(sha256), size, filename, mime)
+    return [draft.build(external_id("documents", record["id"]), file)]
+
+
+def _version(draft: _Draft, value: Any) -> None:
+    if value is None:
+        return
+    try:
+        version = tx.parse_number(value)
+    except ValueError:
+        draft.note(f"Source_Version__c: {value!r} is not a version number; left empty")
+        return
+    draft.put("Source_Version__c", version)
+
+
+def _first_location(draft: _Draft, record: Record) -> None:
+    """Files attach to their matter when they have one, else to their contact."""
+    if not _blank(record.get("matter_id")):
+        draft.ref("FirstPublishLocationId", "matters", record["matter_id"])
+    elif not _blank(record.get("contact_id")):
+        draft.ref("FirstPublishLocationId", "contacts", record["contact_id"])
+    else:
+        draft.note("FirstPublishLocationId: no matter or contact in BackDocket; file unlinked")
+
+
+def _definition(record: Record, ctx: MappingContext) -> TransformResult:
+    """Definitions become the schema plan; the reason says where each one lands."""
+    entity, key, kind = (str(record.get(k)) for k in ("entity", "key", "type"))
+    target = CUSTOM_FIELD_OBJECTS.get(entity)
+    if target is None:
+        return Rejection(
+            "skipped",
+            "no_destination_object",
+            f"custom field {key} of {entity} has no destination object; its values are not "
+            "migrated",
+        )
+    keys = _definition_keys(ctx.custom_fields.get(entity, ())) or (key,)
+    api_name = _custom_field_names(target, tuple(sorted({*keys, key})))[key]
+    sf_type = CUSTOM_FIELD_TYPES.get(kind, CUSTOM_FIELD_FALLBACK_TYPE)[0]
+    reason = f"custom field {key} ({kind}) becomes {target}.{api_name} ({sf_type})"
+    if kind == "computed":
+        reason += "; it holds BackDocket's computed value as text, rebuild it as a formula"
+    elif kind not in CUSTOM_FIELD_TYPES:
+        reason += f"; type {kind!r} is unknown, values load as text"
+    return Rejection("skipped", "schema_definition", reason)
+
+
+def _not_loaded(collection: str) -> Callable[[Record, MappingContext], TransformResult]:
+    code, reason = NOT_LOADED[collection]
+
+    def reject(record: Record, ctx: MappingContext) -> TransformResult:
+        return Rejection("skipped", code, reason)
+
+    return reject
+
+
+_TRANSFORMS: Mapping[str, Callable[[Record, MappingContext], TransformResult]] = {
+    "companies": _company,
+    "contacts": _contact,
+    "matters": _matter,
+    "matter_parties": _matter_party,
+    "claims": _claim,
+    "intake_submissions": _intake,
+    "tasks": _task,
+    "events": _event,
+    "esignature_requests": _esignature,
+    "notes": _note,
+    "documents": _document,
+    "custom_field_definitions": _definition,
+    "users": _not_loaded("users"),
+    "workflows": _not_loaded("workflows"),
+    "merge_templates": _not_loaded("merge_templates"),
+}
+
+
+def transform(collection: str, record: Record, ctx: MappingContext) -> TransformResult:
+    """The Salesforce payloads for one staged BackDocket record, or why there are none."""
+    handler = _TRANSFORMS.get(collection)
+    if handler is None:
+        return Rejection(
+            "skipped", "no_destination_object", f"collection {collection!r} is not mapped"
+        )
+    if _blank(record.get("id")):
+        return Rejection("failed", "missing_id", f"{collection} record without an id")
+    return handler(record, ctx)

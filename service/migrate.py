@@ -1,0 +1,155 @@
+"""The migrate command: extract, gate the schema, resolve owners, load, report.
+
+One run carries the whole migration, so ``--resume`` continues wherever it
+stopped: extraction from its window checkpoints, the load from the id map and
+the journaled Bulk jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from adapters.base import ObjectInfo
+from adapters.errors import ConfigError, SchemaMissing
+from adapters.salesforce.client import SalesforceClient
+from adapters.salesforce.schema import OrgSchema
+from journal import Journal, open_journal
+from journal.runs import Run
+from ratelimit.governor import Governor
+from service.extract import ExtractSummary
+from service.load import Loader, LoadSettings
+from service.mapping import backdocket_salesforce as pair
+from service.mapping.base import MappingContext
+from service.pipeline import extract_into, guarded, run_dir, start_or_resume
+from service.plan import DestinationSettings, MigrationPlan
+from service.progress import ProgressBoard
+from service.reports.migrate import MigrateReport, build_rows, write_migrate_report
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateOutcome:
+    """A finished migration run and where its reports are."""
+
+    run: Run
+    extract: ExtractSummary
+    report: MigrateReport
+    reports: list[Path]
+    source_governor: Governor
+    destination_governor: Governor
+
+
+async def run_migrate(
+    plan: MigrationPlan, *, resume: str | None = None, progress: ProgressBoard | None = None
+) -> MigrateOutcome:
+    """Extract the plan's source and load it into its destination, journaled throughout."""
+    if plan.destination is None:
+        raise ConfigError("the plan has no [destination] table; `crmlift extract` only extracts")
+    destination = plan.destination
+    progress = progress or ProgressBoard()
+    async with open_journal(plan.journal) as journal:
+        run = await start_or_resume(journal, plan, resume, destination=destination.platform)
+        structlog.contextvars.bind_contextvars(run_id=run.run_id)
+        async with guarded(journal, run, "migrate"):
+            extracted, source_governor = await extract_into(journal, plan, run, progress)
+            governor = Governor(destination.quota)
+            async with SalesforceClient(destination.config, governor) as client:
+                report = await _load(journal, plan, destination, run, client, progress)
+        await journal.runs.set_status(run.run_id, "completed")
+        paths = write_migrate_report(report, run_dir(plan, run.run_id))
+        return MigrateOutcome(run, extracted, report, paths, source_governor, governor)
+
+
+async def _load(
+    journal: Journal,
+    plan: MigrationPlan,
+    destination: DestinationSettings,
+    run: Run,
+    client: SalesforceClient,
+    progress: ProgressBoard,
+) -> MigrateReport:
+    out_dir = run_dir(plan, run.run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    definitions = await _staged(journal, run, "custom_field_definitions")
+    wanted = pair.schema_plan(definitions)
+    (out_dir / "schema-plan.json").write_bytes(wanted.to_json())
+    schema = await _gate_schema(client, wanted, out_dir)
+
+    users_by_email = await client.users_by_email()
+    fallback = users_by_email.get(destination.fallback_owner_email.strip().lower())
+    if fallback is None:
+        raise ConfigError(
+            f"destination.fallback_owner_email {destination.fallback_owner_email} "
+            "is not an active user of the destination"
+        )
+    owners = pair.resolve_owners(await _staged(journal, run, "users"), users_by_email, fallback)
+    context = MappingContext(
+        owners=owners.owners,
+        fallback_owner=fallback,
+        custom_fields=_by_entity(definitions),
+        settings=destination.mapping,
+    )
+    loader = Loader(
+        destination=client, journal=journal, run=run, migration=plan.name,
+        transform=pair.transform, load_order=pair.LOAD_ORDER, context=context,
+        schema=schema, settings=LoadSettings(), progress=progress,
+    )  # fmt: skip
+    await loader.load(extra=[("companies", pair.unassigned_account(context))])
+
+    staged = await journal.staging.counts(run.run_id)
+    return MigrateReport(
+        run_id=run.run_id,
+        destination=destination.platform,
+        rows=build_rows(staged, await journal.operations.summary(run.run_id)),
+        failures=await journal.operations.failures(run.run_id),
+        owners_matched=len(owners.matched),
+        owners_fell_back=[
+            {"user_id": u, "name": n, "email": e, "reason": r} for u, n, e, r in owners.fell_back
+        ],
+        schema_missing=sorted(name for name, info in schema.items() if info is None),
+    )
+
+
+async def _gate_schema(
+    client: SalesforceClient, wanted: OrgSchema, out_dir: Path
+) -> dict[str, ObjectInfo | None]:
+    """Describe every object the pair writes; missing fields stop the run.
+
+    A missing object only queues its records (the seed: case records wait for
+    the admin to deploy Case_Matter__c); a missing field would silently drop
+    data, so the run refuses to start and names every field the admin must add.
+    """
+    objects = sorted({o for objs in pair.COLLECTION_OBJECTS.values() for o in objs})
+    described = await asyncio.gather(*(client.describe(o) for o in objects))
+    schema = dict(zip(objects, described, strict=True))
+    missing_fields = []
+    for name, info in schema.items():
+        spec = wanted.get(name)
+        if info is None or spec is None:
+            continue
+        missing_fields += [f"{name}.{f.name}" for f in spec.fields if f.name not in info.fields]
+    if missing_fields:
+        raise SchemaMissing(
+            f"the destination lacks {len(missing_fields)} field(s) of the schema plan "
+            f"({', '.join(missing_fields[:8])}{'…' if len(missing_fields) > 8 else ''}); "
+            f"deploy {out_dir / 'schema-plan.json'} and run again"
+        )
+    return schema
+
+
+async def _staged(journal: Journal, run: Run, collection: str) -> list[dict[str, Any]]:
+    return [orjson.loads(p) async for _, p in journal.staging.payloads(run.run_id, collection)]
+
+
+def _by_entity(definitions: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], ...]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for d in definitions:
+        grouped.setdefault(str(d.get("entity")), []).append(d)
+    return {k: tuple(v) for k, v in grouped.items()}

@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import uvloop
 
-from service.commands import backdocket_simulator
+from service.commands import simulator
 from service.logs import configure_logging
 from service.pipeline import run_extract
 from service.plan import parse_plan
@@ -48,7 +48,7 @@ async def bench(records: int, latency: str, files: bool, window: int) -> None:
         env_name,
     )
     with tempfile.TemporaryDirectory(prefix="crmlift-bench-") as tmp:
-        async with backdocket_simulator(*sim_args, env={env_name: secret}) as url:
+        async with simulator("backdocket", *sim_args, env={env_name: secret}) as url:
             raw = {
                 "migration": {"name": "bench-extract", "output_dir": str(Path(tmp) / "out")},
                 "source": {

@@ -30,6 +30,7 @@ EXIT_CODES = """exit codes:
   4   a platform kept failing after every retry
   5   the journal database is unavailable
   6   a platform quota is exhausted (resumable once it frees up)
+  7   the destination lacks objects or fields of the schema plan
   75  stopped by SIGINT/SIGTERM; the run is resumable with --resume RUN_ID
 """
 
@@ -60,6 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
     extract.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    migrate = commands.add_parser(
+        "migrate",
+        help="extract, gate the schema, resolve owners and load into the destination",
+        description="The full run: extract the source into staging, check the destination "
+        "has the schema plan's objects and fields, resolve owners by email, then load every "
+        "object in dependency order, upserting on the source id so a rerun duplicates nothing. "
+        "Per-record failures never stop the run; they land in failures.csv.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    migrate.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    migrate.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    schema = commands.add_parser(
+        "schema",
+        help="write the schema plan the destination admin must deploy",
+        description="Read the source's custom field definitions and write every custom "
+        "object and field the migration needs, as a schema file (JSON).",
+    )
+    schema.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    schema.add_argument("--out", type=Path, default=Path("schema-plan.json"))
+
     runs = commands.add_parser("runs", help="list the plan's runs and their status")
     runs.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
 
@@ -69,12 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
         "backdocket", help="a generated BackDocket tenant behind the BackDocket REST contract"
     )
     _add_backdocket_sim_args(backdocket)
+    salesforce = sims.add_parser(
+        "salesforce", help="a Salesforce org: OAuth, REST, sObject Collections, Bulk API 2.0"
+    )
+    salesforce.add_argument("--schema", type=Path, help="custom objects and fields (JSON)")
+    salesforce.add_argument("--users", type=Path, help="users of the org: JSON [[name, email]]")
+    salesforce.add_argument("--host", default="127.0.0.1")
+    salesforce.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    salesforce.add_argument("--client-id", default="crmlift")
+    salesforce.add_argument(
+        "--client-secret-env",
+        default="SALESFORCE_CLIENT_SECRET",
+        help="environment variable holding the secret the simulator accepts",
+    )
+    salesforce.add_argument("--daily-api-requests", type=int, default=100_000)
 
     demo = commands.add_parser(
         "demo",
-        help="generate a tenant, serve it, extract it on the embedded journal, report",
-        description="A self-contained demonstration: starts the BackDocket simulator, "
-        "writes a plan, runs the extraction on the embedded journal and stops what it started.",
+        help="migrate a generated BackDocket tenant into a simulated Salesforce org",
+        description="A self-contained demonstration: starts the BackDocket and Salesforce "
+        "simulators, writes a plan, migrates on the embedded journal, prints the summary "
+        "and where the reports are, and stops everything it started.",
     )
     demo.add_argument("--records", type=int, default=10_000, help="tenant size (default 10000)")
     demo.add_argument("--seed", type=int, default=7)
@@ -119,11 +158,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     handlers: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "extract": commands.extract,
+        "migrate": commands.migrate,
+        "schema": commands.schema,
         "runs": commands.runs,
         "sim": commands.sim,
         "demo": commands.demo,
     }
-    if args.command in ("extract", "runs"):
+    if args.command in ("extract", "migrate", "schema", "runs"):
         plan = load_plan(args.plan)
         args.loaded_plan = plan
         configure_logging(_log_file(plan), console_level=_console_level(args))

@@ -8,9 +8,11 @@ import contextlib
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
+import orjson
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,13 +25,24 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from adapters.backdocket.client import BackDocketClient
 from adapters.backdocket.sim import SimSettings, run_forever
+from adapters.backdocket.tenant import generate_tenant
+from adapters.base import Window
 from adapters.errors import ConfigError, PlatformUnavailable
+from adapters.salesforce.sim import SfSimSettings
+from adapters.salesforce.sim import run_forever as run_salesforce_sim
 from journal import open_journal
+from ratelimit.governor import Governor
+from service.extract import EPOCH
 from service.logs import configure_logging
+from service.mapping import backdocket_salesforce as pair
+from service.migrate import MigrateOutcome, run_migrate
 from service.pipeline import ExtractOutcome, run_extract
 from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
+
+T = TypeVar("T")
 
 console = Console(stderr=True)
 out = Console()
@@ -38,8 +51,36 @@ out = Console()
 async def extract(args: argparse.Namespace) -> int:
     """``crmlift extract``: run (or resume) an extraction with progress bars."""
     plan: MigrationPlan = args.loaded_plan
-    outcome = await _extract_with_progress(plan, args.resume, show=not args.no_progress)
+    outcome = await _with_progress(
+        lambda board: run_extract(plan, resume=args.resume, progress=board),
+        show=not args.no_progress,
+    )
     _print_extract_summary(outcome)
+    return 0
+
+
+async def migrate(args: argparse.Namespace) -> int:
+    """``crmlift migrate``: extract and load, with progress bars, then the summary."""
+    plan: MigrationPlan = args.loaded_plan
+    outcome = await _with_progress(
+        lambda board: run_migrate(plan, resume=args.resume, progress=board),
+        show=not args.no_progress,
+    )
+    _print_migrate_summary(outcome)
+    return 0
+
+
+async def schema(args: argparse.Namespace) -> int:
+    """``crmlift schema``: the schema plan, from the source's custom field definitions."""
+    plan: MigrationPlan = args.loaded_plan
+    governor = Governor(plan.source_quota)
+    async with BackDocketClient(plan.source, governor) as client:
+        window = Window("custom_field_definitions", EPOCH, None)
+        definitions = [r async for page in client.pages(window, None) for r in page.records]
+    wanted = pair.schema_plan(definitions)
+    wanted.save(args.out)
+    fields = sum(len(o.fields) for o in wanted.objects.values())
+    out.print(f"schema plan: {len(wanted.objects)} objects, {fields} fields → {args.out}")
     return 0
 
 
@@ -63,7 +104,34 @@ async def runs(args: argparse.Namespace) -> int:
 
 
 async def sim(args: argparse.Namespace) -> int:
-    """``crmlift sim backdocket``: serve a generated tenant until stopped."""
+    """``crmlift sim PLATFORM``: serve a simulator until stopped."""
+    if args.platform == "salesforce":
+        return await _sim_salesforce(args)
+    return await _sim_backdocket(args)
+
+
+def _ready(url: str) -> None:
+    # The first stdout line is the contract with whoever started us.
+    print(f"READY {url}", flush=True)
+
+
+async def _sim_salesforce(args: argparse.Namespace) -> int:
+    secret = os.environ.get(args.client_secret_env)
+    if not secret:
+        raise ConfigError(f"set {args.client_secret_env} to the secret the simulator accepts")
+    users = SfSimSettings().users
+    if args.users is not None:
+        users = tuple((name, email) for name, email in orjson.loads(args.users.read_bytes()))
+    settings = SfSimSettings(
+        client_id=args.client_id, client_secret=secret, users=users,
+        daily_api_requests=args.daily_api_requests,
+    )  # fmt: skip
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_salesforce_sim(args.schema, settings, args.host, args.port, _ready)
+    return 0
+
+
+async def _sim_backdocket(args: argparse.Namespace) -> int:
     secret = os.environ.get(args.client_secret_env)
     if not secret:
         raise ConfigError(f"set {args.client_secret_env} to the secret the simulator accepts")
@@ -82,10 +150,6 @@ async def sim(args: argparse.Namespace) -> int:
         fault_seed=args.seed,
     )
 
-    def ready(url: str) -> None:
-        # The first stdout line is the contract with whoever started us.
-        print(f"READY {url}", flush=True)
-
     with contextlib.suppress(asyncio.CancelledError):
         await run_forever(
             records=args.records,
@@ -94,56 +158,80 @@ async def sim(args: argparse.Namespace) -> int:
             settings=settings,
             host=args.host,
             port=args.port,
-            on_ready=ready,
+            on_ready=_ready,
         )
     return 0
 
 
 async def demo(args: argparse.Namespace) -> int:
-    """``crmlift demo``: simulator + embedded journal + extraction + report, then clean up."""
+    """``crmlift demo``: both simulators + embedded journal + migration + reports, then clean up.
+
+    It plays the whole cast: the firm's BackDocket tenant, the Salesforce org
+    whose admin deployed the schema plan and created most staff as users, and
+    the operator who writes the plan and runs the migration.
+    """
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(24)
-    env_name = "CRMLIFT_DEMO_BACKDOCKET_SECRET"
-    os.environ[env_name] = secret
-    console.print(f"[bold]crmlift demo[/]: generating a {args.records}-record BackDocket tenant…")
-    async with backdocket_simulator(
-        "--records",
-        str(args.records),
-        "--seed",
-        str(args.seed),
-        "--dirty",
-        "--client-secret-env",
-        env_name,
-        "--latency-ms",
-        "30-150",
-        "--mutate-every",
-        "50",
-        env={env_name: secret},
-    ) as base_url:
+    env = {"CRMLIFT_DEMO_BACKDOCKET_SECRET": secrets.token_urlsafe(24),
+           "CRMLIFT_DEMO_SALESFORCE_SECRET": secrets.token_urlsafe(24)}  # fmt: skip
+    os.environ.update(env)
+    console.print(f"[bold]crmlift demo[/]: a {args.records}-record BackDocket tenant → Salesforce")
+    tenant = generate_tenant(args.records, args.seed, dirty=True)
+    schema_path = workdir / "org-schema.json"
+    pair.schema_plan(tenant.records["custom_field_definitions"]).save(schema_path)
+    users_path = workdir / "org-users.json"
+    users_path.write_bytes(orjson.dumps(demo_org_users(tenant.records["users"])))
+    del tenant
+    backdocket_args = (
+        "--records", str(args.records), "--seed", str(args.seed), "--dirty",
+        "--client-secret-env", "CRMLIFT_DEMO_BACKDOCKET_SECRET", "--latency-ms", "30-150",
+    )  # fmt: skip
+    salesforce_args = (
+        "--schema", str(schema_path), "--users", str(users_path),
+        "--client-secret-env", "CRMLIFT_DEMO_SALESFORCE_SECRET",
+    )  # fmt: skip
+    async with (
+        simulator("backdocket", *backdocket_args, env=env) as backdocket_url,
+        simulator("salesforce", *salesforce_args, env=env) as salesforce_url,
+    ):
         plan_path = workdir / "plan.toml"
-        plan_path.write_text(demo_plan(base_url, env_name), encoding="utf-8")
-        console.print(f"simulator at {base_url}; plan written to {plan_path}")
+        plan_path.write_text(demo_plan(backdocket_url, salesforce_url), encoding="utf-8")
+        console.print(f"BackDocket at {backdocket_url}, Salesforce at {salesforce_url}")
+        console.print(f"plan: {plan_path}")
         plan = load_plan(plan_path)
         configure_logging(plan.output_dir / "crmlift.log.jsonl")
-        outcome = await _extract_with_progress(plan, None, show=True)
-    _print_extract_summary(outcome)
+        outcome = await _with_progress(lambda board: run_migrate(plan, progress=board), show=True)
+    _print_migrate_summary(outcome)
     console.print(f"log: {plan.output_dir / 'crmlift.log.jsonl'}")
     return 0
 
 
-def demo_plan(base_url: str, secret_env: str) -> str:
-    """The plan the demo writes: the embedded journal and the simulator as source."""
+def demo_org_users(users: list[dict[str, object]]) -> list[tuple[str, str]]:
+    """The org's users: the admin and every BackDocket user with an email but one in four,
+    so the owner report shows both matches and fallbacks."""
+    org = [("Demo Admin", DEMO_ADMIN)]
+    for index, user in enumerate(users):
+        email = user.get("email")
+        if isinstance(email, str) and index % 4 != 3:
+            org.append((str(user.get("name") or email), email))
+    return list(dict.fromkeys(org))
+
+
+DEMO_ADMIN = "admin@demo-firm.example"
+
+
+def demo_plan(backdocket_url: str, salesforce_url: str) -> str:
+    """The plan the demo writes: the embedded journal, both simulators."""
     return f"""# Written by `crmlift demo`.
 [migration]
-name = "demo-backdocket"
+name = "demo-backdocket-salesforce"
 output_dir = "reports"
 
 [source]
 platform = "backdocket"
-base_url = "{base_url}"
+base_url = "{backdocket_url}"
 client_id = "crmlift"
-client_secret = {{ env = "{secret_env}" }}
+client_secret = {{ env = "CRMLIFT_DEMO_BACKDOCKET_SECRET" }}
 page_size = 500
 
 [source.quota]
@@ -154,28 +242,33 @@ concurrency = 8
 [extract]
 window_records = 2000
 files = true
+
+[destination]
+platform = "salesforce"
+login_url = "{salesforce_url}"
+client_id = "crmlift"
+client_secret = {{ env = "CRMLIFT_DEMO_SALESFORCE_SECRET" }}
+fallback_owner_email = "{DEMO_ADMIN}"
+bulk_threshold = 2000
+
+[mapping]
+max_file_bytes = 26214400
 """
 
 
 @contextlib.asynccontextmanager
-async def backdocket_simulator(*sim_args: str, env: dict[str, str]) -> AsyncIterator[str]:
-    """Start ``crmlift sim backdocket`` as a child process; yield its URL; stop it by PID."""
+async def simulator(platform: str, *sim_args: str, env: dict[str, str]) -> AsyncIterator[str]:
+    """Start ``crmlift sim PLATFORM`` as a child process; yield its URL; stop it by PID."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "sim",
-        "backdocket",
-        *sim_args,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
+        sys.executable, "-m", "service.cli", "sim", platform, *sim_args,
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, **env},
+    )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=120)
         text = line.decode().strip()
         if not text.startswith("READY "):
-            raise PlatformUnavailable("backdocket-sim", "start", f"said {text!r}")
+            raise PlatformUnavailable(f"{platform}-sim", "start", f"said {text!r}")
         yield text.removeprefix("READY ")
     finally:
         if proc.returncode is None:
@@ -187,12 +280,11 @@ async def backdocket_simulator(*sim_args: str, env: dict[str, str]) -> AsyncIter
                 await proc.wait()
 
 
-async def _extract_with_progress(
-    plan: MigrationPlan, resume: str | None, *, show: bool
-) -> ExtractOutcome:
+async def _with_progress(run: Callable[[ProgressBoard], Awaitable[T]], *, show: bool) -> T:
+    """Run ``run`` with a progress board, drawn as rich bars when ``show``."""
     board = ProgressBoard()
     if not show:
-        return await run_extract(plan, resume=resume, progress=board)
+        return await run(board)
     columns = (
         TextColumn("[bold]{task.description:<26}"),
         BarColumn(),
@@ -205,7 +297,7 @@ async def _extract_with_progress(
     with Progress(*columns, console=console, refresh_per_second=4) as bars:
         drawer = asyncio.create_task(_draw(board, bars), name="progress:draw")
         try:
-            return await run_extract(plan, resume=resume, progress=board)
+            return await run(board)
         finally:
             drawer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,6 +322,27 @@ def _sync(board: ProgressBoard, bars: Progress, ids: dict[str, TaskID]) -> None:
             total=track.total or None,
             rate=track.rate(),
         )
+
+
+def _print_migrate_summary(outcome: MigrateOutcome) -> None:
+    report = outcome.report
+    table = Table(title=f"migration {outcome.run.run_id} → {report.destination}")
+    columns = ("collection", "object", "source", "created", "updated", "unchanged", "skipped",
+               "failed")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:2] else "right")
+    for r in report.rows:
+        table.add_row(r.collection, r.object, str(r.source), str(r.created), str(r.updated),
+                      str(r.unchanged), str(r.skipped), str(r.failed))  # fmt: skip
+    out.print(table)
+    out.print(
+        f"{outcome.extract.staged} records extracted; {report.created} created, "
+        f"{len(report.failures)} skipped or failed (failures.csv); owners: "
+        f"{report.owners_matched} matched, {len(report.owners_fell_back)} fell back"
+    )
+    if report.schema_missing:
+        out.print(f"waiting for schema: {', '.join(report.schema_missing)}")
+    out.print("reports: " + "  ".join(str(p) for p in outcome.reports))
 
 
 def _print_extract_summary(outcome: ExtractOutcome) -> None:

@@ -168,12 +168,16 @@ class Loader:
                 by_object[payload.object].append((collection, source_id, record, payload))
                 if payload.deferred_refs and state is not None:
                     state.deferred.append((collection, payload))
-        ledgers: list[_Ledger] = []
-        for sobject, items in by_object.items():
-            ops.extend(await self._write_object(sobject, items, ledgers))
         await self.journal.operations.record(self.run.run_id, self.migration, ops)
-        for ledger in ledgers:  # only now are the jobs' outcomes durable
-            await ledger.done()
+        # Objects in the order the mapping emitted them: a later object's lookups
+        # (an AccountContactRelation's ContactId) resolve through the id map, so
+        # each object's outcomes are journaled before the next is written.
+        for sobject, items in by_object.items():
+            ledgers: list[_Ledger] = []
+            written = await self._write_object(sobject, items, ledgers)
+            await self.journal.operations.record(self.run.run_id, self.migration, written)
+            for ledger in ledgers:  # only now are the jobs' outcomes durable
+                await ledger.done()
 
     async def _write_object(
         self,
@@ -202,7 +206,7 @@ class Loader:
                 ops.append(Operation(collection, source_id, "failed", sobject, payload.external_id,
                                      reason_code="parent_missing", message=resolved))  # fmt: skip
                 continue
-            fields, full_hash = resolved
+            fields, _, full_hash = resolved
             pending.append(
                 PendingWrite(replace(payload, fields=fields, refs={}), source_id, collection,
                              record, full_hash)
@@ -332,16 +336,16 @@ class Loader:
             existing = await self.journal.operations.existing(
                 self.migration, sobject, [p.external_id for p in payloads]
             )
-            rows, hashes = [], []
+            rows: list[dict[str, Any]] = []
+            hashes: list[tuple[str, str]] = []
             for p in payloads:
                 mapped = existing.get(p.external_id)
                 resolved = _resolve(p, refs, info)
                 if mapped is None or isinstance(resolved, str):
                     continue  # the record itself failed; its operation says why
-                fields, full_hash = resolved
+                _, values, full_hash = resolved
                 if full_hash == mapped.payload_hash:
                     continue
-                values = {k: fields[k] for k in p.deferred_refs if k in fields}
                 rows.append({self.destination.external_id_field: p.external_id, **values})
                 hashes.append((p.external_id, full_hash))
             if rows:
@@ -414,20 +418,20 @@ def _ref_key(ref: Ref) -> RefKey:
 
 def _resolve(
     payload: Payload, refs: Mapping[RefKey, str], info: ObjectInfo
-) -> tuple[dict[str, Any], str] | str:
-    """Fields with lookups filled in and the hash of everything the record should hold,
-    or why it cannot be written (a required parent is missing)."""
+) -> tuple[dict[str, Any], dict[str, Any], str] | str:
+    """Fields with lookups filled in, the deferred lookups' values, and the hash of
+    everything the record should hold; or why it cannot be written (a required
+    parent is missing)."""
     fields = dict(payload.fields)
     for name, ref in payload.refs.items():
         target = refs.get(_ref_key(ref))
         if target is None and name in info.required:
             return f"{name} points at {ref.collection}/{ref.source_id}, which was not migrated"
         fields[name] = target
-    full = dict(fields)
-    for name, ref in payload.deferred_refs.items():
-        full[name] = refs.get(_ref_key(ref))
+    deferred = {name: refs.get(_ref_key(ref)) for name, ref in payload.deferred_refs.items()}
     file = payload.file.sha256 if payload.file else None
-    return fields, digest(canonical_json({"o": payload.object, "f": full, "c": file}))
+    everything = {"o": payload.object, "f": fields, "d": deferred, "c": file}
+    return fields, deferred, digest(canonical_json(everything))
 
 
 def _op(

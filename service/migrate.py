@@ -101,10 +101,11 @@ async def _load(
         transform=pair.transform, load_order=pair.LOAD_ORDER, context=context,
         schema=schema, settings=LoadSettings(), progress=progress,
     )  # fmt: skip
-    await loader.load(extra=[("companies", pair.unassigned_account(context))])
+    await loader.load(extra=[("companies", pair.unassigned_account(fallback))])
 
     staged = await journal.staging.counts(run.run_id)
     return MigrateReport(
+        duplicate_emails=await _duplicate_emails(journal, run),
         run_id=run.run_id,
         destination=destination.platform,
         rows=build_rows(staged, await journal.operations.summary(run.run_id)),
@@ -142,6 +143,16 @@ async def _gate_schema(
             f"deploy {out_dir / 'schema-plan.json'} and run again"
         )
     return schema
+
+
+async def _duplicate_emails(journal: Journal, run: Run) -> list[dict[str, Any]]:
+    """Contacts sharing an email, the seed's de-duplication key: loaded, and listed for review."""
+    by_email: dict[str, list[str]] = {}
+    async for source_id, payload in journal.staging.payloads(run.run_id, "contacts"):
+        key = pair.dedupe_key(orjson.loads(payload))
+        if key is not None:
+            by_email.setdefault(key, []).append(source_id)
+    return [{"email": e, "contacts": ids} for e, ids in sorted(by_email.items()) if len(ids) > 1]
 
 
 async def _staged(journal: Journal, run: Run, collection: str) -> list[dict[str, Any]]:

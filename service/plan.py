@@ -156,6 +156,7 @@ def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationS
         client_secret=_secret(table, "destination.client_secret", env),
         api_version=_get(table, "destination.api_version", str, "59.0"),
         bulk_threshold=bulk_threshold,
+        ca_file=_get(table, "destination.ca_file", str, None),
     )
     return DestinationSettings(
         platform=platform,

@@ -10,9 +10,11 @@ a crash recovers the job's results instead of loading it twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import random
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,8 @@ class SalesforceConfig:
     """First wait between Bulk job polls; it grows to 5 s."""
     request_timeout: float = 600.0
     """REST calls time out after 10 minutes on Salesforce's side too."""
+    ca_file: str | None = None
+    """A CA bundle to trust besides the system's (a proxy's or a simulator's)."""
 
 
 class SalesforceClient:
@@ -79,9 +83,14 @@ class SalesforceClient:
         """(used, max) of the daily allocation from the last ``Sforce-Limit-Info``."""
 
     async def __aenter__(self) -> SalesforceClient:
+        tls = (
+            ssl.create_default_context(cafile=self.config.ca_file) if self.config.ca_file else None
+        )
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=10),
-            connector=aiohttp.TCPConnector(limit=self.governor.profile.concurrency + 2),
+            connector=aiohttp.TCPConnector(
+                limit=self.governor.profile.concurrency + 2, ssl=tls if tls else True
+            ),
         )
         return self
 
@@ -101,10 +110,13 @@ class SalesforceClient:
     async def _login(self, stale: str | None = None) -> tuple[str, str]:
         async with self._token_lock:
             if self._token is None or self._token == stale:
-                auth = aiohttp.BasicAuth(self.config.client_id, self.config.client_secret.reveal())
+                pair = f"{self.config.client_id}:{self.config.client_secret.reveal()}"
+                basic = base64.b64encode(pair.encode()).decode()
                 url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
                 async with self.session.post(
-                    url, data={"grant_type": "client_credentials"}, auth=auth
+                    url,
+                    data={"grant_type": "client_credentials"},
+                    headers={"Authorization": f"Basic {basic}"},
                 ) as resp:
                     body = await resp.read()
                     if resp.status != 200:

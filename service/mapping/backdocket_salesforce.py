@@ -647,16 +647,16 @@ def schema_plan(definitions: Sequence[Mapping[str, Any]]) -> OrgSchema:
     never required in Salesforce, even when BackDocket required them, so a record
     whose value was dropped as unparseable still loads.
     """
-    by_object: dict[str, list[Mapping[str, Any]]] = {}
+    by_object: dict[str, dict[str, Mapping[str, Any]]] = {}
     for definition in definitions:
         target = CUSTOM_FIELD_OBJECTS.get(str(definition.get("entity")))
         if target is not None and definition.get("key"):
-            by_object.setdefault(target, []).append(definition)
+            by_object.setdefault(target, {}).setdefault(str(definition["key"]), definition)
     objects: dict[str, ObjectSpec] = {}
     for name, planned in PLANNED_FIELDS.items():
-        custom = by_object.get(name, [])
-        names = _custom_field_names(name, _definition_keys(custom))
-        extra = tuple(_custom_field_spec(d, names[str(d["key"])]) for d in custom)
+        custom = by_object.get(name, {})
+        names = _custom_field_names(name, tuple(sorted(custom)))
+        extra = tuple(_custom_field_spec(d, names[key]) for key, d in custom.items())
         objects[name] = ObjectSpec(
             name=name,
             label=_OBJECT_LABELS[name],
@@ -804,16 +804,19 @@ class _Draft:
             return
         try:
             amount = tx.parse_decimal(value)
-            number = tx.money(amount)
         except ValueError:
             self.note(f"{name}: {value!r} is not a decimal amount; left empty")
             return
         if abs(amount) >= 10 ** (precision - CURRENCY_SCALE):
             self.note(f"{name}: {value!r} exceeds the field's {precision} digits; left empty")
             return
+        try:
+            self.put(name, tx.money(amount))
+        except ValueError as exc:
+            self.note(f"{name}: {exc}; left empty")
+            return
         if tx.quantize_money(amount) != amount:
             self.note(f"{name}: {value!r} rounded to the cent")
-        self.put(name, number)
 
     def pick(
         self, name: str, value: Any, values: Mapping[str, str], fallback: str | None = None
@@ -1125,24 +1128,33 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     draft.pick("Intake_Status__c", record.get("intake_status"), CONTACT_INTAKE_STATUS_MAP)
     draft.timestamp("Source_Created_Date__c", record.get("created_at"))
     draft.owner(ctx, record.get("owner_id"), "owner")
-    links = _company_links(draft, record.get("company_links"))
-    if not links:
-        draft.refs["AccountId"] = Ref("companies", UNASSIGNED_ACCOUNT_ID, "Account")
-        draft.note(f"AccountId: no company in BackDocket; attached to {UNASSIGNED_ACCOUNT_NAME}")
-        others: list[_Link] = []
-    else:
-        primary = _primary(links)
-        draft.ref("AccountId", "companies", primary.company_id)
-        others = [link for link in links if link.company_id != primary.company_id]
-        if others:
-            draft.note(
-                f"AccountId: {len(links)} companies in BackDocket; primary {primary.company_id} "
-                f"(most recently linked), the other {len(others)} as Account Contact Relations"
-            )
+    others = _account(draft, record.get("company_links"))
     _custom_fields(draft, "contacts", record, ctx)
     return [draft.build(external_id("contacts", contact_id))] + [
         _relation(contact_id, link) for link in others
     ]
+
+
+def _account(draft: _Draft, company_links: Any) -> list[_Link]:
+    """Set the contact's primary AccountId; returns the links that become relations.
+
+    Salesforce gives a contact exactly one AccountId: the most recently linked
+    company, or the Unassigned Account when BackDocket linked none.
+    """
+    links = _company_links(draft, company_links)
+    if not links:
+        draft.refs["AccountId"] = Ref("companies", UNASSIGNED_ACCOUNT_ID, "Account")
+        draft.note(f"AccountId: no company in BackDocket; attached to {UNASSIGNED_ACCOUNT_NAME}")
+        return []
+    primary = _primary(links)
+    draft.ref("AccountId", "companies", primary.company_id)
+    others = [link for link in links if link.company_id != primary.company_id]
+    if others:
+        draft.note(
+            f"AccountId: {len(links)} companies in BackDocket; primary {primary.company_id} "
+            f"(most recently linked), the other {len(others)} as Account Contact Relations"
+        )
+    return others
 
 
 def dedupe_key(record: Record) -> str | None:
@@ -1324,7 +1336,8 @@ def _event_window(record: Record) -> tuple[datetime, datetime] | Rejection:
         return Rejection(
             "failed",
             "event_too_long",
-            f"event {record['id']} lasts {end - start}; Salesforce events are at most 14 days",
+            f"event {record['id']} lasts {end - start}; Salesforce events are at most "
+            f"{MAX_EVENT_DURATION.days} days",
         )
     return start, end
 
@@ -1354,11 +1367,10 @@ def _event(record: Record, ctx: MappingContext) -> TransformResult:
 
 
 def _all_day(draft: _Draft, start: datetime, end: datetime) -> None:
-    """Salesforce all-day events run from the start day to an inclusive last day, where
-    BackDocket's end is exclusive (the next midnight)."""
+    """Salesforce all-day events run from the start day to an inclusive last day (times
+    ignored), where BackDocket's end is exclusive (the next midnight)."""
     last_day = (end - timedelta(microseconds=1)).date() if end > start else start.date()
     first = datetime.combine(start.date(), datetime.min.time(), UTC)
-    draft.put("ActivityDate", tx.iso_date(start.date()))
     draft.put("StartDateTime", tx.iso_datetime(first))
     draft.put("EndDateTime", tx.iso_datetime(datetime.combine(last_day, first.time(), UTC)))
 

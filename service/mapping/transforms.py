@@ -221,16 +221,16 @@ def parse_decimal(value: object) -> Decimal:
             raise ValueError(f"{value!r} is not a finite number")
         return Decimal(repr(value))
     if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
-        try:
-            return Decimal(value.strip())
-        except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
-            raise ValueError(f"{value!r} is not a number") from exc
+        return Decimal(value.strip())
     raise ValueError(f"{value!r} is not a number")
 
 
 def quantize_money(amount: Decimal) -> Decimal:
     """``amount`` to the cent, rounding half away from zero as invoices do."""
-    return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+    try:
+        return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+    except InvalidOperation as exc:
+        raise ValueError(f"{amount} has too many digits to hold to the cent") from exc
 
 
 def money(value: object) -> float:

@@ -40,6 +40,8 @@ class MigrateReport:
     owners_matched: int
     owners_fell_back: list[dict[str, Any]]
     schema_missing: list[str] = field(default_factory=list)
+    duplicate_emails: list[dict[str, Any]] = field(default_factory=list)
+    """Contacts sharing an email (the de-duplication key), for the firm to merge."""
 
     @property
     def created(self) -> int:
@@ -77,6 +79,7 @@ def write_migrate_report(report: MigrateReport, out_dir: Path) -> list[Path]:
                 "owners_matched": report.owners_matched,
                 "owners_fell_back": report.owners_fell_back,
                 "schema_missing": report.schema_missing,
+                "duplicate_emails": report.duplicate_emails,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -110,6 +113,9 @@ def render_markdown(report: MigrateReport) -> str:
     if report.schema_missing:
         lines += ["", "## Waiting for schema", ""]
         lines += [f"- {name}" for name in report.schema_missing]
+    if report.duplicate_emails:
+        lines += ["", "## Contacts sharing an email (review for merging)", ""]
+        lines += [f"- {d['email']}: {', '.join(d['contacts'])}" for d in report.duplicate_emails]
     lines += ["", f"{len(report.failures)} records skipped or failed: see failures.csv."]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,516 @@
+"""An aiohttp server that speaks Salesforce REST and Bulk API 2.0, for tests, benchmarks and demos.
+
+Faithful on purpose (destinations.md §1): the three OAuth flows, 18-character ids with
+real key prefixes, describe, sObject Collections with allOrNone, upsert by external
+id, a SOQL subset with query locators, ContentVersion uploads (JSON and multipart),
+Bulk API 2.0 ingest jobs and — what a loader most needs to respect — the org's rolling
+24-hour API allocation, reported in ``Sforce-Limit-Info`` on every response and
+enforced with 403 ``REQUEST_LIMIT_EXCEEDED``. It misbehaves on purpose when asked
+(``fault_500_rate``). ``/_sim/state`` and ``/_sim/records/{Obj}`` expose the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import random
+import re
+import secrets
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+from adapters.salesforce.schema import OrgSchema
+from adapters.salesforce.sim_bulk import IngestJobs
+from adapters.salesforce.sim_rest import RestApi
+from adapters.salesforce.sim_store import Org
+from adapters.salesforce.sim_wire import MAX_JSON_BODY, SF_USER, ApiError, json_response, not_found
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DAY_SECONDS = 86_400.0
+"""Salesforce's allocations are per rolling 24 hours (destinations.md §1.6)."""
+
+MIN_API_VERSION = 20.0
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+DAILY_BULK_V2_QUERY_JOBS = 10_000
+"""Query jobs per 24 h (destinations.md §1.3), reported by /limits."""
+DAILY_BULK_V2_QUERY_STORAGE_MB = 976_562
+"""1 TB of query results per 24 h (destinations.md §1.3), reported by /limits."""
+RECORD_STORAGE_KB = 2
+"""Storage Salesforce charges per record for most objects (not in destinations.md)."""
+BASE_STORAGE_MB = 10_240
+"""An org's base data and file storage: 10 GB each (not in destinations.md)."""
+
+_VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(?:/|$)")
+_SEASONS = ("Winter", "Spring", "Summer")
+
+
+@dataclass(frozen=True)
+class SfSimSettings:
+    """How the simulated org authenticates, what it allows per day and how it misbehaves."""
+
+    client_id: str = "crmlift"
+    client_secret: str = "s3cret"
+    api_version: str = "59.0"
+    token_ttl: float = 7200.0
+    daily_api_requests: int = 100_000
+    """Rolling 24 h org allocation; past it every call is 403 REQUEST_LIMIT_EXCEEDED."""
+    daily_bulk_batches: int = 15_000
+    """One batch per 10,000 records of an ingest job (destinations.md §1.2)."""
+    daily_bulk_records: int = 150_000_000
+    bulk_records_per_second: float = 50_000.0
+    fault_500_rate: float = 0.0
+    """Share of /services/data calls answered 503 SERVER_UNAVAILABLE before any effect."""
+    fault_seed: int = 0
+    users: tuple[tuple[str, str], ...] = (("Admin User", "admin@firm.example"),)
+    """(name, email) of the org's active users; the first is the admin every token runs as
+    unless a password or JWT login names another."""
+    user_password: str = "p4ssw0rd"
+    """Password of every simulated user, for the username-password flow."""
+
+    def __post_init__(self) -> None:
+        if self.token_ttl <= 0 or self.bulk_records_per_second <= 0:
+            raise ValueError("token_ttl and bulk_records_per_second must be positive")
+        if min(self.daily_api_requests, self.daily_bulk_batches, self.daily_bulk_records) < 0:
+            raise ValueError("daily allocations must not be negative")
+        if not 0.0 <= self.fault_500_rate <= 1.0:
+            raise ValueError("fault_500_rate must be between 0 and 1")
+        if not self.users:
+            raise ValueError("the org needs at least one user")
+        if float(self.api_version) < MIN_API_VERSION:
+            raise ValueError(f"api_version must be at least {MIN_API_VERSION}")
+
+
+@dataclass
+class SfSimStats:
+    """What the server saw. ``api_requests`` are the calls counted against the allocation."""
+
+    api_requests: int = 0
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    bulk_jobs: int = 0
+    bulk_batches: int = 0
+    bulk_records: int = 0
+    limit_exceeded: int = 0
+    faults: int = 0
+    unauthorized: int = 0
+    tokens_issued: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Rolling:
+    """Usage over a rolling window, in one-second buckets so a busy day stays small."""
+
+    limit: int
+    window: float = DAY_SECONDS
+    buckets: deque[list[float]] = field(default_factory=deque)
+    total: int = 0
+
+    def used(self, now: float) -> int:
+        while self.buckets and self.buckets[0][0] <= now - self.window:
+            self.total -= int(self.buckets.popleft()[1])
+        return self.total
+
+    def take(self, now: float, amount: int = 1) -> bool:
+        """Count ``amount`` if it fits under the limit; say whether it did."""
+        if self.used(now) + amount > self.limit:
+            return False
+        second = float(int(now))
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += amount
+        else:
+            self.buckets.append([second, float(amount)])
+        self.total += amount
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    user_id: str
+    expires_at: float
+
+
+class _OAuthError(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+
+
+class SalesforceSim:
+    """One simulated org: its data, quotas, sessions and the HTTP app serving them."""
+
+    def __init__(self, schema: OrgSchema, settings: SfSimSettings = SfSimSettings()) -> None:
+        self.settings = settings
+        self.stats = SfSimStats()
+        self.org = Org(schema, settings.users, settings.api_version)
+        self.rest = RestApi(self.org)
+        self.bulk = IngestJobs(
+            self.org, settings.bulk_records_per_second, self._take_batch, self._job_created
+        )
+        self._api = _Rolling(settings.daily_api_requests)
+        self._batches = _Rolling(settings.daily_bulk_batches)
+        self._bulk_records = _Rolling(settings.daily_bulk_records)
+        self._grants: dict[str, _Grant] = {}
+        self._fault_rng = random.Random(f"faults:{settings.fault_seed}")
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._gate], client_max_size=MAX_JSON_BODY)
+        app.on_cleanup.append(self._shutdown)
+        router = app.router
+        router.add_post("/services/oauth2/token", self._token)
+        router.add_get("/_sim/state", self._state)
+        router.add_get("/_sim/records/{sobject}", self._records)
+        router.add_get("/services/data", self._versions)
+        router.add_get("/services/data/", self._versions)
+        for method, path, handler in self._routes():
+            router.add_route(method, f"/services/data/{{version}}{path}", handler)
+            if path:
+                router.add_route(method, f"/services/data/{{version}}{path}/", handler)
+        router.add_get("/services/data/{version}/", self._resources)
+        return app
+
+    def _routes(self) -> list[tuple[str, str, Handler]]:
+        rest, bulk = self.rest, self.bulk
+        record = "/sobjects/{sobject}/{id}"
+        by_path = "/sobjects/{sobject}/{first}/{second}"
+        job = "/jobs/ingest/{job}"
+        return [
+            ("GET", "", self._resources),
+            ("GET", "/limits", self._limits),
+            ("GET", "/sobjects", rest.sobjects),
+            ("GET", "/sobjects/{sobject}/describe", rest.describe),
+            ("GET", "/sobjects/{sobject}", rest.basic_info),
+            ("POST", "/sobjects/{sobject}", rest.create),
+            ("GET", record, rest.get_record),
+            ("PATCH", record, rest.update_record),
+            ("DELETE", record, rest.delete_record),
+            ("GET", by_path, rest.get_by_path),
+            ("PATCH", by_path, rest.upsert),
+            ("GET", "/query", rest.query),
+            ("GET", "/query/{locator}", rest.query_more),
+            ("GET", "/queryAll", rest.query_all),
+            ("GET", "/queryAll/{locator}", rest.query_more),
+            ("POST", "/composite/sobjects", rest.collection_create),
+            ("PATCH", "/composite/sobjects", rest.collection_update),
+            ("DELETE", "/composite/sobjects", rest.collection_delete),
+            ("PATCH", "/composite/sobjects/{sobject}/{field}", rest.collection_upsert),
+            ("POST", "/jobs/ingest", bulk.create),
+            ("GET", "/jobs/ingest", bulk.list_jobs),
+            ("GET", job, bulk.get),
+            ("PATCH", job, bulk.patch),
+            ("DELETE", job, bulk.delete),
+            ("PUT", f"{job}/batches", bulk.upload),
+            ("GET", f"{job}/{{kind}}", bulk.results),
+        ]
+
+    async def _shutdown(self, app: web.Application) -> None:
+        await self.bulk.close()
+
+    def records(self, sobject: str) -> list[dict[str, Any]]:
+        """Current live rows of ``sobject`` (each has ``Id`` and its field values)."""
+        table = self.org.table(sobject)
+        if table is None:
+            raise KeyError(sobject)
+        return [dict(row) for row in table.rows.values()]
+
+    def user_id(self, email: str) -> str | None:
+        """The id of the user with this email, if the org has one."""
+        return self.org.user_id(email)
+
+    # -- the gate every /services/data call passes
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Authenticate, check the version, inject faults, charge the allocation, then serve."""
+        if not request.path.startswith("/services/data/v"):
+            return await handler(request)
+        try:
+            request[SF_USER] = self._authenticate(request)
+            self._check_version(request.path)
+            self._admit(request)
+            response = await handler(request)
+        except ApiError as refusal:
+            response = refusal.response()
+        except web.HTTPException as routing:
+            response = _routing_error(routing, request.method).response()
+        limit = self.settings.daily_api_requests
+        response.headers["Sforce-Limit-Info"] = f"api-usage={self._api.used(_now())}/{limit}"
+        return response
+
+    def _authenticate(self, request: web.Request) -> str:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        grant = self._grants.get(token.strip()) if scheme.lower() in {"bearer", "oauth"} else None
+        if grant is None or grant.expires_at <= _now():
+            self.stats.unauthorized += 1
+            raise ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        return grant.user_id
+
+    def _check_version(self, path: str) -> None:
+        match = _VERSION_PATH.match(path)
+        if match is None or not MIN_API_VERSION <= float(match[1]) <= float(
+            self.settings.api_version
+        ):
+            raise not_found()
+
+    def _admit(self, request: web.Request) -> None:
+        if self._fault_rng.random() < self.settings.fault_500_rate:
+            self.stats.faults += 1
+            raise ApiError(
+                503, "SERVER_UNAVAILABLE", "Server temporarily unavailable, please retry later"
+            )
+        if not self._api.take(_now()):
+            self.stats.limit_exceeded += 1
+            raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        self.stats.api_requests += 1
+        resource = request.match_info.route.resource
+        canonical = resource.canonical if resource is not None else request.path
+        label = f"{request.method} {canonical.removeprefix('/services/data/{version}').rstrip('/')}"
+        self.stats.by_endpoint[label] = self.stats.by_endpoint.get(label, 0) + 1
+
+    # -- quotas the bulk engine draws on
+
+    def _take_batch(self, records: int) -> bool:
+        now = _now()
+        if self._batches.used(now) + 1 > self._batches.limit:
+            return False
+        if not self._bulk_records.take(now, records):
+            return False
+        self._batches.take(now)
+        self.stats.bulk_batches += 1
+        self.stats.bulk_records += records
+        return True
+
+    def _job_created(self) -> None:
+        self.stats.bulk_jobs += 1
+
+    # -- OAuth
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        fields = {key: str(value) for key, value in form.items()}
+        try:
+            user_id = self._login(fields, request.headers.get("Authorization", ""))
+        except _OAuthError as failure:
+            body = {"error": failure.error, "error_description": failure.description}
+            return json_response(body, 400)
+        return json_response(self._issue(request, user_id))
+
+    def _login(self, form: dict[str, str], authorization: str) -> str:
+        grant = form.get("grant_type", "")
+        if grant == "client_credentials":
+            client_id, secret = _basic_credentials(authorization) or (
+                form.get("client_id", ""),
+                form.get("client_secret", ""),
+            )
+            self._check_client(client_id, secret)
+            return self.org.admin_id
+        if grant == "password":
+            self._check_client(form.get("client_id", ""), form.get("client_secret", ""))
+            user_id = self._active_user(form.get("username", ""))
+            if not _same(form.get("password", ""), self.settings.user_password):
+                raise _OAuthError("invalid_grant", "authentication failure")
+            return user_id
+        if grant == JWT_GRANT:
+            return self._jwt_login(form.get("assertion", ""))
+        raise _OAuthError("unsupported_grant_type", "grant type not supported")
+
+    def _check_client(self, client_id: str, secret: str) -> None:
+        if not _same(client_id, self.settings.client_id):
+            raise _OAuthError("invalid_client_id", "client identifier invalid")
+        if not _same(secret, self.settings.client_secret):
+            raise _OAuthError("invalid_client", "invalid client credentials")
+
+    def _active_user(self, username: str) -> str:
+        users = self.org.tables["user"]
+        found = users.lookup(("Username",), (username,)) if username else []
+        if not found or not users.rows[found[0]].get("IsActive"):
+            raise _OAuthError("invalid_grant", "authentication failure")
+        return found[0]
+
+    def _jwt_login(self, assertion: str) -> str:
+        """JWT bearer flow. The signature is NOT verified: the simulator has no connected-app
+        certificate to check RS256 against, and what a client can get wrong on the wire — the
+        grant type, the claims, the token response — is all checked."""
+        claims = _jwt_claims(assertion)
+        if claims is None:
+            raise _OAuthError("invalid_grant", "invalid assertion")
+        if not _same(str(claims.get("iss", "")), self.settings.client_id):
+            raise _OAuthError("invalid_client_id", "client identifier invalid")
+        expires = claims.get("exp")
+        if not isinstance(expires, (int, float)) or expires < time.time():
+            raise _OAuthError("invalid_grant", "expired authorization code")
+        return self._active_user(str(claims.get("sub", "")))
+
+    def _issue(self, request: web.Request, user_id: str) -> dict[str, Any]:
+        now = _now()
+        self._grants = {t: g for t, g in self._grants.items() if g.expires_at > now}
+        token = f"{self.org.org_id[:15]}!{secrets.token_urlsafe(72)}"
+        self._grants[token] = _Grant(user_id, now + self.settings.token_ttl)
+        self.stats.tokens_issued += 1
+        instance = str(request.url.origin())
+        identity = f"{instance}/id/{self.org.org_id}/{user_id}"
+        issued_at = str(int(time.time() * 1000))
+        digest = hmac.new(
+            self.settings.client_secret.encode(), f"{identity}{issued_at}".encode(), hashlib.sha256
+        ).digest()
+        return {
+            "access_token": token,
+            "instance_url": instance,
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+            "signature": base64.b64encode(digest).decode(),
+            "scope": "api",
+        }
+
+    # -- org-level resources
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        top = int(float(self.settings.api_version))
+        return json_response([_version_entry(n) for n in range(int(MIN_API_VERSION), top + 1)])
+
+    async def _resources(self, request: web.Request) -> web.Response:
+        base = f"/services/data/{request.match_info['version']}"
+        names = ("sobjects", "query", "queryAll", "limits", "composite", "jobs")
+        return json_response({name: f"{base}/{name}" for name in names})
+
+    async def _limits(self, request: web.Request) -> web.Response:
+        now = _now()
+        users = len(self.org.tables["user"].rows)
+        rows = sum(len(t.rows) + len(t.recycled) for t in self.org.tables.values())
+        files = sum(len(blob) for blob in self.org.blobs.values())
+        data_max = BASE_STORAGE_MB + 20 * users
+        file_max = BASE_STORAGE_MB + 2_048 * users
+        return json_response(
+            {
+                "DailyApiRequests": _limit(self._api.limit, self._api.used(now)),
+                "DailyBulkApiBatches": _limit(self._batches.limit, self._batches.used(now)),
+                "DailyBulkV2QueryJobs": _limit(DAILY_BULK_V2_QUERY_JOBS, 0),
+                "DailyBulkV2QueryFileStorageMB": _limit(DAILY_BULK_V2_QUERY_STORAGE_MB, 0),
+                "DataStorageMB": _limit(data_max, rows * RECORD_STORAGE_KB // 1024),
+                "FileStorageMB": _limit(file_max, files // (1024 * 1024)),
+            }
+        )
+
+    # -- the truth, for audits
+
+    async def _state(self, request: web.Request) -> web.Response:
+        objects = {t.name: len(t.rows) for t in self.org.tables.values()}
+        jobs = {job.id: job.state for job in self.bulk.jobs.values()}
+        return json_response({"objects": objects, "jobs": jobs, "stats": self.stats.as_dict()})
+
+    async def _records(self, request: web.Request) -> web.Response:
+        try:
+            return json_response(self.records(request.match_info["sobject"]))
+        except KeyError:
+            return not_found().response()
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _same(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _limit(maximum: int, used: int) -> dict[str, int]:
+    return {"Max": maximum, "Remaining": max(0, maximum - used)}
+
+
+def _version_entry(major: int) -> dict[str, str]:
+    """``{"label": "Winter '24", "url": "/services/data/v59.0", "version": "59.0"}``."""
+    offset = major - 59
+    label = f"{_SEASONS[offset % 3]} '{24 + offset // 3}"
+    return {"label": label, "url": f"/services/data/v{major}.0", "version": f"{major}.0"}
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, _, secret = decoded.partition(":")
+    return unquote(client_id), unquote(secret)
+
+
+def _jwt_claims(assertion: str) -> dict[str, Any] | None:
+    parts = assertion.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = orjson.loads(payload)
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _routing_error(error: web.HTTPException, method: str) -> ApiError:
+    if error.status == 405:
+        return ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed.")
+    if error.status == 413:
+        return ApiError(413, "JSON_PARSER_ERROR", "Request body too large")
+    if error.status == 404:
+        return not_found()
+    return ApiError(error.status, "UNKNOWN_EXCEPTION", error.reason)
+
+
+async def serve(
+    sim: SalesforceSim,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[web.AppRunner, str]:
+    """Start ``sim`` on ``host:port`` (0: any free port); returns the runner and instance URL.
+
+    With ``ssl_context`` it serves HTTPS — what simple-salesforce requires, since it
+    hard-codes ``https://`` (destinations.md §1.4). The caller cleans up the runner.
+    """
+    runner = web.AppRunner(sim.app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    shown_host = f"[{host}]" if ":" in host else host
+    scheme = "https" if ssl_context is not None else "http"
+    return runner, f"{scheme}://{shown_host}:{bound_port}"
+
+
+async def run_forever(
+    schema_path: Path | None,
+    settings: SfSimSettings,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Load the custom schema (if any), serve the org until cancelled, then shut down."""
+    schema = OrgSchema() if schema_path is None else OrgSchema.load(schema_path)
+    runner, base_url = await serve(SalesforceSim(schema, settings), host, port, ssl_context)
+    try:
+        on_ready(base_url)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

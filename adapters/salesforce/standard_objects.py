@@ -1,0 +1,461 @@
+"""The standard objects of a fresh Sales Cloud org, and how a schema file's custom objects join.
+
+A simulator seeded only with the custom schema would accept anything on Contact or
+Task; these specs give it the real required fields, lengths, restricted picklists and
+lookups, so a load that would fail in a real org fails in the simulator too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from adapters.salesforce.schema import FieldSpec, FieldType, ObjectSpec, OrgSchema
+
+INDUSTRY_VALUES = (
+    "Agriculture",
+    "Apparel",
+    "Banking",
+    "Biotechnology",
+    "Chemicals",
+    "Communications",
+    "Construction",
+    "Consulting",
+    "Education",
+    "Electronics",
+    "Energy",
+    "Engineering",
+    "Entertainment",
+    "Environmental",
+    "Finance",
+    "Food & Beverage",
+    "Government",
+    "Healthcare",
+    "Hospitality",
+    "Insurance",
+    "Machinery",
+    "Manufacturing",
+    "Media",
+    "Not For Profit",
+    "Recreation",
+    "Retail",
+    "Shipping",
+    "Technology",
+    "Telecommunications",
+    "Transportation",
+    "Utilities",
+    "Other",
+)
+"""Salesforce's standard Account.Industry values (unrestricted picklist)."""
+
+ACCOUNT_TYPES = (
+    "Prospect",
+    "Customer - Direct",
+    "Customer - Channel",
+    "Channel Partner / Reseller",
+    "Installation Partner",
+    "Technology Partner",
+    "Other",
+)
+LEAD_STATUSES = (
+    "Open - Not Contacted",
+    "Working - Contacted",
+    "Closed - Converted",
+    "Closed - Not Converted",
+)
+LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
+TASK_PRIORITIES = ("High", "Normal", "Low")
+SHARE_TYPES = ("V", "C", "I")
+"""ContentDocumentLink.ShareType: viewer, collaborator, inferred (destinations.md §1.8)."""
+VISIBILITIES = ("AllUsers", "InternalUsers", "SharedUsers")
+ACR_ROLES = (
+    "Business User",
+    "Decision Maker",
+    "Economic Buyer",
+    "Economic Decision Maker",
+    "Evaluator",
+    "Executive Sponsor",
+    "Influencer",
+    "Technical Buyer",
+    "Other",
+)
+
+CUSTOM_PREFIX_START = "a00"
+"""Custom objects get key prefixes a00, a01, … in name order unless the schema file pins one."""
+
+LONG_TEXT_LENGTH = 32_000
+"""Task/Event Description and the Bulk API's max field size (destinations.md §1.2)."""
+
+NOT_CREATEABLE = frozenset({"User", "ContentDocument"})
+"""Objects the API cannot insert: users are provisioned, documents come from ContentVersion."""
+
+DEFAULTS: Mapping[tuple[str, str], Any] = {
+    ("Lead", "Status"): "Open - Not Contacted",
+    ("Task", "Status"): "Not Started",
+    ("Task", "Priority"): "Normal",
+    ("ContentDocumentLink", "ShareType"): "V",
+    ("ContentDocumentLink", "Visibility"): "AllUsers",
+    ("AccountContactRelation", "IsActive"): True,
+    ("User", "IsActive"): True,
+}
+"""Values Salesforce fills in on create when the caller leaves the field out."""
+
+PAIR_KEYS: Mapping[str, tuple[str, str]] = {
+    "AccountContactRelation": ("AccountId", "ContactId"),
+    "ContentDocumentLink": ("ContentDocumentId", "LinkedEntityId"),
+}
+"""Junction objects that allow one row per pair (a second one is DUPLICATE_VALUE)."""
+
+SYSTEM_FIELDS = frozenset(
+    {
+        "Id",
+        "IsDeleted",
+        "CreatedDate",
+        "CreatedById",
+        "LastModifiedDate",
+        "LastModifiedById",
+        "SystemModstamp",
+    }
+)
+
+_POLYMORPHIC_ANY = "*"
+"""Marker in ``reference_to`` for lookups that may point at any record-holding object."""
+_WHAT_TARGETS = "*custom"
+"""Marker for Task/Event.WhatId: Account plus every custom object."""
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def label_for(name: str) -> str:
+    """A label from an API name: ``Case_Type__c`` → "Case Type", ``OwnerId`` → "Owner ID"."""
+    base = name.removesuffix("__c")
+    if base == "Id":
+        return "Record ID"
+    if base.endswith("Id"):
+        base = base[:-2] + " ID"
+    return _CAMEL.sub(" ", base.replace("_", " ")).strip()
+
+
+def _f(name: str, kind: FieldType, length: int | None = None, **options: Any) -> FieldSpec:
+    return FieldSpec(name=name, type=kind, label=label_for(name), length=length, **options)
+
+
+def _text(name: str, length: int = 255, **options: Any) -> FieldSpec:
+    return _f(name, "string", length, **options)
+
+
+def _picklist(name: str, values: tuple[str, ...], restricted: bool = False) -> FieldSpec:
+    return _f(name, "picklist", 255, picklist_values=values, restricted=restricted)
+
+
+def _ref(name: str, *targets: str, createable: bool = True, updateable: bool = True) -> FieldSpec:
+    return _f(
+        name,
+        "reference",
+        18,
+        reference_to=targets,
+        createable=createable,
+        updateable=updateable,
+    )
+
+
+def _read_only(name: str, kind: FieldType, length: int | None = None, **options: Any) -> FieldSpec:
+    return _f(name, kind, length, createable=False, updateable=False, **options)
+
+
+def _system() -> tuple[FieldSpec, ...]:
+    return (
+        _read_only("Id", "id", 18),
+        _read_only("IsDeleted", "boolean"),
+        _read_only("CreatedDate", "datetime"),
+        _read_only("CreatedById", "reference", 18, reference_to=("User",)),
+        _read_only("LastModifiedDate", "datetime"),
+        _read_only("LastModifiedById", "reference", 18, reference_to=("User",)),
+        _read_only("SystemModstamp", "datetime"),
+    )
+
+
+def _address(prefix: str) -> tuple[FieldSpec, ...]:
+    return (
+        _f(f"{prefix}Street", "textarea", 255),
+        _text(f"{prefix}City", 40),
+        _text(f"{prefix}State", 80),
+        _text(f"{prefix}PostalCode", 20),
+        _text(f"{prefix}Country", 80),
+    )
+
+
+def _object(name: str, prefix: str, *fields: FieldSpec, label: str = "") -> ObjectSpec:
+    return ObjectSpec(name, label or label_for(name), False, _system() + fields, prefix)
+
+
+def _account() -> ObjectSpec:
+    return _object(
+        "Account",
+        "001",
+        _text("Name", required=True),
+        _f("Website", "url", 255),
+        _picklist("Industry", INDUSTRY_VALUES),
+        _picklist("Type", ACCOUNT_TYPES),
+        _ref("ParentId", "Account"),
+        *_address("Billing"),
+        _f("Phone", "phone", 40),
+        _f("NumberOfEmployees", "int", precision=8, scale=0),
+        _f("AnnualRevenue", "currency", precision=18, scale=0),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _ref("OwnerId", "User"),
+    )
+
+
+def _person_name(last_required: bool) -> tuple[FieldSpec, ...]:
+    return (
+        _text("LastName", 80, required=last_required),
+        _text("FirstName", 40),
+        _read_only("Name", "string", 121),
+    )
+
+
+def _contact() -> ObjectSpec:
+    return _object(
+        "Contact",
+        "003",
+        *_person_name(True),
+        _f("Email", "email", 80),
+        _f("Phone", "phone", 40),
+        _f("MobilePhone", "phone", 40),
+        *_address("Mailing"),
+        _ref("AccountId", "Account"),
+        _ref("OwnerId", "User"),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _text("Title", 128),
+    )
+
+
+def _lead() -> ObjectSpec:
+    return _object(
+        "Lead",
+        "00Q",
+        *_person_name(True),
+        _text("Company", required=True),
+        _f("Email", "email", 80),
+        _f("Phone", "phone", 40),
+        _picklist("Status", LEAD_STATUSES, restricted=True),
+        _picklist("LeadSource", LEAD_SOURCES),
+        _ref("OwnerId", "User"),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+    )
+
+
+def _activity_links() -> tuple[FieldSpec, ...]:
+    return (
+        _ref("WhoId", "Contact", "Lead"),
+        _ref("WhatId", _WHAT_TARGETS),
+        _ref("OwnerId", "User"),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+    )
+
+
+def _task() -> ObjectSpec:
+    return _object(
+        "Task",
+        "00T",
+        _f("Subject", "string", 255),
+        _picklist("Status", TASK_STATUSES, restricted=True),
+        _picklist("Priority", TASK_PRIORITIES, restricted=True),
+        _f("ActivityDate", "date"),
+        _f("IsRecurrence", "boolean"),
+        *_activity_links(),
+    )
+
+
+def _event() -> ObjectSpec:
+    return _object(
+        "Event",
+        "00U",
+        _f("Subject", "string", 255),
+        _f("StartDateTime", "datetime", required=True),
+        _f("EndDateTime", "datetime"),
+        _f("DurationInMinutes", "int", precision=8, scale=0),
+        _f("IsAllDayEvent", "boolean"),
+        _text("Location", 255),
+        *_activity_links(),
+    )
+
+
+def _user() -> ObjectSpec:
+    return _object(
+        "User",
+        "005",
+        _text("Username", 80, required=True, unique=True),
+        _f("Email", "email", 128, required=True),
+        *_person_name(True),
+        _f("IsActive", "boolean"),
+    )
+
+
+def _content_version() -> ObjectSpec:
+    return _object(
+        "ContentVersion",
+        "068",
+        _text("Title", 255),
+        _text("PathOnClient", 500, updateable=False),
+        _f("VersionData", "base64", updateable=False),
+        _ref("ContentDocumentId", "ContentDocument", updateable=False),
+        _ref("FirstPublishLocationId", _POLYMORPHIC_ANY, updateable=False),
+        _read_only("ContentSize", "int", precision=9, scale=0),
+        _read_only("FileType", "string", 20),
+        _read_only("FileExtension", "string", 40),
+        _read_only("VersionNumber", "string", 20),
+        _read_only("IsLatest", "boolean"),
+        _f("Description", "textarea", 1000),
+        _ref("OwnerId", "User"),
+    )
+
+
+def _content_document() -> ObjectSpec:
+    return _object(
+        "ContentDocument",
+        "069",
+        _text("Title", 255),
+        _read_only("LatestPublishedVersionId", "reference", 18, reference_to=("ContentVersion",)),
+        _read_only("FileType", "string", 20),
+        _read_only("FileExtension", "string", 40),
+        _read_only("ContentSize", "int", precision=9, scale=0),
+        _ref("OwnerId", "User"),
+    )
+
+
+def _content_document_link() -> ObjectSpec:
+    return _object(
+        "ContentDocumentLink",
+        "06A",
+        _f(
+            "ContentDocumentId",
+            "reference",
+            18,
+            required=True,
+            reference_to=("ContentDocument",),
+            updateable=False,
+        ),
+        _f(
+            "LinkedEntityId",
+            "reference",
+            18,
+            required=True,
+            reference_to=(_POLYMORPHIC_ANY,),
+            updateable=False,
+        ),
+        _picklist("ShareType", SHARE_TYPES, restricted=True),
+        _picklist("Visibility", VISIBILITIES, restricted=True),
+    )
+
+
+def _account_contact_relation() -> ObjectSpec:
+    return _object(
+        "AccountContactRelation",
+        "07k",
+        _f(
+            "AccountId", "reference", 18, required=True, reference_to=("Account",), updateable=False
+        ),
+        _f(
+            "ContactId", "reference", 18, required=True, reference_to=("Contact",), updateable=False
+        ),
+        _read_only("IsDirect", "boolean"),
+        _f("IsActive", "boolean"),
+        _f("Roles", "multipicklist", 4099, picklist_values=ACR_ROLES),
+        _f("StartDate", "date"),
+        _f("EndDate", "date"),
+    )
+
+
+STANDARD_OBJECTS = OrgSchema(
+    {
+        spec.name: spec
+        for spec in (
+            _account(),
+            _contact(),
+            _lead(),
+            _task(),
+            _event(),
+            _user(),
+            _content_version(),
+            _content_document(),
+            _content_document_link(),
+            _account_contact_relation(),
+        )
+    }
+)
+"""The built-in objects every simulated org starts with."""
+
+
+def _custom_object(spec: ObjectSpec, prefix: str) -> ObjectSpec:
+    """A schema file's custom object with the fields every custom object has in Salesforce."""
+    given = {f.name.lower() for f in spec.fields}
+    implicit = [f for f in _system() if f.name.lower() not in given]
+    if "name" not in given:
+        implicit.append(_text("Name", 80))
+    if "ownerid" not in given:
+        implicit.append(_ref("OwnerId", "User"))
+    return ObjectSpec(spec.name, spec.label, True, (*implicit, *spec.fields), prefix)
+
+
+def _key_prefixes(custom: OrgSchema, taken: set[str]) -> dict[str, str]:
+    """Pinned prefixes as given; the rest a00, a01, … in name order, skipping taken ones."""
+    pinned = {name: spec.key_prefix for name, spec in custom.objects.items() if spec.key_prefix}
+    taken = taken | set(pinned.values())
+    prefixes = dict(pinned)
+    counter = int(CUSTOM_PREFIX_START[1:])
+    for name in sorted(n for n in custom.objects if n not in pinned):
+        while (candidate := f"a{counter:02d}") in taken:
+            counter += 1
+        prefixes[name] = candidate
+        taken.add(candidate)
+    return prefixes
+
+
+def _resolve_targets(
+    spec: ObjectSpec, all_names: tuple[str, ...], customs: tuple[str, ...]
+) -> ObjectSpec:
+    """Expand the polymorphic markers in ``reference_to`` to the org's real object names."""
+    fields = []
+    for field in spec.fields:
+        targets: tuple[str, ...] = field.reference_to
+        if _POLYMORPHIC_ANY in targets:
+            targets = all_names
+        elif _WHAT_TARGETS in targets:
+            targets = ("Account", *customs)
+        fields.append(replace(field, reference_to=targets))
+    return ObjectSpec(spec.name, spec.label, spec.custom, tuple(fields), spec.key_prefix)
+
+
+def org_schema(custom: OrgSchema) -> OrgSchema:
+    """The standard objects with ``custom``'s objects added and its custom fields merged in.
+
+    Custom objects gain Id, Name, OwnerId and the audit fields, as Salesforce adds them;
+    polymorphic lookups (WhatId, LinkedEntityId, FirstPublishLocationId) learn the custom
+    objects they may point at.
+    """
+    new = {n: s for n, s in custom.objects.items() if STANDARD_OBJECTS.get(n) is None}
+    extra_fields = {
+        standard.name: spec
+        for name, spec in custom.objects.items()
+        if (standard := STANDARD_OBJECTS.get(name)) is not None
+    }
+    taken = {spec.key_prefix for spec in STANDARD_OBJECTS.objects.values()}
+    prefixes = _key_prefixes(OrgSchema(new), taken)
+    customs = OrgSchema(
+        {name: _custom_object(spec, prefixes[name]) for name, spec in sorted(new.items())}
+    )
+    merged = STANDARD_OBJECTS.merged(OrgSchema(extra_fields)).merged(customs)
+    custom_names = tuple(customs.objects)
+    record_holders = tuple(name for name in merged.objects if name not in {"ContentDocumentLink"})
+    return OrgSchema(
+        {
+            name: _resolve_targets(spec, record_holders, custom_names)
+            for name, spec in merged.objects.items()
+        }
+    )

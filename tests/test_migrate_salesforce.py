@@ -1,0 +1,185 @@
+"""An operator migrates a dirty BackDocket tenant into Salesforce, then runs it again.
+
+Everything is real but the two SaaS platforms, which are our simulators on
+loopback: the journal is PostgreSQL, the calls are HTTP, the Bulk jobs run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
+from adapters.backdocket.tenant import Tenant, generate_tenant
+from adapters.salesforce.sim import SalesforceSim, SfSimSettings
+from adapters.salesforce.sim import serve as serve_salesforce
+from journal import Journal, JournalSettings
+from service.mapping.backdocket_salesforce import schema_plan
+from service.migrate import MigrateOutcome, run_migrate
+from service.plan import MigrationPlan, parse_plan
+
+ADMIN = "admin@firm.example"
+
+
+@dataclass
+class World:
+    """The firm's BackDocket tenant, its Salesforce org, and the operator's plan."""
+
+    tenant: Tenant
+    backdocket: BackDocketSim
+    salesforce: SalesforceSim
+    plan: MigrationPlan
+    unmatched_users: set[str]
+
+
+@pytest.fixture
+async def world(journal_settings: JournalSettings, tmp_path: Path) -> AsyncIterator[World]:
+    tenant = generate_tenant(1200, seed=31, dirty=True)
+    users = tenant.records["users"]
+    unmatched = {u["id"] for i, u in enumerate(users) if i % 3 == 2 or not u.get("email")}
+    org_users = (
+        ("Firm Admin", ADMIN),
+        *dict.fromkeys((u["name"], u["email"]) for u in users if u["id"] not in unmatched),
+    )
+    backdocket = BackDocketSim(tenant, SimSettings(rate=1000, burst=100))
+    salesforce = SalesforceSim(
+        schema_plan(tenant.records["custom_field_definitions"]),
+        SfSimSettings(users=org_users, bulk_records_per_second=200_000),
+    )
+    bd_runner, bd_url = await serve(backdocket)
+    sf_runner, sf_url = await serve_salesforce(salesforce)
+    os.environ["TEST_BD_SECRET"], os.environ["TEST_SF_SECRET"] = "s3cret", "s3cret"
+    raw: dict[str, Any] = {
+        "migration": {"name": "firm-to-salesforce", "output_dir": str(tmp_path / "reports")},
+        "source": {"platform": "backdocket", "base_url": bd_url, "client_id": "crmlift",
+                   "client_secret": {"env": "TEST_BD_SECRET"},
+                   "quota": {"rate": 1000, "burst": 100}},
+        "extract": {"window_records": 200},
+        "destination": {"platform": "salesforce", "login_url": sf_url, "client_id": "crmlift",
+                        "client_secret": {"env": "TEST_SF_SECRET"},
+                        "fallback_owner_email": ADMIN, "bulk_threshold": 150},
+        "mapping": {"max_file_bytes": 25 * 1024 * 1024},
+    }  # fmt: skip
+    env = {
+        **os.environ,
+        "CRMLIFT_JOURNAL_DSN": journal_settings.dsn or "",
+        "CRMLIFT_DATA_DIR": str(journal_settings.data_dir),
+    }
+    plan = parse_plan(raw, env=env, base=tmp_path)
+    try:
+        yield World(tenant, backdocket, salesforce, plan, unmatched)
+    finally:
+        await bd_runner.cleanup()
+        await sf_runner.cleanup()
+
+
+def by_ext(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["Source_System_ID__c"]: r for r in rows if r.get("Source_System_ID__c")}
+
+
+async def test_a_dirty_tenant_lands_in_salesforce_with_every_record_accounted_for(
+    world: World, journal: Journal
+) -> None:
+    outcome = await run_migrate(world.plan)
+    run_id = outcome.run.run_id
+
+    # Every staged source record ends as loaded, skipped or failed, with the reason.
+    unaccounted = await journal.pool.fetch(
+        """SELECT collection, source_id FROM staged_records WHERE run_id = $1
+           EXCEPT SELECT collection, source_id FROM operations WHERE run_id = $1""",
+        run_id,
+    )
+    assert unaccounted == []
+    for failure in outcome.report.failures:
+        assert failure.reason_code
+        assert failure.message
+
+    sf = world.salesforce
+    accounts = by_ext(sf.records("Account"))
+    contacts = by_ext(sf.records("Contact"))
+    matters = by_ext(sf.records("Case_Matter__c"))
+    users = {u["id"]: u for u in world.tenant.records["users"]}
+
+    # Contact → Account: the most recently linked company, else the Unassigned Account.
+    acr = sf.records("AccountContactRelation")
+    for contact in world.tenant.records["contacts"]:
+        loaded = contacts.get(contact["id"])
+        if loaded is None:
+            continue
+        links = contact["company_links"]
+        # The most recently linked company; a tie goes to the one BackDocket lists first.
+        latest = max((link["linked_at"] for link in links), default=None)
+        primary = next(
+            (link["company_id"] for link in links if link["linked_at"] == latest),
+            "crmlift:unassigned-account",
+        )
+        assert loaded["AccountId"] == accounts[primary]["Id"]
+        related = {r["AccountId"] for r in acr if r["ContactId"] == loaded["Id"]}
+        assert related == {accounts[link["company_id"]]["Id"] for link in links} or (
+            not links and related == {accounts[primary]["Id"]}
+        )
+
+    # Account hierarchy from the second pass.
+    for company in world.tenant.records["companies"]:
+        parent = company.get("parent_company_id")
+        if parent and parent in accounts and company["id"] in accounts:
+            assert accounts[company["id"]]["ParentId"] == accounts[parent]["Id"]
+
+    # Tasks point at their contact and matter; owners resolve by email or fall back.
+    admin_id = sf.user_id(ADMIN)
+    tasks = by_ext(sf.records("Task"))
+    for task in world.tenant.records["tasks"]:
+        loaded = tasks.get(task["id"])
+        if loaded is None:
+            continue
+        if task.get("contact_id") in contacts:
+            assert loaded["WhoId"] == contacts[task["contact_id"]]["Id"]
+        if task.get("matter_id") in matters:
+            assert loaded["WhatId"] == matters[task["matter_id"]]["Id"]
+        assignee = users.get(task.get("assignee_id") or "")
+        if assignee is not None:
+            email = (assignee.get("email") or "").strip().lower()
+            assert loaded["OwnerId"] == (sf.user_id(email) if email else None) or admin_id
+
+    # Files: uploaded with their names and linked to their matter or contact;
+    # the one over 25 MB is reported, not loaded.
+    versions = by_ext(sf.records("ContentVersion"))
+    links = sf.records("ContentDocumentLink")
+    for document in world.tenant.records["documents"]:
+        if document["size_bytes"] > 25 * 1024 * 1024:
+            assert document["id"] not in versions
+            skipped = [f for f in outcome.report.failures if f.source_id == document["id"]]
+            assert skipped[0].reason_code == "file_too_large"
+            assert document["filename"] in (skipped[0].message or "")
+            continue
+        version = versions[document["id"]]
+        assert version["PathOnClient"] == document["filename"]
+        target = matters.get(document.get("matter_id") or "") or contacts.get(
+            document.get("contact_id") or ""
+        )
+        if target is not None:
+            assert any(
+                link["ContentDocumentId"] == version["ContentDocumentId"]
+                and link["LinkedEntityId"] == target["Id"]
+                for link in links
+            )
+
+    # The reports are where the operator is told they are.
+    for path in outcome.reports:
+        assert path.exists()
+
+
+async def test_a_second_run_of_the_same_plan_creates_nothing(world: World) -> None:
+    first = await run_migrate(world.plan)
+    counts = {name: len(world.salesforce.records(name)) for name in ("Account", "Contact", "Task")}
+    second: MigrateOutcome = await run_migrate(world.plan)
+    assert second.report.created == 0
+    assert sum(r.updated for r in second.report.rows) == 0
+    assert {n: len(world.salesforce.records(n)) for n in counts} == counts
+    loaded_first = sum(r.created + r.updated for r in first.report.rows)
+    assert sum(r.unchanged for r in second.report.rows) == loaded_first

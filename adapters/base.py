@@ -110,6 +110,18 @@ class ObjectInfo:
     """Lookup field → objects it may point to."""
 
 
+@dataclass(frozen=True, slots=True)
+class FileUpload:
+    """One file record to create, its content streamed from the blob store."""
+
+    fields: Mapping[str, Any]
+    """The record's fields, the external id included."""
+    content: Path
+    filename: str
+    mime_type: str
+    size_bytes: int
+
+
 class JobLedger(Protocol):
     """Where a destination journals its asynchronous jobs before sending data."""
 
@@ -156,10 +168,12 @@ class Destination(Protocol):
         """Destination ids of records carrying these external ids."""
         ...
 
-    async def upload_file(
-        self, sobject: str, fields: Mapping[str, Any], content: Path, filename: str, mime_type: str
-    ) -> WriteResult:
-        """Create a file record with its content streamed from ``content``."""
+    async def upload_files(self, sobject: str, uploads: Sequence[FileUpload]) -> list[WriteResult]:
+        """Create file records with their content; one result per upload.
+
+        Not idempotent: after a lost answer the caller looks the files up by
+        external id (``find``) before trying again.
+        """
         ...
 
 

@@ -45,6 +45,20 @@ class Issues:
             issue.message,
         )
 
+    async def record_many(self, run_id: str, issues: list[RecordIssue]) -> None:
+        """Write or refresh many issues in one round trip."""
+        await self._pool.executemany(
+            """INSERT INTO record_issues
+                   (run_id, phase, collection, source_id, outcome, code, message)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (run_id, phase, collection, source_id, code)
+               DO UPDATE SET outcome = EXCLUDED.outcome, message = EXCLUDED.message""",
+            [
+                (run_id, i.phase, i.collection, i.source_id, i.outcome, i.code, i.message)
+                for i in issues
+            ],
+        )
+
     async def resolve(self, run_id: str, phase: str, collection: str, source_id: str) -> None:
         """Forget a record's issues in a phase once a retry has taken it."""
         await self._pool.execute(

@@ -42,6 +42,22 @@ class Mapped:
     payload_hash: str
 
 
+_ID_MAP_COLUMNS = [
+    "migration", "object", "external_id", "collection", "source_id", "destination_id",
+    "payload_hash", "run_id",
+]  # fmt: skip
+_INCOMING_ID_MAP = """CREATE TEMP TABLE IF NOT EXISTS incoming_id_map
+    (LIKE id_map INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+_MERGE_ID_MAP = """INSERT INTO id_map (migration, object, external_id, collection, source_id,
+                                    destination_id, payload_hash, run_id)
+SELECT DISTINCT ON (migration, object, external_id)
+       migration, object, external_id, collection, source_id, destination_id, payload_hash,
+       run_id
+FROM incoming_id_map
+ON CONFLICT (migration, object, external_id) DO UPDATE
+SET destination_id = EXCLUDED.destination_id, payload_hash = EXCLUDED.payload_hash,
+    run_id = EXCLUDED.run_id, updated_at = now()"""
+
 RefKey = tuple[str, str, str | None]
 """(source collection, source id, destination object or None for any)."""
 
@@ -87,16 +103,12 @@ class Operations:
                 and op.destination_id and op.object and op.external_id and op.payload_hash
             ]  # fmt: skip
             if mapped:
-                await conn.executemany(
-                    """INSERT INTO id_map (migration, object, external_id, collection, source_id,
-                                           destination_id, payload_hash, run_id)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                       ON CONFLICT (migration, object, external_id) DO UPDATE
-                       SET destination_id = EXCLUDED.destination_id,
-                           payload_hash = EXCLUDED.payload_hash,
-                           run_id = EXCLUDED.run_id, updated_at = now()""",
-                    mapped,
+                # COPY then one merge: a batch of 10,000 outcomes is two statements.
+                await conn.execute(_INCOMING_ID_MAP)
+                await conn.copy_records_to_table(
+                    "incoming_id_map", records=mapped, columns=_ID_MAP_COLUMNS
                 )
+                await conn.execute(_MERGE_ID_MAP)
 
     async def existing(
         self, migration: str, sobject: str, external_ids: Sequence[str]

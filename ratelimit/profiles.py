@@ -65,14 +65,15 @@ Source: ../shared/sources/backdocket-api.md, "Transport and auth".
 
 SALESFORCE = QuotaProfile(
     platform="salesforce",
-    rate=50.0,
-    burst=50.0,
+    rate=200.0,
+    burst=200.0,
     concurrency=10,
     daily_requests=100_000,
     daily_bulk_batches=15_000,
     daily_bulk_records=150_000_000,
 )
-"""Salesforce: no per-second limit, an org-wide rolling-24 h allocation (Enterprise
+"""Salesforce: no per-second limit (we pace at 200/s to spread bursts), an org-wide
+rolling-24 h allocation (Enterprise
 base 100,000 + licences × 1,000; override for your edition), 15,000 Bulk batches
 and 150 million Bulk records per 24 h, 25 concurrent long-running requests (we
 keep 10 in flight). Source: ../shared/platforms/destinations.md §1.2, §1.6."""

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the secret the simulator accepts",
     )
     salesforce.add_argument("--daily-api-requests", type=int, default=100_000)
+    salesforce.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    salesforce.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    salesforce.add_argument(
+        "--bulk-records-per-second", type=float, default=50_000.0,
+        help="how fast Bulk API 2.0 jobs process",
+    )  # fmt: skip
 
     demo = commands.add_parser(
         "demo",

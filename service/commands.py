@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,15 +26,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from adapters.backdocket.client import BackDocketClient
+from adapters.backdocket.client import BackDocketClient, BackDocketConfig
 from adapters.backdocket.sim import SimSettings, run_forever
-from adapters.backdocket.tenant import generate_tenant
-from adapters.base import Window
+from adapters.base import Record, Window
 from adapters.errors import ConfigError, PlatformUnavailable
 from adapters.salesforce.sim import SfSimSettings
 from adapters.salesforce.sim import run_forever as run_salesforce_sim
+from adapters.secrets import Secret
 from journal import open_journal
 from ratelimit.governor import Governor
+from ratelimit.profiles import profile_for
 from service.extract import EPOCH
 from service.logs import configure_logging
 from service.mapping import backdocket_salesforce as pair
@@ -45,7 +47,8 @@ from service.progress import ProgressBoard
 T = TypeVar("T")
 
 console = Console(stderr=True)
-out = Console()
+# Summaries are tables: wide enough for their columns even when piped to a file.
+out = Console(width=None if sys.stdout.isatty() else 132)
 
 
 async def extract(args: argparse.Namespace) -> int:
@@ -73,11 +76,7 @@ async def migrate(args: argparse.Namespace) -> int:
 async def schema(args: argparse.Namespace) -> int:
     """``crmlift schema``: the schema plan, from the source's custom field definitions."""
     plan: MigrationPlan = args.loaded_plan
-    governor = Governor(plan.source_quota)
-    async with BackDocketClient(plan.source, governor) as client:
-        window = Window("custom_field_definitions", EPOCH, None)
-        definitions = [r async for page in client.pages(window, None) for r in page.records]
-    wanted = pair.schema_plan(definitions)
+    wanted = pair.schema_plan(await read_collection(plan.source, "custom_field_definitions"))
     wanted.save(args.out)
     fields = sum(len(o.fields) for o in wanted.objects.values())
     out.print(f"schema plan: {len(wanted.objects)} objects, {fields} fields → {args.out}")
@@ -125,9 +124,14 @@ async def _sim_salesforce(args: argparse.Namespace) -> int:
     settings = SfSimSettings(
         client_id=args.client_id, client_secret=secret, users=users,
         daily_api_requests=args.daily_api_requests,
+        bulk_records_per_second=args.bulk_records_per_second,
     )  # fmt: skip
+    tls = None
+    if args.tls_cert is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     with contextlib.suppress(asyncio.CancelledError):
-        await run_salesforce_sim(args.schema, settings, args.host, args.port, _ready)
+        await run_salesforce_sim(args.schema, settings, args.host, args.port, _ready, tls)
     return 0
 
 
@@ -176,40 +180,58 @@ async def demo(args: argparse.Namespace) -> int:
            "CRMLIFT_DEMO_SALESFORCE_SECRET": secrets.token_urlsafe(24)}  # fmt: skip
     os.environ.update(env)
     console.print(f"[bold]crmlift demo[/]: a {args.records}-record BackDocket tenant → Salesforce")
-    tenant = generate_tenant(args.records, args.seed, dirty=True)
-    schema_path = workdir / "org-schema.json"
-    pair.schema_plan(tenant.records["custom_field_definitions"]).save(schema_path)
-    users_path = workdir / "org-users.json"
-    users_path.write_bytes(orjson.dumps(demo_org_users(tenant.records["users"])))
-    del tenant
     backdocket_args = (
         "--records", str(args.records), "--seed", str(args.seed), "--dirty",
         "--client-secret-env", "CRMLIFT_DEMO_BACKDOCKET_SECRET", "--latency-ms", "30-150",
     )  # fmt: skip
-    salesforce_args = (
-        "--schema", str(schema_path), "--users", str(users_path),
-        "--client-secret-env", "CRMLIFT_DEMO_SALESFORCE_SECRET",
-    )  # fmt: skip
-    async with (
-        simulator("backdocket", *backdocket_args, env=env) as backdocket_url,
-        simulator("salesforce", *salesforce_args, env=env) as salesforce_url,
-    ):
-        plan_path = workdir / "plan.toml"
-        plan_path.write_text(demo_plan(backdocket_url, salesforce_url), encoding="utf-8")
-        console.print(f"BackDocket at {backdocket_url}, Salesforce at {salesforce_url}")
-        console.print(f"plan: {plan_path}")
-        plan = load_plan(plan_path)
-        configure_logging(plan.output_dir / "crmlift.log.jsonl")
-        outcome = await _with_progress(lambda board: run_migrate(plan, progress=board), show=True)
+    async with simulator("backdocket", *backdocket_args, env=env) as backdocket_url:
+        source = BackDocketConfig(
+            backdocket_url, "crmlift", Secret(env["CRMLIFT_DEMO_BACKDOCKET_SECRET"])
+        )
+        schema_path, users_path = await prepare_org(source, workdir, DEMO_ADMIN)
+        salesforce_args = (
+            "--schema", str(schema_path), "--users", str(users_path),
+            "--client-secret-env", "CRMLIFT_DEMO_SALESFORCE_SECRET",
+        )  # fmt: skip
+        async with simulator("salesforce", *salesforce_args, env=env) as salesforce_url:
+            plan_path = workdir / "plan.toml"
+            plan_path.write_text(demo_plan(backdocket_url, salesforce_url), encoding="utf-8")
+            console.print(f"BackDocket at {backdocket_url}, Salesforce at {salesforce_url}")
+            console.print(f"plan: {plan_path}")
+            plan = load_plan(plan_path)
+            configure_logging(plan.output_dir / "crmlift.log.jsonl")
+            outcome = await _with_progress(
+                lambda board: run_migrate(plan, progress=board), show=True
+            )
     _print_migrate_summary(outcome)
     console.print(f"log: {plan.output_dir / 'crmlift.log.jsonl'}")
     return 0
 
 
-def demo_org_users(users: list[dict[str, object]]) -> list[tuple[str, str]]:
+async def read_collection(source: BackDocketConfig, collection: str) -> list[Record]:
+    """Every record of one (small) source collection, read straight from the source."""
+    async with BackDocketClient(source, Governor(profile_for("backdocket"))) as client:
+        window = Window(collection, EPOCH, None)
+        return [r async for page in client.pages(window, None) for r in page.records]
+
+
+async def prepare_org(source: BackDocketConfig, workdir: Path, admin: str) -> tuple[Path, Path]:
+    """Play the org's admin: deploy the schema plan and create most staff as users.
+
+    Returns the schema file and the users file a Salesforce simulator starts with.
+    """
+    definitions = await read_collection(source, "custom_field_definitions")
+    users = await read_collection(source, "users")
+    schema_path, users_path = workdir / "org-schema.json", workdir / "org-users.json"
+    pair.schema_plan(definitions).save(schema_path)
+    users_path.write_bytes(orjson.dumps(demo_org_users(users, admin)))
+    return schema_path, users_path
+
+
+def demo_org_users(users: list[Record], admin: str) -> list[tuple[str, str]]:
     """The org's users: the admin and every BackDocket user with an email but one in four,
     so the owner report shows both matches and fallbacks."""
-    org = [("Demo Admin", DEMO_ADMIN)]
+    org = [("Org Admin", admin)]
     for index, user in enumerate(users):
         email = user.get("email")
         if isinstance(email, str) and index % 4 != 3:

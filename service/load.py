@@ -11,16 +11,27 @@ already there and never duplicates.
 from __future__ import annotations
 
 import asyncio
+import resource
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 import structlog
 
-from adapters.base import Destination, ObjectInfo, WriteResult, canonical_json, digest
+from adapters.base import (
+    Destination,
+    FileUpload,
+    ObjectInfo,
+    WriteResult,
+    canonical_json,
+    digest,
+)
 from journal import Journal
+from journal.issues import RecordIssue
 from journal.load_jobs import LoadJob, LoadJobs
 from journal.operations import Action, Mapped, Operation, RefKey
 from journal.runs import Run
@@ -36,11 +47,10 @@ Transform = Callable[[str, dict[str, Any], MappingContext], TransformResult]
 class LoadSettings:
     """How the loader batches and overlaps its writes."""
 
-    batch_records: int = 10_000
+    batch_records: int = 5_000
     """Staged records transformed and written together; a Bulk job holds at most this many."""
-    batches_in_flight: int = 4
-    """Batches of one wave written at once."""
-    file_uploads_in_flight: int = 4
+    batches_in_flight: int = 6
+    """Batches written at once across the waves running together; bounds memory."""
 
 
 @dataclass(slots=True)
@@ -74,6 +84,7 @@ class Loader:
         migration: str,
         transform: Transform,
         load_order: Sequence[str],
+        depends_on: Mapping[str, Sequence[str]],
         context: MappingContext,
         schema: Mapping[str, ObjectInfo | None],
         settings: LoadSettings | None = None,
@@ -85,12 +96,23 @@ class Loader:
         self.migration = migration
         self.transform = transform
         self.load_order = load_order
+        self.levels = dependency_levels(load_order, depends_on)
         self.context = context
         self.schema = schema
         self.settings = settings or LoadSettings()
         self.progress = progress or ProgressBoard()
         self.jobs = LoadJobs(journal.pool, run.run_id)
-        self._pending_members: dict[str, list[tuple[str, str, str]]] = {}
+        self._slots = asyncio.Semaphore(self.settings.batches_in_flight)
+        self.timings: dict[str, float] = defaultdict(float)
+        """Seconds spent per kind of work (summed over concurrent batches)."""
+
+    @contextmanager
+    def _timed(self, kind: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[kind] += time.perf_counter() - started
 
     # -- the run ------------------------------------------------------------
 
@@ -104,43 +126,57 @@ class Loader:
         staged = await self.journal.staging.counts(self.run.run_id)
         for collection in self.load_order:
             self.progress.track(f"load:{collection}", staged.get(collection, 0))
-        for collection in self.load_order:
-            await self._wave(collection)
+        for level in self.levels:
+            async with asyncio.TaskGroup() as tg:
+                for collection in level:
+                    tg.create_task(self._wave(collection), name=f"wave:{collection}")
         for collection in staged:
             if collection not in self.load_order:
                 await self._skip_collection(collection)
 
     async def _wave(self, collection: str) -> None:
         bound = log.bind(run_id=self.run.run_id, phase="load", collection=collection)
+        started = time.perf_counter()
         state = WaveState()
-        slots = asyncio.Semaphore(self.settings.batches_in_flight)
+        slots = self._slots
 
-        async def write(batch: list[tuple[str, dict[str, Any]]]) -> None:
-            async with slots:
-                transformed = [
-                    (collection, sid, rec, self.transform(collection, rec, self.context))
-                    for sid, rec in batch
-                ]
+        async def write(batch: list[tuple[str, str]]) -> None:
+            try:
+                with self._timed("transform"):
+                    transformed = []
+                    for source_id, raw in batch:
+                        record = orjson.loads(raw)
+                        result = self.transform(collection, record, self.context)
+                        transformed.append((collection, source_id, record, result))
                 await self._write_batch(transformed, state)
                 self.progress.advance(f"load:{collection}", len(batch))
+            finally:
+                slots.release()
 
+        # A batch takes its slot before it is handed over, so memory holds at most
+        # ``batches_in_flight`` batches plus the one being read, whatever the size.
         async with asyncio.TaskGroup() as tg:
-            batch: list[tuple[str, dict[str, Any]]] = []
+            batch: list[tuple[str, str]] = []
             async for source_id, payload in self.journal.staging.payloads(
                 self.run.run_id, collection
             ):
-                batch.append((source_id, orjson.loads(payload)))
+                batch.append((source_id, payload))
                 if len(batch) >= self.settings.batch_records:
-                    await slots.acquire()  # backpressure: read no further than we write
-                    slots.release()
+                    await slots.acquire()
                     tg.create_task(write(batch), name=f"load:{collection}")
                     batch = []
             if batch:
+                await slots.acquire()
                 tg.create_task(write(batch), name=f"load:{collection}")
         if state.deferred:
             await self._second_pass(state.deferred)
         self.progress.finish(f"load:{collection}")
-        bound.info("load.wave_done", deferred=len(state.deferred))
+        bound.info(
+            "load.wave_done",
+            deferred=len(state.deferred),
+            seconds=round(time.perf_counter() - started, 2),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        )
 
     async def _skip_collection(self, collection: str) -> None:
         """Staged collections the mapping does not load still end in the journal."""
@@ -159,25 +195,35 @@ class Loader:
         state: WaveState | None = None,
     ) -> None:
         ops: list[Operation] = []
+        notes: list[RecordIssue] = []
         by_object: dict[str, list[tuple[str, str, dict[str, Any], Payload]]] = defaultdict(list)
         for collection, source_id, record, result in transformed:
             if isinstance(result, Rejection):
                 ops.append(_rejected(collection, source_id, result))
                 continue
             for payload in result:
+                if payload.notes:
+                    notes.append(
+                        RecordIssue("load", collection, payload.external_id, "warning",
+                                    f"transform:{payload.object}", "; ".join(payload.notes))
+                    )  # fmt: skip
                 by_object[payload.object].append((collection, source_id, record, payload))
                 if payload.deferred_refs and state is not None:
                     state.deferred.append((collection, payload))
-        await self.journal.operations.record(self.run.run_id, self.migration, ops)
+        with self._timed("journal"):
+            await self.journal.operations.record(self.run.run_id, self.migration, ops)
+            if notes:
+                await self.journal.issues.record_many(self.run.run_id, notes)
         # Objects in the order the mapping emitted them: a later object's lookups
         # (an AccountContactRelation's ContactId) resolve through the id map, so
         # each object's outcomes are journaled before the next is written.
         for sobject, items in by_object.items():
             ledgers: list[_Ledger] = []
             written = await self._write_object(sobject, items, ledgers)
-            await self.journal.operations.record(self.run.run_id, self.migration, written)
-            for ledger in ledgers:  # only now are the jobs' outcomes durable
-                await ledger.done()
+            with self._timed("journal"):
+                await self.journal.operations.record(self.run.run_id, self.migration, written)
+                for ledger in ledgers:  # only now are the jobs' outcomes durable
+                    await ledger.done()
 
     async def _write_object(
         self,
@@ -194,10 +240,15 @@ class Loader:
                           "queued until the admin deploys the schema plan, then rerun")
                 for collection, source_id, _, p in items
             ]  # fmt: skip
-        refs = await self.journal.operations.resolve(
-            self.migration,
-            (_ref_key(r) for *_, p in items for r in (*p.refs.values(), *p.deferred_refs.values())),
-        )
+        with self._timed("journal"):
+            refs = await self.journal.operations.resolve(
+                self.migration,
+                (
+                    _ref_key(r)
+                    for *_, p in items
+                    for r in (*p.refs.values(), *p.deferred_refs.values())
+                ),
+            )
         ops: list[Operation] = []
         pending: list[PendingWrite] = []
         for collection, source_id, record, payload in items:
@@ -211,9 +262,10 @@ class Loader:
                 PendingWrite(replace(payload, fields=fields, refs={}), source_id, collection,
                              record, full_hash)
             )  # fmt: skip
-        existing = await self.journal.operations.existing(
-            self.migration, sobject, [w.payload.external_id for w in pending]
-        )
+        with self._timed("journal"):
+            existing = await self.journal.operations.existing(
+                self.migration, sobject, [w.payload.external_id for w in pending]
+            )
         to_write: list[PendingWrite] = []
         for w in pending:
             w.mapped = existing.get(w.payload.external_id)
@@ -240,10 +292,12 @@ class Loader:
                 {self.destination.external_id_field: w.payload.external_id, **w.payload.fields}
                 for w in records
             ]
-            answers = await self.destination.upsert(sobject, rows, ledger)
+            with self._timed("destination"):
+                answers = await self.destination.upsert(sobject, rows, ledger)
             results.update((r.external_id, r) for r in answers)
         if files:
-            results.update(await self._upload_files(sobject, files, ledgers))
+            with self._timed("destination"):
+                results.update(await self._upload_files(sobject, files, ledgers))
         ops = []
         for w in writes:
             result = results.get(w.payload.external_id)
@@ -267,7 +321,8 @@ class Loader:
             return {}
         fields = sorted({f for w in updates for f in w.payload.fields} | {"Id"})
         ids = [w.mapped.destination_id for w in updates if w.mapped is not None]
-        return await self.destination.fetch(sobject, ids, fields)
+        with self._timed("destination"):
+            return await self.destination.fetch(sobject, ids, fields)
 
     async def _upload_files(
         self, sobject: str, writes: list[PendingWrite], ledgers: list[_Ledger]
@@ -277,35 +332,28 @@ class Loader:
         new = [w.payload.external_id for w in writes if w.mapped is None]
         found = await self.destination.find(sobject, new) if new else {}
         results: dict[str, WriteResult] = {}
-        slots = asyncio.Semaphore(self.settings.file_uploads_in_flight)
         metadata_only: list[PendingWrite] = []
-
-        async def upload(w: PendingWrite) -> None:
-            file = w.payload.file
+        uploads: list[FileUpload] = []
+        for w in writes:
+            ext, file = w.payload.external_id, w.payload.file
             assert file is not None
             path = self.journal.blobs.path_for(file.sha256)
-            if not path.exists():
-                results[w.payload.external_id] = WriteResult(
-                    w.payload.external_id, None, None, "content_missing",
+            if ext in found:
+                results[ext] = WriteResult(ext, found[ext], True)
+            elif w.mapped is not None:
+                metadata_only.append(w)
+            elif not path.exists():
+                results[ext] = WriteResult(
+                    ext, None, None, "content_missing",
                     f"{file.filename}: content was not extracted (see the extract report)",
                 )  # fmt: skip
-                return
-            fields = {self.destination.external_id_field: w.payload.external_id,
-                      **w.payload.fields}  # fmt: skip
-            async with slots:
-                results[w.payload.external_id] = await self.destination.upload_file(
-                    sobject, fields, path, file.filename, file.mime_type
-                )
-
-        async with asyncio.TaskGroup() as tg:
-            for w in writes:
-                ext = w.payload.external_id
-                if ext in found:
-                    results[ext] = WriteResult(ext, found[ext], True)
-                elif w.mapped is not None:
-                    metadata_only.append(w)
-                else:
-                    tg.create_task(upload(w), name=f"upload:{ext}")
+            else:
+                fields = {self.destination.external_id_field: ext, **w.payload.fields}
+                uploads.append(FileUpload(fields, path, file.filename, file.mime_type,
+                                          file.size_bytes))  # fmt: skip
+        if uploads:
+            for r in await self.destination.upload_files(sobject, uploads):
+                results[r.external_id] = r
         if metadata_only:
             # Content is immutable once uploaded; a changed record updates its fields.
             rows = [
@@ -382,6 +430,33 @@ class Loader:
             await self.journal.operations.record(self.run.run_id, self.migration, ops)
             await self.jobs.moved(job.job_id, "done")
             log.info("load.job_recovered", job_id=job.job_id, records=len(ops))
+
+
+def dependency_levels(
+    order: Sequence[str], depends_on: Mapping[str, Sequence[str]]
+) -> list[list[str]]:
+    """Group collections into levels whose dependencies all sit in earlier levels.
+
+    Collections of one level load at the same time; ``order`` names what to load
+    and orders each level. A cycle is a mapping bug and is refused.
+    """
+    placed: dict[str, int] = {}
+    remaining = list(order)
+    while remaining:
+        ready = [
+            c for c in remaining
+            if all(d in placed or d not in order for d in depends_on.get(c, ()))
+        ]  # fmt: skip
+        if not ready:
+            raise ValueError(f"collections depend on each other in a cycle: {remaining}")
+        for c in ready:
+            deps = [placed[d] for d in depends_on.get(c, ()) if d in placed]
+            placed[c] = 1 + max(deps, default=-1)
+        remaining = [c for c in remaining if c not in placed]
+    levels: list[list[str]] = [[] for _ in range(max(placed.values(), default=-1) + 1)]
+    for c in order:
+        levels[placed[c]].append(c)
+    return levels
 
 
 class _Ledger:

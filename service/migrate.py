@@ -44,6 +44,9 @@ class MigrateOutcome:
     reports: list[Path]
     source_governor: Governor
     destination_governor: Governor
+    load_seconds: float
+    load_timings: dict[str, float]
+    """Seconds per kind of load work (transform, journal, destination), summed over batches."""
 
 
 async def run_migrate(
@@ -60,11 +63,16 @@ async def run_migrate(
         async with guarded(journal, run, "migrate"):
             extracted, source_governor = await extract_into(journal, plan, run, progress)
             governor = Governor(destination.quota)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             async with SalesforceClient(destination.config, governor) as client:
-                report = await _load(journal, plan, destination, run, client, progress)
+                report, timings = await _load(journal, plan, destination, run, client, progress)
+            load_seconds = loop.time() - started
         await journal.runs.set_status(run.run_id, "completed")
         paths = write_migrate_report(report, run_dir(plan, run.run_id))
-        return MigrateOutcome(run, extracted, report, paths, source_governor, governor)
+        return MigrateOutcome(
+            run, extracted, report, paths, source_governor, governor, load_seconds, timings
+        )
 
 
 async def _load(
@@ -74,7 +82,7 @@ async def _load(
     run: Run,
     client: SalesforceClient,
     progress: ProgressBoard,
-) -> MigrateReport:
+) -> tuple[MigrateReport, dict[str, float]]:
     out_dir = run_dir(plan, run.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     definitions = await _staged(journal, run, "custom_field_definitions")
@@ -98,17 +106,21 @@ async def _load(
     )
     loader = Loader(
         destination=client, journal=journal, run=run, migration=plan.name,
-        transform=pair.transform, load_order=pair.LOAD_ORDER, context=context,
+        transform=pair.transform, load_order=pair.LOAD_ORDER, depends_on=pair.DEPENDS_ON,
+        context=context,
         schema=schema, settings=LoadSettings(), progress=progress,
     )  # fmt: skip
     await loader.load(extra=[("companies", pair.unassigned_account(fallback))])
 
     staged = await journal.staging.counts(run.run_id)
-    return MigrateReport(
+    report = MigrateReport(
         duplicate_emails=await _duplicate_emails(journal, run),
         run_id=run.run_id,
         destination=destination.platform,
-        rows=build_rows(staged, await journal.operations.summary(run.run_id)),
+        rows=build_rows(
+            staged, await journal.operations.summary(run.run_id), ["users", *pair.LOAD_ORDER]
+        ),
+        notes=[i for i in await journal.issues.list(run.run_id) if i.phase == "load"],
         failures=await journal.operations.failures(run.run_id),
         owners_matched=len(owners.matched),
         owners_fell_back=[
@@ -116,6 +128,7 @@ async def _load(
         ],
         schema_missing=sorted(name for name, info in schema.items() if info is None),
     )
+    return report, dict(loader.timings)
 
 
 async def _gate_schema(

@@ -869,3 +869,14 @@ def test_a_computed_field_definition_says_it_lands_as_text(
     assert isinstance(result, Rejection)
     assert "Case_Matter__c.Days_Open__c (string)" in result.reason
     assert "formula" in result.reason
+
+
+def test_the_control_character_filter_removes_exactly_the_categories_it_names() -> None:
+    import unicodedata
+
+    from service.mapping.transforms import _REMOVED, _REMOVED_CATEGORIES, KEPT_CONTROLS
+
+    for code_point in range(0x110000):
+        ch = chr(code_point)
+        removed = ch not in KEPT_CONTROLS and unicodedata.category(ch) in _REMOVED_CATEGORIES
+        assert bool(_REMOVED.fullmatch(ch)) == removed, hex(code_point)

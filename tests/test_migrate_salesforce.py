@@ -7,7 +7,7 @@ loopback: the journal is PostgreSQL, the calls are HTTP, the Bulk jobs run.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,10 @@ import pytest
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import Tenant, generate_tenant
+from adapters.base import WriteResult
+from adapters.errors import SchemaMissing
+from adapters.salesforce.client import SalesforceClient
+from adapters.salesforce.schema import ObjectSpec, OrgSchema
 from adapters.salesforce.sim import SalesforceSim, SfSimSettings
 from adapters.salesforce.sim import serve as serve_salesforce
 from journal import Journal, JournalSettings
@@ -37,8 +41,20 @@ class World:
     unmatched_users: set[str]
 
 
+SchemaEdit = Callable[[OrgSchema], OrgSchema]
+
+
 @pytest.fixture
-async def world(journal_settings: JournalSettings, tmp_path: Path) -> AsyncIterator[World]:
+def org_schema_edit(request: pytest.FixtureRequest) -> SchemaEdit:
+    """How the org's admin deployed the schema plan: in full unless a test says otherwise."""
+    edit: SchemaEdit = getattr(request, "param", lambda schema: schema)
+    return edit
+
+
+@pytest.fixture
+async def world(
+    journal_settings: JournalSettings, tmp_path: Path, org_schema_edit: SchemaEdit
+) -> AsyncIterator[World]:
     tenant = generate_tenant(1200, seed=31, dirty=True)
     users = tenant.records["users"]
     unmatched = {u["id"] for i, u in enumerate(users) if i % 3 == 2 or not u.get("email")}
@@ -48,7 +64,7 @@ async def world(journal_settings: JournalSettings, tmp_path: Path) -> AsyncItera
     )
     backdocket = BackDocketSim(tenant, SimSettings(rate=1000, burst=100))
     salesforce = SalesforceSim(
-        schema_plan(tenant.records["custom_field_definitions"]),
+        org_schema_edit(schema_plan(tenant.records["custom_field_definitions"])),
         SfSimSettings(users=org_users, bulk_records_per_second=200_000),
     )
     bd_runner, bd_url = await serve(backdocket)
@@ -183,3 +199,93 @@ async def test_a_second_run_of_the_same_plan_creates_nothing(world: World) -> No
     assert {n: len(world.salesforce.records(n)) for n in counts} == counts
     loaded_first = sum(r.created + r.updated for r in first.report.rows)
     assert sum(r.unchanged for r in second.report.rows) == loaded_first
+
+
+class Crash(Exception):
+    """Stands in for the process dying: nothing after it runs."""
+
+
+async def test_a_crash_after_a_bulk_upload_recovers_the_jobs_results_instead_of_reloading(
+    world: World, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_results = SalesforceClient._job_results
+    crashed: list[str] = []
+
+    async def die_once(self: SalesforceClient, job_id: str) -> list[WriteResult]:
+        if not crashed:
+            crashed.append(job_id)
+            raise Crash(f"killed while job {job_id} was processing")
+        return await real_results(self, job_id)
+
+    monkeypatch.setattr(SalesforceClient, "_job_results", die_once)
+    with pytest.raises(Crash):
+        await run_migrate(world.plan)
+    run = (await journal.runs.recent(world.plan.name))[0]
+    assert run.status == "failed"
+    journaled = await journal.pool.fetchrow(
+        "SELECT state, object, records FROM load_jobs WHERE job_id = $1", crashed[0]
+    )
+    assert journaled["state"] == "uploaded"
+
+    resumed = await run_migrate(world.plan, resume=run.run_id)
+
+    # The crashed job's records were journaled from its results, as created,
+    # and were not sent again: no duplicates, no second job for them.
+    assert resumed.run.run_id == run.run_id
+    state = await journal.pool.fetchval("SELECT state FROM load_jobs WHERE job_id = $1", crashed[0])
+    assert state == "done"
+    created = await journal.pool.fetchval(
+        """SELECT count(DISTINCT external_id) FROM operations
+           WHERE run_id = $1 AND object = $2 AND action = 'created'""",
+        run.run_id,
+        journaled["object"],
+    )
+    rows = world.salesforce.records(journaled["object"])
+    assert created == len(by_ext(rows))
+    assert len({r["Source_System_ID__c"] for r in rows}) == len(rows)
+    actions = await journal.pool.fetch(
+        "SELECT DISTINCT action FROM operations WHERE run_id = $1 AND object = $2",
+        run.run_id,
+        journaled["object"],
+    )
+    assert {a["action"] for a in actions} == {"created", "unchanged"}
+    assert resumed.report.failed == 0
+
+
+def without_case_matters(schema: OrgSchema) -> OrgSchema:
+    """The admin has not created Case_Matter__c (nor its children) yet."""
+    gone = {"Case_Matter__c", "Case_Party__c", "Claim__c"}
+    return OrgSchema({k: v for k, v in schema.objects.items() if k not in gone})
+
+
+def without_bar_number(schema: OrgSchema) -> OrgSchema:
+    """The admin forgot one field of the plan."""
+    contact = schema.objects["Contact"]
+    fields = tuple(f for f in contact.fields if f.name != "Bar_Number__c")
+    kept = ObjectSpec(contact.name, contact.label, contact.custom, fields, contact.key_prefix)
+    return OrgSchema({**schema.objects, "Contact": kept})
+
+
+@pytest.mark.parametrize("org_schema_edit", [without_case_matters], indirect=True)
+async def test_matters_wait_for_their_custom_object_while_everything_else_loads(
+    world: World,
+) -> None:
+    outcome = await run_migrate(world.plan)
+    waiting = [f for f in outcome.report.failures if f.reason_code == "schema_missing"]
+    matters = {f.source_id for f in waiting if f.collection == "matters"}
+    assert matters == {m["id"] for m in world.tenant.records["matters"]}
+    assert "Case_Matter__c" in outcome.report.schema_missing
+    assert len(world.salesforce.records("Contact")) == len(world.tenant.records["contacts"])
+    tasks = world.salesforce.records("Task")
+    assert tasks
+    assert all(t.get("WhatId") is None for t in tasks if t["Source_System_ID__c"].startswith("tk_"))
+
+
+@pytest.mark.parametrize("org_schema_edit", [without_bar_number], indirect=True)
+async def test_a_missing_field_stops_the_run_before_any_write_naming_the_field(
+    world: World,
+) -> None:
+    with pytest.raises(SchemaMissing, match=r"Contact\.Bar_Number__c") as caught:
+        await run_migrate(world.plan)
+    assert caught.value.exit_code == 7
+    assert world.salesforce.records("Contact") == []

@@ -22,6 +22,7 @@ import structlog
 
 from adapters.base import CursorRejected, NotFound, Page, Record, Window
 from adapters.errors import AuthError, ConfigError, PlatformUnavailable
+from adapters.http import SessionClient
 from adapters.secrets import Secret
 from ratelimit.backoff import RetryPolicy, parse_retry_after
 from ratelimit.governor import Governor
@@ -77,7 +78,7 @@ def _iso(when: datetime) -> str:
     return when.isoformat()
 
 
-class BackDocketClient:
+class BackDocketClient(SessionClient):
     """One tenant, one token, one governor. Use as ``async with``."""
 
     platform = PLATFORM
@@ -94,33 +95,21 @@ class BackDocketClient:
         self.governor = governor
         self.policy = policy or RetryPolicy()
         self._rng = rng or random.Random()
-        self._session: aiohttp.ClientSession | None = None
+        super().__init__()
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
         self.token_fetches = 0
 
-    async def __aenter__(self) -> BackDocketClient:
+    def new_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.governor.profile.concurrency + 2)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout, sock_connect=10)
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             base_url=self.config.base_url.rstrip("/") + "/",
             connector=connector,
             timeout=timeout,
             json_serialize=lambda v: orjson.dumps(v).decode(),
             raise_for_status=False,
         )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("BackDocketClient used outside `async with`")
-        return self._session
 
     # -- auth -------------------------------------------------------------
 

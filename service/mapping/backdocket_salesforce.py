@@ -58,6 +58,23 @@ LOAD_ORDER: tuple[str, ...] = (
 )
 """Source collections in the order their lookups need them loaded."""
 
+DEPENDS_ON: Mapping[str, tuple[str, ...]] = {
+    "companies": (),
+    "contacts": ("companies",),
+    "matters": ("companies", "contacts"),
+    "matter_parties": ("matters", "contacts"),
+    "claims": ("matters",),
+    "intake_submissions": ("matters",),
+    "tasks": ("contacts", "matters"),
+    "events": ("contacts", "matters"),
+    "esignature_requests": ("matters",),
+    "notes": ("contacts", "matters"),
+    "documents": ("contacts", "matters"),
+}
+"""The collections each collection's lookups point into (self-references, such as
+Account.ParentId, load in a second pass and are not listed). Collections whose
+dependencies are loaded are written at the same time."""
+
 COLLECTION_OBJECTS: Mapping[str, tuple[str, ...]] = {
     "companies": ("Account",),
     "contacts": ("Contact", "AccountContactRelation"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -19,6 +18,9 @@ KEPT_CONTROLS = frozenset("\t\n\r")
 """Control characters that are layout, not noise: kept in text."""
 
 _REMOVED_CATEGORIES = frozenset({"Cc", "Cs"})
+_REMOVED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Exactly the code points of ``_REMOVED_CATEGORIES`` but tab and newlines, as one
+regex: the per-character category lookup was the transform's hottest loop."""
 """Control characters and lone surrogates: invisible, and lone surrogates cannot be
 encoded as UTF-8, so a destination would reject the whole record."""
 
@@ -42,17 +44,12 @@ def clean_text(value: str) -> tuple[str, int]:
     Emoji, RTL text and every other printable code point are kept. Returns the
     cleaned text and how many characters were removed, so callers can note it.
     """
-    kept = [
-        ch
-        for ch in value
-        if ch in KEPT_CONTROLS or unicodedata.category(ch) not in _REMOVED_CATEGORIES
-    ]
-    return "".join(kept), len(value) - len(kept)
+    return _REMOVED.subn("", value)
 
 
 def utf16_length(text: str) -> int:
     """Length in UTF-16 code units: how Java-based platforms count field lengths."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def truncate(text: str, limit: int) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from journal.issues import RecordIssue
 from journal.operations import Operation
 
 ACTIONS = ("created", "updated", "unchanged", "skipped", "failed")
@@ -41,6 +42,8 @@ class MigrateReport:
     owners_fell_back: list[dict[str, Any]]
     schema_missing: list[str] = field(default_factory=list)
     duplicate_emails: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[RecordIssue] = field(default_factory=list)
+    """Records loaded with a reviewable change (a value mapped to a fallback, truncated…)."""
     """Contacts sharing an email (the de-duplication key), for the firm to merge."""
 
     @property
@@ -53,11 +56,16 @@ class MigrateReport:
 
 
 def build_rows(
-    staged: Mapping[str, int], summary: Mapping[tuple[str, str], Mapping[str, int]]
+    staged: Mapping[str, int],
+    summary: Mapping[tuple[str, str], Mapping[str, int]],
+    order: Sequence[str] = (),
 ) -> list[ObjectSummary]:
-    """Summary rows in collection order, one per (collection, object) seen."""
+    """Summary rows in load order, one per (collection, object) seen."""
+    rank = {name: i for i, name in enumerate(order)}
     rows = []
-    for (collection, sobject), counts in sorted(summary.items()):
+    for (collection, sobject), counts in sorted(
+        summary.items(), key=lambda item: (rank.get(item[0][0], len(rank)), item[0])
+    ):
         rows.append(
             ObjectSummary(collection, sobject, staged.get(collection, 0),
                           **{a: counts.get(a, 0) for a in ACTIONS})
@@ -68,7 +76,8 @@ def build_rows(
 def write_migrate_report(report: MigrateReport, out_dir: Path) -> list[Path]:
     """``summary.json``, ``summary.md``, ``failures.csv`` and ``owners.md`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / n for n in ("summary.json", "summary.md", "failures.csv", "owners.md")]
+    names = ("summary.json", "summary.md", "failures.csv", "owners.md", "transform-notes.csv")
+    paths = [out_dir / n for n in names]
     paths[0].write_bytes(
         orjson.dumps(
             {
@@ -94,6 +103,12 @@ def write_migrate_report(report: MigrateReport, out_dir: Path) -> list[Path]:
                  op.message or ""]
             )  # fmt: skip
     paths[3].write_text(render_owners(report.owners_matched, report.owners_fell_back))
+    with paths[4].open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["collection", "record", "object", "notes"])
+        for note in report.notes:
+            writer.writerow([note.collection, note.source_id, note.code.split(":", 1)[-1],
+                             note.message])  # fmt: skip
     return paths
 
 
@@ -116,7 +131,11 @@ def render_markdown(report: MigrateReport) -> str:
     if report.duplicate_emails:
         lines += ["", "## Contacts sharing an email (review for merging)", ""]
         lines += [f"- {d['email']}: {', '.join(d['contacts'])}" for d in report.duplicate_emails]
-    lines += ["", f"{len(report.failures)} records skipped or failed: see failures.csv."]
+    lines += [
+        "",
+        f"{len(report.failures)} records skipped or failed: see failures.csv. "
+        f"{len(report.notes)} records loaded with notes for review: see transform-notes.csv.",
+    ]
     return "\n".join(lines) + "\n"
 
 

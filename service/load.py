@@ -47,9 +47,9 @@ Transform = Callable[[str, dict[str, Any], MappingContext], TransformResult]
 class LoadSettings:
     """How the loader batches and overlaps its writes."""
 
-    batch_records: int = 5_000
+    batch_records: int = 2_500
     """Staged records transformed and written together; a Bulk job holds at most this many."""
-    batches_in_flight: int = 6
+    batches_in_flight: int = 8
     """Batches written at once across the waves running together; bounds memory."""
 
 

@@ -211,11 +211,11 @@ async def test_a_crash_after_a_bulk_upload_recovers_the_jobs_results_instead_of_
     real_results = SalesforceClient._job_results
     crashed: list[str] = []
 
-    async def die_once(self: SalesforceClient, job_id: str) -> list[WriteResult]:
+    async def die_once(self: SalesforceClient, job_id: str, *args: Any) -> list[WriteResult]:
         if not crashed:
             crashed.append(job_id)
             raise Crash(f"killed while job {job_id} was processing")
-        return await real_results(self, job_id)
+        return await real_results(self, job_id, *args)
 
     monkeypatch.setattr(SalesforceClient, "_job_results", die_once)
     with pytest.raises(Crash):

@@ -373,7 +373,7 @@ class SalesforceClient(SessionClient):
             json={"state": "UploadComplete"},
         )
         await ledger.job_uploaded(job_id)
-        return await self._job_results(job_id, time.perf_counter() - started)
+        return await self._job_results(job_id, len(records), time.perf_counter() - started)
 
     async def recover(self, job_id: str) -> list[WriteResult] | None:
         """Results of a journaled job; None when its data never arrived (redo it)."""
@@ -392,7 +392,14 @@ class SalesforceClient(SessionClient):
             return None
         return await self._job_results(job_id)
 
-    async def _job_results(self, job_id: str, upload_seconds: float = 0.0) -> list[WriteResult]:
+    async def _job_results(
+        self, job_id: str, records: int | None = None, upload_seconds: float = 0.0
+    ) -> list[WriteResult]:
+        """Wait for the job, then read the result files that can hold rows.
+
+        ``records`` is how many rows were uploaded; None (a recovered job) reads
+        every file.
+        """
         started = time.perf_counter()
         wait = self.config.poll_interval
         while True:
@@ -403,7 +410,15 @@ class SalesforceClient(SessionClient):
             wait = min(3.0, wait * 1.5)
         processed_at = time.perf_counter()
         results: list[WriteResult] = []
-        for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+        processed = int(info.get("numberRecordsProcessed") or 0)
+        failed = int(info.get("numberRecordsFailed") or 0)
+        kinds = ["successfulResults"] if processed > failed or records is None else []
+        if failed or records is None:
+            kinds.append("failedResults")
+        if records is None or info["state"] != "JobComplete" or processed < records:
+            kinds.append("unprocessedrecords")
+        # Only the result files that can hold rows: each fetch is an API call.
+        for kind in kinds:
             _, raw = await self._call(
                 "GET",
                 f"jobs/ingest/{job_id}/{kind}/",

@@ -105,7 +105,7 @@ async def _load(
         settings=destination.mapping,
     )
     loader = Loader(
-        destination=client, journal=journal, run=run, migration=plan.name,
+        destination=client, journal=journal, run=run, migration=id_map_scope(plan, destination),
         transform=pair.transform, load_order=pair.LOAD_ORDER, depends_on=pair.DEPENDS_ON,
         context=context,
         schema=schema, settings=LoadSettings(), progress=progress,
@@ -129,6 +129,15 @@ async def _load(
         schema_missing=sorted(name for name, info in schema.items() if info is None),
     )
     return report, dict(loader.timings)
+
+
+def id_map_scope(plan: MigrationPlan, destination: DestinationSettings) -> str:
+    """Whose id map a run reads and writes: this migration, into this org.
+
+    A sample run into a sandbox and the full run into production share a plan
+    name but not a single record id, so each org keeps its own map.
+    """
+    return f"{plan.name}|{destination.config.login_url.rstrip('/')}"
 
 
 async def _gate_schema(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +289,24 @@ async def test_a_missing_field_stops_the_run_before_any_write_naming_the_field(
         await run_migrate(world.plan)
     assert caught.value.exit_code == 7
     assert world.salesforce.records("Contact") == []
+
+
+async def test_the_same_plan_into_another_org_loads_everything_again(
+    world: World, journal_settings: JournalSettings, tmp_path: Path
+) -> None:
+    """A sandbox sample run, then production: each org has its own id map."""
+    sandbox = await run_migrate(world.plan)
+    production = SalesforceSim(
+        schema_plan(world.tenant.records["custom_field_definitions"]),
+        SfSimSettings(users=(("Firm Admin", ADMIN),), bulk_records_per_second=200_000),
+    )
+    runner, url = await serve_salesforce(production)
+    try:
+        assert world.plan.destination is not None
+        config = replace(world.plan.destination.config, login_url=url)
+        plan = replace(world.plan, destination=replace(world.plan.destination, config=config))
+        outcome = await run_migrate(plan)
+    finally:
+        await runner.cleanup()
+    assert outcome.report.created == sandbox.report.created
+    assert len(production.records("Contact")) == len(world.tenant.records["contacts"])

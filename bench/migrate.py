@@ -23,6 +23,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import orjson
+import psutil
 import requests
 import trustme
 import uvloop
@@ -38,14 +39,24 @@ from service.plan import parse_plan
 ADMIN = "admin@bench-firm.example"
 
 
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
 def peer_insert(url: str, ca: Path, token: str, contacts: int, workdir: Path) -> float:
     """Seconds simple-salesforce's bulk2 takes to insert ``contacts`` Contacts."""
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "peer-contacts.csv"
     with path.open("w", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["FirstName", "LastName", "Email", "Source_System_ID__c"])
         for i in range(contacts):
-            writer.writerow([f"Peer{i}", f"Contact {i}", f"peer{i}@example.com", f"peer:{i}"])
+            ext = f"peer:{workdir.name}:{i}"
+            writer.writerow([f"Peer{i}", f"Contact {i}", f"peer{i}@example.com", ext])
     session = requests.Session()
     session.trust_env = False
     session.verify = str(ca)
@@ -85,7 +96,7 @@ async def bench(
     files: bool,
     latency: str,
     log: Path | None,
-    peer_contacts: int | None,
+    peer_contacts: list[int] | None,
 ) -> None:
     env = {"BENCH_BD_SECRET": secrets.token_urlsafe(16),
            "BENCH_SF_SECRET": secrets.token_urlsafe(16)}  # fmt: skip
@@ -124,19 +135,31 @@ async def bench(
             }  # fmt: skip
             plan = parse_plan(raw, env=os.environ, base=work)
             configure_logging(log or work / "bench.log.jsonl")
+            me = psutil.Process()
+            cpu_before = {p.pid: _cpu(p) for p in [me, *me.children(recursive=True)]}
             started = time.perf_counter()
             outcome = await run_migrate(plan)
             total = time.perf_counter() - started
+            cpu = {
+                p.pid: _cpu(p) - cpu_before.get(p.pid, 0.0)
+                for p in [me, *me.children(recursive=True)]
+            }
+            crmlift_cpu = cpu.pop(me.pid)
             crmlift_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            contacts = peer_contacts or records
+            # The peer loads the migration's own number of Contacts, and the
+            # tenant's size in Contacts: a flat insert of as many rows as we moved.
+            loaded_contacts = next(r for r in outcome.report.rows if r.object == "Contact")
             token = await peer_token(sf_url, ca_path, env["BENCH_SF_SECRET"])
-            peer = await asyncio.to_thread(peer_insert, sf_url, ca_path, token, contacts, work)
+            peers = {}
+            for count in peer_contacts or [loaded_contacts.created, records]:
+                peers[count] = await asyncio.to_thread(
+                    peer_insert, sf_url, ca_path, token, count, work / f"peer-{count}"
+                )
 
     rows = outcome.report.rows
     loaded = sum(r.created + r.updated for r in rows)
     t = outcome.load_timings
     load_rate = loaded / outcome.load_seconds
-    peer_rate = contacts / peer
     state = "on" if files else "off"
     print(f"tenant            {outcome.extract.staged} source records, files {state}")
     print(f"end to end        {total:.1f} s, {outcome.extract.staged / total:.0f} source records/s")
@@ -149,9 +172,13 @@ async def bench(
     share = t.get("journal", 0) / max(1e-9, sum(t.values()))
     print(f"journal overhead  {share:.1%} of the load work")
     print(f"peak RSS          {crmlift_rss:.0f} MB (crmlift, before the peer ran)")
-    print(f"peer              simple-salesforce bulk2: {contacts} Contacts in {peer:.1f} s "
-          f"= {peer_rate:.0f} records/s")  # fmt: skip
-    print(f"ratio             crmlift load rate / peer = {load_rate / peer_rate:.2f}x")
+    print(f"CPU during run    crmlift {crmlift_cpu:.1f} s, simulators and journal "
+          f"{sum(cpu.values()):.1f} s, on {os.cpu_count()} cores in {total:.1f} s")  # fmt: skip
+    for count, seconds in peers.items():
+        peer_rate = count / seconds
+        ratio = load_rate / peer_rate
+        print(f"peer              simple-salesforce bulk2: {count} Contacts in {seconds:.1f} s "
+              f"= {peer_rate:.0f} records/s; crmlift / peer = {ratio:.2f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -162,7 +189,11 @@ def main() -> None:
     parser.add_argument("--no-files", action="store_true")
     parser.add_argument("--log", type=Path, help="keep the run's JSON log here")
     parser.add_argument(
-        "--peer-contacts", type=int, help="Contacts the peer inserts (default: --records)"
+        "--peer-contacts",
+        type=int,
+        action="append",
+        help="Contacts the peer inserts; repeatable (default: the migration's Contacts, "
+        "then --records)",
     )
     args = parser.parse_args()
     uvloop.run(

@@ -9,13 +9,18 @@ while it has asked us to wait.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import structlog
 from aiolimiter import AsyncLimiter
 
+from ratelimit.backoff import RetryPolicy
 from ratelimit.profiles import QuotaProfile
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -65,6 +70,31 @@ class Governor:
                 self.stats.first_at = now
             self.stats.last_at = now
             yield
+
+    async def back_off(
+        self,
+        policy: RetryPolicy,
+        attempt: int,
+        retry_after: float | None,
+        *,
+        status: int,
+        what: str,
+        rng: random.Random,
+    ) -> None:
+        """Wait before retry ``attempt`` as the policy says.
+
+        A throttle answer that names its wait (429/503 + Retry-After) pauses every
+        caller of this governor, not just this one: the platform asked us all.
+        """
+        delay = policy.delay(attempt, retry_after, rng)
+        if status in (429, 503) and retry_after is not None:
+            self.pause(delay)
+        self.stats.retries += 1
+        log.info(
+            "http.retry", platform=self.profile.platform, what=what, status=status,
+            attempt=attempt, wait=round(delay, 3),
+        )  # fmt: skip
+        await asyncio.sleep(delay)
 
     def pause(self, seconds: float) -> None:
         """The platform said wait: hold every new request for ``seconds``."""

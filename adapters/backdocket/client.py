@@ -204,21 +204,11 @@ class BackDocketClient(SessionClient):
     async def _back_off(
         self, what: str, status: int, attempt: int, retry_after: float | None
     ) -> None:
-        delay = self.policy.delay(attempt, retry_after, self._rng)
         if retry_after is not None and retry_after > self.policy.max_retry_after:
             raise PlatformUnavailable(PLATFORM, what, f"asked to wait {retry_after:.0f}s")
-        if status in (429, 503) and retry_after is not None:
-            self.governor.pause(delay)
-        self.governor.stats.retries += 1
-        log.info(
-            "source.retry",
-            platform=PLATFORM,
-            what=what,
-            status=status,
-            attempt=attempt,
-            wait=round(delay, 3),
+        await self.governor.back_off(
+            self.policy, attempt, retry_after, status=status, what=what, rng=self._rng
         )
-        await asyncio.sleep(delay)
 
     async def _get_json(self, path: str, params: Mapping[str, str] | None, what: str) -> Any:
         async with self._open(path, params, what) as resp:

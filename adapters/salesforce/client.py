@@ -188,17 +188,9 @@ class SalesforceClient(SessionClient):
             if status in (0, 429, 500, 502, 503, 504) and idempotent:
                 if attempt == self.policy.attempts:
                     break
-                delay = self.policy.delay(attempt, retry_after, self._rng)
-                self.governor.stats.retries += 1
-                log.info(
-                    "destination.retry",
-                    platform=PLATFORM,
-                    what=what,
-                    status=status,
-                    attempt=attempt,
-                    wait=round(delay, 3),
+                await self.governor.back_off(
+                    self.policy, attempt, retry_after, status=status, what=what, rng=self._rng
                 )
-                await asyncio.sleep(delay)
                 continue
             return status, body
         raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'connection lost'}")

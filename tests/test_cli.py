@@ -14,6 +14,7 @@ import pytest
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import generate_tenant
+from adapters.salesforce.schema import OrgSchema
 from journal import Journal
 from service.cli import main
 from tests.test_extract import assert_staged_exactly
@@ -177,3 +178,24 @@ def test_help_explains_every_command_and_the_exit_codes() -> None:
     )
     for word in ("extract", "runs", "sim", "demo", "exit codes", "75"):
         assert word in result.stdout
+
+
+async def test_schema_writes_the_plan_the_admin_deploys(
+    database_dsn: str, slow_source: tuple[BackDocketSim, str], tmp_path: Path
+) -> None:
+    _, url = slow_source
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text(url))
+    out = tmp_path / "schema-plan.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "schema", "--plan", str(plan), "--out", str(out),
+        env=cli_env(database_dsn), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    schema = OrgSchema.load(out)
+    matter = schema.get("Case_Matter__c")
+    assert matter is not None
+    assert matter.field("Source_System_ID__c") is not None
+    assert stdout.decode().startswith(f"schema plan: {len(schema.objects)} objects")

@@ -542,13 +542,23 @@ def _to_csv(records: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 def _parse_results(kind: str, text: str) -> list[WriteResult]:
+    """Results of one result file, reading only the columns we need (rows carry every
+    uploaded column back, and this runs for every record of every job)."""
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    if header is None:
+        return []
+    column = {name: index for index, name in enumerate(header)}
+    ext_at = column.get(EXTERNAL_ID_FIELD)
     results = []
-    for row in csv.DictReader(io.StringIO(text)):
-        ext = row.get(EXTERNAL_ID_FIELD, "")
+    for row in rows:
+        ext = row[ext_at] if ext_at is not None else ""
         if kind == "successfulResults":
-            results.append(WriteResult(ext, row["sf__Id"], row["sf__Created"].lower() == "true"))
+            created = row[column["sf__Created"]].lower() == "true"
+            results.append(WriteResult(ext, row[column["sf__Id"]], created))
         elif kind == "failedResults":
-            code, _, message = (row.get("sf__Error") or "UNKNOWN_ERROR").partition(":")
+            error = row[column["sf__Error"]] if "sf__Error" in column else ""
+            code, _, message = (error or "UNKNOWN_ERROR").partition(":")
             results.append(WriteResult(ext, None, None, code, message.rstrip(" -") or code))
         else:
             results.append(WriteResult(ext, None, None, "UNPROCESSED", "the job never got to it"))

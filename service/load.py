@@ -64,7 +64,6 @@ class PendingWrite:
     payload: Payload
     source_id: str
     collection: str
-    record: dict[str, Any]
     payload_hash: str
     mapped: Mapped | None = None
 
@@ -124,9 +123,7 @@ class Loader:
         """Recover journaled jobs, write ``extra`` payloads, then every wave in order."""
         await self._recover_jobs()
         if extra:
-            await self._write_batch(
-                [(collection, p.external_id, {}, [p]) for collection, p in extra]
-            )
+            await self._write_batch([(collection, p.external_id, [p]) for collection, p in extra])
         staged = await self.journal.staging.counts(self.run.run_id)
         for collection in self.load_order:
             self.progress.track(f"load:{collection}", staged.get(collection, 0))
@@ -162,7 +159,7 @@ class Loader:
                     for source_id, raw in batch:
                         record = orjson.loads(raw)
                         result = self.transform(collection, record, self.context)
-                        transformed.append((collection, source_id, record, result))
+                        transformed.append((collection, source_id, result))
                 await self._write_batch(transformed, state)
                 self.progress.advance(f"load:{collection}", len(batch))
             finally:
@@ -206,13 +203,13 @@ class Loader:
 
     async def _write_batch(
         self,
-        transformed: Iterable[tuple[str, str, dict[str, Any], TransformResult]],
+        transformed: Iterable[tuple[str, str, TransformResult]],
         state: WaveState | None = None,
     ) -> None:
         ops: list[Operation] = []
         notes: list[RecordIssue] = []
-        by_object: dict[str, list[tuple[str, str, dict[str, Any], Payload]]] = defaultdict(list)
-        for collection, source_id, record, result in transformed:
+        by_object: dict[str, list[tuple[str, str, Payload]]] = defaultdict(list)
+        for collection, source_id, result in transformed:
             if isinstance(result, Rejection):
                 ops.append(_rejected(collection, source_id, result))
                 continue
@@ -222,7 +219,7 @@ class Loader:
                         RecordIssue("load", collection, payload.external_id, "warning",
                                     f"transform:{payload.object}", "; ".join(payload.notes))
                     )  # fmt: skip
-                by_object[payload.object].append((collection, source_id, record, payload))
+                by_object[payload.object].append((collection, source_id, payload))
                 if payload.deferred_refs and state is not None:
                     state.deferred.append((collection, payload))
         with self._timed("journal"):
@@ -243,7 +240,7 @@ class Loader:
     async def _write_object(
         self,
         sobject: str,
-        items: list[tuple[str, str, dict[str, Any], Payload]],
+        items: list[tuple[str, str, Payload]],
         ledgers: list[_Ledger],
     ) -> list[Operation]:
         info = self.schema.get(sobject)
@@ -253,7 +250,7 @@ class Loader:
                           reason_code="schema_missing",
                           message=f"{sobject} does not exist in the destination yet; "
                           "queued until the admin deploys the schema plan, then rerun")
-                for collection, source_id, _, p in items
+                for collection, source_id, p in items
             ]  # fmt: skip
         with self._timed("journal"):
             refs = await self.journal.operations.resolve(
@@ -266,17 +263,15 @@ class Loader:
             )
         ops: list[Operation] = []
         pending: list[PendingWrite] = []
-        for collection, source_id, record, payload in items:
+        for collection, source_id, payload in items:
             resolved = _resolve(payload, refs, info)
             if isinstance(resolved, str):
                 ops.append(Operation(collection, source_id, "failed", sobject, payload.external_id,
                                      reason_code="parent_missing", message=resolved))  # fmt: skip
                 continue
             fields, _, full_hash = resolved
-            pending.append(
-                PendingWrite(replace(payload, fields=fields, refs={}), source_id, collection,
-                             record, full_hash)
-            )  # fmt: skip
+            written = replace(payload, fields=fields, refs={})
+            pending.append(PendingWrite(written, source_id, collection, full_hash))
         with self._timed("journal"):
             existing = await self.journal.operations.existing(
                 self.migration, sobject, [w.payload.external_id for w in pending]

@@ -789,7 +789,9 @@ class _Draft:
             self.note(f"{name}: removed {removed} control character(s)")
         cleaned = cleaned.strip()
         limit = limit or _FIELD_LENGTHS.get(self.object, {}).get(name)
-        if limit is not None and tx.utf16_length(cleaned) > limit:
+        # A character is at most two UTF-16 units: most text is far below the
+        # limit and needs no exact count.
+        if limit is not None and len(cleaned) * 2 > limit and tx.utf16_length(cleaned) > limit:
             self.note(f"{name}: truncated from {tx.utf16_length(cleaned)} to {limit} characters")
             cleaned = tx.truncate(cleaned, limit).rstrip()
         self.put(name, cleaned)
@@ -995,22 +997,46 @@ def _computed(value: Any) -> str:
     return str(value)
 
 
+_DEFINITIONS_SEEN: dict[int, tuple[object, dict[str, tuple[str, tuple[str, ...]]]]] = {}
+
+
+def _definitions_by_key(
+    definitions: Sequence[Mapping[str, Any]],
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """key → (type, options) of an entity's definitions, worked out once per run.
+
+    The context's definition tuples live as long as the run, so they are keyed by
+    identity (the object itself is kept, so the id cannot be reused).
+    """
+    seen = _DEFINITIONS_SEEN.get(id(definitions))
+    if seen is not None and seen[0] is definitions:
+        return seen[1]
+    table = {
+        str(d["key"]): (str(d.get("type")), tuple(str(o) for o in d.get("options") or ()))
+        for d in definitions
+        if d.get("key")
+    }
+    if len(_DEFINITIONS_SEEN) >= 64:  # a long-lived process runs many migrations
+        _DEFINITIONS_SEEN.clear()
+    _DEFINITIONS_SEEN[id(definitions)] = (definitions, table)
+    return table
+
+
 def _custom_fields(draft: _Draft, entity: str, record: Record, ctx: MappingContext) -> None:
     """Every custom field value that converts to its declared type; the rest are noted."""
     values = record.get("custom_fields")
     if not isinstance(values, Mapping) or not values:
         return
-    definitions = {str(d["key"]): d for d in ctx.custom_fields.get(entity, ()) if d.get("key")}
+    definitions = _definitions_by_key(ctx.custom_fields.get(entity, ()))
     names = _custom_field_names(draft.object, tuple(sorted(definitions)))
     for key, value in values.items():
-        definition = definitions.get(key)
-        if definition is None:
+        known = definitions.get(key)
+        if known is None:
             draft.note(f"custom field {key}: no definition in BackDocket; not migrated")
             continue
         if value is None or value == "" or value == []:
             continue
-        kind = str(definition.get("type"))
-        options = tuple(str(o) for o in definition.get("options") or ())
+        kind, options = known
         try:
             converted = _convert_custom(kind, value, options)
         except ValueError:

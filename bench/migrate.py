@@ -159,12 +159,15 @@ async def bench(
     rows = outcome.report.rows
     loaded = sum(r.created + r.updated for r in rows)
     t = outcome.load_timings
-    load_rate = loaded / outcome.load_seconds
+    phases = outcome.phase_seconds
+    load_rate = loaded / phases["load"]
     state = "on" if files else "off"
     print(f"tenant            {outcome.extract.staged} source records, files {state}")
     print(f"end to end        {total:.1f} s, {outcome.extract.staged / total:.0f} source records/s")
     print(f"extract           {outcome.extract.elapsed:.1f} s at {source_rate:.0f} req/s")
-    print(f"load              {loaded} records written in {outcome.load_seconds:.1f} s "
+    print(f"prepare, report   schema gate and owners {phases['prepare']:.1f} s, "
+          f"reports {phases['report']:.1f} s")  # fmt: skip
+    print(f"load              {loaded} records written in {phases['load']:.1f} s "
           f"= {load_rate:.0f} records/s")  # fmt: skip
     print(f"load work         transform {t.get('transform', 0):.1f} s, journal "
           f"{t.get('journal', 0):.1f} s, destination {t.get('destination', 0):.1f} s "

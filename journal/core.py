@@ -32,7 +32,7 @@ class JournalSettings:
     """Embedded PostgreSQL data (``postgres/``) and file blobs (``blobs/``) live here."""
     dsn: str | None = None
     """A PostgreSQL DSN for production; None starts the embedded server in ``data_dir``."""
-    pool_size: int = 10
+    pool_size: int = 24
     """Connections in the pool; extraction workers and writers share them."""
 
 

@@ -53,7 +53,7 @@ class LoadSettings:
 
     batch_records: int = 2_500
     """Staged records transformed and written together; a Bulk job holds at most this many."""
-    batches_in_flight: int = 8
+    batches_in_flight: int = 24
     """Batches written at once across the waves running together; bounds memory."""
 
 

@@ -8,6 +8,7 @@ the journaled Bulk jobs.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ class MigrateOutcome:
     reports: list[Path]
     source_governor: Governor
     destination_governor: Governor
-    load_seconds: float
+    phase_seconds: dict[str, float]
+    """Wall seconds of ``prepare`` (schema gate, owners), ``load`` (the waves) and ``report``."""
     load_timings: dict[str, float]
     """Seconds per kind of load work (transform, journal, destination), summed over batches."""
 
@@ -63,15 +65,15 @@ async def run_migrate(
         async with guarded(journal, run, "migrate"):
             extracted, source_governor = await extract_into(journal, plan, run, progress)
             governor = Governor(destination.quota)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            phases: dict[str, float] = {}
             async with SalesforceClient(destination.config, governor) as client:
-                report, timings = await _load(journal, plan, destination, run, client, progress)
-            load_seconds = loop.time() - started
+                report, timings = await _load(
+                    journal, plan, destination, run, client, progress, phases
+                )
         await journal.runs.set_status(run.run_id, "completed")
         paths = write_migrate_report(report, run_dir(plan, run.run_id))
         return MigrateOutcome(
-            run, extracted, report, paths, source_governor, governor, load_seconds, timings
+            run, extracted, report, paths, source_governor, governor, phases, timings
         )
 
 
@@ -82,7 +84,9 @@ async def _load(
     run: Run,
     client: SalesforceClient,
     progress: ProgressBoard,
+    phases: dict[str, float],
 ) -> tuple[MigrateReport, dict[str, float]]:
+    started = time.perf_counter()
     out_dir = run_dir(plan, run.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     definitions = await _staged(journal, run, "custom_field_definitions")
@@ -110,7 +114,11 @@ async def _load(
         context=context,
         schema=schema, settings=LoadSettings(), progress=progress,
     )  # fmt: skip
+    loading = time.perf_counter()
+    phases["prepare"] = loading - started
     await loader.load(extra=[("companies", pair.unassigned_account(fallback))])
+    reporting = time.perf_counter()
+    phases["load"] = reporting - loading
 
     staged = await journal.staging.counts(run.run_id)
     report = MigrateReport(
@@ -128,6 +136,7 @@ async def _load(
         ],
         schema_missing=sorted(name for name, info in schema.items() if info is None),
     )
+    phases["report"] = time.perf_counter() - reporting
     return report, dict(loader.timings)
 
 

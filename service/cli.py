@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -19,6 +20,7 @@ import uvloop
 
 from adapters.errors import CrmliftError, Interrupted
 from adapters.secrets import redact
+from service import commands
 from service.logs import configure_logging
 from service.plan import MigrationPlan, load_plan
 
@@ -160,8 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from service import commands
-
     handlers: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "extract": commands.extract,
         "migrate": commands.migrate,
@@ -184,8 +184,6 @@ def _log_file(plan: MigrationPlan) -> Path:
 
 
 def _console_level(args: argparse.Namespace) -> int:
-    import logging
-
     return logging.INFO if args.verbose else logging.WARNING
 
 

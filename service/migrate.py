@@ -112,7 +112,10 @@ async def _load(
         destination=client, journal=journal, run=run, migration=id_map_scope(plan, destination),
         transform=pair.transform, load_order=pair.LOAD_ORDER, depends_on=pair.DEPENDS_ON,
         context=context,
-        schema=schema, settings=LoadSettings(), progress=progress,
+        schema=schema, settings=LoadSettings(
+            batch_records=destination.batch_records,
+            batches_in_flight=destination.batches_in_flight,
+        ), progress=progress,
     )  # fmt: skip
     loading = time.perf_counter()
     phases["prepare"] = loading - started

@@ -48,6 +48,10 @@ class DestinationSettings:
     """Owner of records whose BackDocket user has no matching destination user."""
     mapping: Mapping[str, Any] = field(default_factory=dict)
     """Pair-specific mapping settings (``[mapping]`` in the plan)."""
+    batch_records: int = 2500
+    """``[load] batch_records``: staged records transformed and written together."""
+    batches_in_flight: int = 24
+    """``[load] batches_in_flight``: batches written at once; bounds memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +162,19 @@ def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationS
         bulk_threshold=bulk_threshold,
         ca_file=_get(table, "destination.ca_file", str, None),
     )
+    load = _table(raw, "load", required=False)
+    batch_records = _get(load, "load.batch_records", int, 2500)
+    batches_in_flight = _get(load, "load.batches_in_flight", int, 24)
+    if batch_records < 1 or batches_in_flight < 1:
+        raise ConfigError("load.batch_records and load.batches_in_flight must be at least 1")
     return DestinationSettings(
         platform=platform,
         config=config,
         quota=profile_for(platform, _table(table, "quota", required=False)),
         fallback_owner_email=_get(table, "destination.fallback_owner_email", str),
         mapping=_table(raw, "mapping", required=False),
+        batch_records=batch_records,
+        batches_in_flight=batches_in_flight,
     )
 
 

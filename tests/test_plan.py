@@ -82,3 +82,36 @@ def test_a_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
         load_plan(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_plan(write(tmp_path, "[migration"))
+
+
+DESTINATION = """
+[destination]
+platform = "salesforce"
+login_url = "https://acme.my.salesforce.com"
+client_id = "3MVG9"
+client_secret = { env = "SF_SECRET" }
+fallback_owner_email = "admin@acme.example"
+
+[destination.quota]
+daily_requests = 250000
+
+[load]
+batches_in_flight = 6
+"""
+
+
+def test_a_destination_brings_its_quota_and_load_budget(tmp_path: Path) -> None:
+    plan = load_plan(
+        write(tmp_path, PLAN + DESTINATION), env={"ACME_SECRET": "x", "SF_SECRET": "y"}
+    )
+    assert plan.destination is not None
+    assert plan.destination.quota.daily_requests == 250_000
+    assert plan.destination.batches_in_flight == 6
+    assert plan.destination.batch_records == 2500
+    assert plan.destination.config.client_secret.reveal() == "y"
+
+
+def test_a_load_budget_of_zero_is_refused(tmp_path: Path) -> None:
+    bad = PLAN + DESTINATION.replace("batches_in_flight = 6", "batches_in_flight = 0")
+    with pytest.raises(ConfigError, match="at least 1"):
+        load_plan(write(tmp_path, bad), env={"ACME_SECRET": "x", "SF_SECRET": "y"})

@@ -10,6 +10,7 @@ import secrets
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -243,10 +244,15 @@ DEMO_ADMIN = "admin@demo-firm.example"
 
 
 def demo_plan(backdocket_url: str, salesforce_url: str) -> str:
-    """The plan the demo writes: the embedded journal, both simulators."""
+    """The plan the demo writes: the embedded journal, both simulators.
+
+    Every demo is a new migration into a new (simulated) org, so its name is
+    unique: the id map of an earlier demo must never meet this one's org.
+    """
+    name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     return f"""# Written by `crmlift demo`.
 [migration]
-name = "demo-backdocket-salesforce"
+name = "{name}"
 output_dir = "reports"
 
 [source]

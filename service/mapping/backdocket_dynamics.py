@@ -62,6 +62,7 @@ from service.mapping.base import (
     Rejection,
     TransformResult,
 )
+from service.mapping.draft import Draft, blank, plain
 
 DEFAULT_PREFIX = "crm"
 """Publisher prefix of custom tables and columns (setting ``publisher_prefix``)."""
@@ -329,16 +330,6 @@ def external_id(collection: str, source_id: str) -> str:
 # --- small helpers -----------------------------------------------------------------------
 
 
-def _plain(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    return tx.clean_text(str(value))[0].strip() or None
-
-
-def _blank(value: Any) -> bool:
-    return _plain(value) is None
-
-
 def _megabytes(size: int) -> str:
     """Size in MB to one decimal, rounded up so an oversized file never reads as the limit."""
     return f"{math.ceil(size * 10 / (1024 * 1024)) / 10:.1f} MB"
@@ -363,59 +354,11 @@ def _as_utc_midnight(value: Any) -> str:
 
 
 @dataclass
-class _Draft:
-    """One Dataverse row being built: columns, bindings and the notes they produced."""
+class _Draft(Draft):
+    """A Dataverse row being built: option sets by int value, bindings by Ref."""
 
-    object: str
-    fields: dict[str, JsonValue] = field(default_factory=dict)
-    refs: dict[str, Ref] = field(default_factory=dict)
-    deferred_refs: dict[str, Ref] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-
-    def put(self, name: str, value: JsonValue) -> None:
-        if value is not None and value != "" and value != []:
-            self.fields[name] = value
-
-    def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
-        """A text column: control characters removed and the length kept, with notes."""
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.note(f"{name}: {value!r} is not text; left empty")
-            return None
-        cleaned, removed = tx.clean_text(str(value))
-        if removed:
-            self.note(f"{name}: removed {removed} control character(s)")
-        cleaned = cleaned.strip()
-        limit = limit or TEXT_LENGTHS.get(self.object, {}).get(name)
-        # Dataverse counts lengths in UTF-16 code units (.NET strings); a character is
-        # at most two, so most text needs no exact count.
-        if limit is not None and len(cleaned) * 2 > limit and tx.utf16_length(cleaned) > limit:
-            self.note(f"{name}: truncated from {tx.utf16_length(cleaned)} to {limit} characters")
-            cleaned = tx.truncate(cleaned, limit).rstrip()
-        self.put(name, cleaned)
-        return cleaned or None
-
-    def date(self, name: str, value: Any) -> None:
-        if value is None or value == "":
-            return
-        try:
-            self.put(name, tx.iso_date(tx.parse_date(value)))
-        except ValueError:
-            self.note(f"{name}: {value!r} is not a valid date (YYYY-MM-DD); left empty")
-
-    def timestamp(self, name: str, value: Any, *, as_date: bool = False) -> None:
-        if value is None or value == "":
-            return
-        try:
-            moment = tx.parse_datetime(value)
-        except ValueError:
-            self.note(f"{name}: {value!r} is not a valid ISO-8601 timestamp; left empty")
-            return
-        self.put(name, tx.iso_date(moment.date()) if as_date else tx.iso_datetime(moment))
+    def field_length(self, name: str) -> int | None:
+        return TEXT_LENGTHS.get(self.object, {}).get(name)
 
     def money(self, name: str, value: Any) -> None:
         if value is None or value == "":
@@ -445,38 +388,20 @@ class _Draft:
 
     def ref(self, nav: str, collection: str, table: str, source_id: Any) -> bool:
         """Bind navigation property ``nav`` to the row made from ``collection``/``source_id``."""
-        if _blank(source_id):
+        if blank(source_id):
             return False
         self.refs[nav] = Ref(collection, str(source_id), table)
         return True
 
     def owner(self, ctx: MappingContext, user_id: Any, role: str) -> str:
-        owner = _owner(self, ctx, user_id, role)
+        """ownerid: a systemuser GUID, the fallback owner when the user does not resolve."""
+        owner = self.resolve_owner(ctx, user_id, role, "ownerid")
         self.put("ownerid", owner)
         return owner
 
     def build(self, ctx: MappingContext, external: str, file: FileRef | None = None) -> Payload:
         fields = {**self.fields, source_id_column(prefix_of(ctx)): external}
-        return Payload(
-            object=self.object,
-            external_id=external,
-            fields=fields,
-            refs=dict(self.refs),
-            deferred_refs=dict(self.deferred_refs),
-            file=file,
-            notes=tuple(self.notes),
-        )
-
-
-def _owner(draft: _Draft, ctx: MappingContext, user_id: Any, role: str) -> str:
-    """A systemuser GUID for a BackDocket user id; the fallback owner when it does not resolve."""
-    if _blank(user_id):
-        return ctx.fallback_owner
-    resolved = ctx.owners.get(str(user_id))
-    if resolved is None:
-        draft.note(f"ownerid: {role} {user_id} is not a BackDocket user; fallback owner used")
-        return ctx.fallback_owner
-    return resolved
+        return self.payload(external, fields=fields, file=file)
 
 
 def _email(draft: _Draft, name: str, value: Any) -> None:
@@ -494,10 +419,10 @@ def _email(draft: _Draft, name: str, value: Any) -> None:
 
 def _names(draft: _Draft, first: Any, last: Any) -> None:
     """firstname/lastname; lastname is required on contact and filled when missing."""
-    if _plain(last) is not None:
+    if plain(last) is not None:
         draft.text("firstname", first)
         draft.text("lastname", last)
-    elif _plain(first) is not None:
+    elif plain(first) is not None:
         draft.note("lastname: missing in BackDocket; used the first name")
         draft.text("lastname", first)
     else:
@@ -534,7 +459,7 @@ def _regarding(draft: _Draft, record: Record, prefix: str, activity: str) -> Non
         matter_table(prefix),
         matter,
     ):
-        if not _blank(contact):
+        if not blank(contact):
             draft.note(
                 f"regarding: matter {matter} chosen; contact {contact} is also linked in "
                 "BackDocket and is not the regarding record"
@@ -544,7 +469,7 @@ def _regarding(draft: _Draft, record: Record, prefix: str, activity: str) -> Non
 
 
 def _recurrence(draft: _Draft, prefix: str, rule: Any) -> None:
-    if not _blank(rule):
+    if not blank(rule):
         draft.text(f"{prefix}_recurrencerule", rule, CUSTOM_TEXT_LENGTH)
         draft.note(f"recurring in BackDocket ({rule}); flagged for admin review")
 
@@ -949,7 +874,7 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
             "missing_name",
             f"company {record['id']} has no name; account.name is required",
         )
-    if not _blank(record.get("domain")):
+    if not blank(record.get("domain")):
         draft.text("websiteurl", tx.website(str(record["domain"])))
     _address(draft, record.get("billing_address"))
     count = record.get("employee_count")
@@ -962,7 +887,7 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
     draft.timestamp(f"{prefix}_sourcecreatedon", record.get("created_at"))
     draft.put("ownerid", ctx.fallback_owner)
     parent = record.get("parent_company_id")
-    if not _blank(parent):
+    if not blank(parent):
         if str(parent) == str(record["id"]):
             draft.note("parentaccountid: the company is its own parent in BackDocket; left empty")
         else:
@@ -982,8 +907,8 @@ def organization_name(record: Record) -> str | None:
     is the organization-name field, else the last name. Contacts with a first and a
     last name are always people.
     """
-    org = _plain(record.get("organization_name")) or _plain(record.get("company_name"))
-    first, last = _plain(record.get("first_name")), _plain(record.get("last_name"))
+    org = plain(record.get("organization_name")) or plain(record.get("company_name"))
+    first, last = plain(record.get("first_name")), plain(record.get("last_name"))
     kind = str(record.get("contact_type") or record.get("type") or "").strip().lower()
     flagged = record.get("is_organization") is True or kind in ORGANIZATION_TYPES
     if flagged:
@@ -1014,7 +939,7 @@ def _company_links(draft: _Draft, links: Any) -> list[_Link]:
     found: dict[str, _Link] = {}
     for link in links if isinstance(links, list) else []:
         company = link.get("company_id") if isinstance(link, Mapping) else None
-        if _blank(company):
+        if blank(company):
             draft.note(f"company link {link!r} names no company; skipped")
             continue
         assert isinstance(link, Mapping)
@@ -1053,8 +978,8 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     prefix = prefix_of(ctx)
     draft = _Draft("contact")
     first, last = record.get("first_name"), record.get("last_name")
-    if _blank(first) and _blank(last) and not _blank(record.get("name")):
-        first, last = tx.split_name(str(_plain(record.get("name"))))
+    if blank(first) and blank(last) and not blank(record.get("name")):
+        first, last = tx.split_name(str(plain(record.get("name"))))
     _names(draft, first, last)
     _email(draft, "emailaddress1", record.get("email"))
     draft.text("telephone1", record.get("phone"))
@@ -1093,7 +1018,7 @@ def _matter(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
     draft = _Draft(matter_table(p))
     number = draft.text(f"{p}_matternumber", record.get("number"), 100)
-    name = _plain(record.get("name"))
+    name = plain(record.get("name"))
     draft.text(f"{p}_name", name or number or record["id"], NAME_LENGTH)
     draft.option(f"{p}_mattertype", record.get("claim_type"), MATTER_TYPE_OPTIONS)
     draft.option(f"{p}_casecategory", record.get("case_type"), CASE_CATEGORY_OPTIONS)
@@ -1114,7 +1039,7 @@ def _matter(record: Record, ctx: MappingContext) -> TransformResult:
     draft.timestamp(f"{p}_sourcecreatedon", record.get("created_at"))
     attorney = record.get("assigned_attorney_id")
     owner = draft.owner(ctx, attorney, "assigned attorney")
-    if not _blank(attorney) and str(attorney) in ctx.owners:
+    if not blank(attorney) and str(attorney) in ctx.owners:
         draft.put(f"{p}_assignedattorney", owner)
     draft.ref(f"{p}_clientaccountid", "companies", "account", record.get("client_company_id"))
     draft.ref(f"{p}_primarycontactid", "contacts", "contact", record.get("primary_contact_id"))
@@ -1127,9 +1052,9 @@ def matter_customers(matters: Iterable[Record]) -> dict[str, list[str]]:
     (setting ``matter_customers``): the client company, else the primary contact."""
     customers: dict[str, list[str]] = {}
     for matter in matters:
-        if not _blank(matter.get("client_company_id")):
+        if not blank(matter.get("client_company_id")):
             customers[str(matter["id"])] = ["companies", str(matter["client_company_id"])]
-        elif not _blank(matter.get("primary_contact_id")):
+        elif not blank(matter.get("primary_contact_id")):
             customers[str(matter["id"])] = ["contacts", str(matter["primary_contact_id"])]
     return customers
 
@@ -1137,7 +1062,7 @@ def matter_customers(matters: Iterable[Record]) -> dict[str, list[str]]:
 def _claim(record: Record, ctx: MappingContext) -> TransformResult:
     """A revenue-generating claim is a sales opportunity; any other claim is a row of the
     custom claim table under its matter."""
-    if _blank(record.get("matter_id")):
+    if blank(record.get("matter_id")):
         return Rejection(
             "failed",
             "missing_parent",
@@ -1147,7 +1072,7 @@ def _claim(record: Record, ctx: MappingContext) -> TransformResult:
         return [_opportunity(record, ctx)]
     p = prefix_of(ctx)
     draft = _Draft(claim_table(p))
-    draft.text(f"{p}_name", _plain(record.get("name")) or record["id"], NAME_LENGTH)
+    draft.text(f"{p}_name", plain(record.get("name")) or record["id"], NAME_LENGTH)
     draft.ref(f"{p}_matterid", "matters", matter_table(p), record["matter_id"])
     draft.option(f"{p}_claimkind", record.get("claim_kind"), CLAIM_KIND_OPTIONS)
     draft.money(f"{p}_amount", record.get("amount"))
@@ -1161,7 +1086,7 @@ def _claim(record: Record, ctx: MappingContext) -> TransformResult:
 def _opportunity(record: Record, ctx: MappingContext) -> Payload:
     p = prefix_of(ctx)
     draft = _Draft("opportunity")
-    draft.text("name", _plain(record.get("name")) or record["id"])
+    draft.text("name", plain(record.get("name")) or record["id"])
     draft.money("estimatedvalue", record.get("amount"))
     draft.date("estimatedclosedate", record.get("close_date"))
     draft.ref(f"{p}_matterid", "matters", matter_table(p), record["matter_id"])
@@ -1205,10 +1130,10 @@ def _customer(draft: _Draft, record: Record, ctx: MappingContext) -> None:
 def _intake(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
     draft = _Draft("lead")
-    prospect = _plain(record.get("prospect_name")) or ""
+    prospect = plain(record.get("prospect_name")) or ""
     first, last = tx.split_name(prospect)
     _names(draft, first, last)
-    form = _plain(record.get("form_type"))
+    form = plain(record.get("form_type"))
     draft.text("subject", f"Intake: {prospect or UNKNOWN_NAME}" + (f" ({form})" if form else ""))
     _email(draft, "emailaddress1", record.get("prospect_email"))
     draft.text("telephone1", record.get("prospect_phone"))
@@ -1241,7 +1166,7 @@ def _task(record: Record, ctx: MappingContext) -> TransformResult:
     draft.put("statecode", state)
     draft.put("statuscode", status)
     due = record.get("due_date")
-    if not _blank(due):
+    if not blank(due):
         try:
             draft.put("scheduledend", _as_utc_midnight(due))
         except ValueError:
@@ -1329,7 +1254,7 @@ def _event(record: Record, ctx: MappingContext) -> TransformResult:
 def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
     draft = _Draft("task")
-    document = _plain(record.get("document_name")) or "(unnamed document)"
+    document = plain(record.get("document_name")) or "(unnamed document)"
     draft.text("subject", f"E-signature: {document}")
     status = record.get("status")
     state, code = ESIGN_TASK_STATE.get(str(status), TASK_STATE_FALLBACK)
@@ -1405,7 +1330,7 @@ def _attached_to(record: Record) -> str:
     places = [
         f"{kind} {record[key]}"
         for kind, key in (("matter", "matter_id"), ("contact", "contact_id"))
-        if not _blank(record.get(key))
+        if not blank(record.get(key))
     ]
     return " and ".join(places) or "no record"
 
@@ -1421,12 +1346,12 @@ def _location(
     """A SharePoint document location under the parent's folder, regarding the parent."""
     p = prefix_of(ctx)
     draft = _Draft("sharepointdocumentlocation")
-    if not _blank(record.get("matter_id")):
+    if not blank(record.get("matter_id")):
         folder = f"{matter_table(p)}/{record['matter_id']}"
         draft.ref(
             f"regardingobjectid_{matter_table(p)}", "matters", matter_table(p), record["matter_id"]
         )
-    elif not _blank(record.get("contact_id")):
+    elif not blank(record.get("contact_id")):
         folder = f"contact/{record['contact_id']}"
         draft.ref("regardingobjectid_contact", "contacts", "contact", record["contact_id"])
     else:
@@ -1442,10 +1367,10 @@ def _location(
 
 def _document(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
-    filename = str(_plain(record.get("filename")) or record["id"])
+    filename = str(plain(record.get("filename")) or record["id"])
     size = record.get("size_bytes")
     sha256 = record.get("sha256")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or _blank(sha256):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or blank(sha256):
         return Rejection(
             "failed",
             "no_content",
@@ -1455,7 +1380,7 @@ def _document(record: Record, ctx: MappingContext) -> TransformResult:
     mime = str(record.get("mime_type") or "application/octet-stream")
     file = FileRef(str(sha256), size, filename, mime)
     limit = int(ctx.settings.get("max_attachment_bytes", DEFAULT_MAX_ATTACHMENT_BYTES))
-    site = _plain(ctx.settings.get("sharepoint_site"))
+    site = plain(ctx.settings.get("sharepoint_site"))
     if size > limit:
         if site is None:
             return Rejection(
@@ -1563,6 +1488,6 @@ def transform(collection: str, record: Record, ctx: MappingContext) -> Transform
         return Rejection(
             "skipped", "no_destination_object", f"collection {collection!r} is not mapped"
         )
-    if _blank(record.get("id")):
+    if blank(record.get("id")):
         return Rejection("failed", "missing_id", f"{collection} record without an id")
     return handler(record, ctx)

@@ -34,6 +34,7 @@ from service.mapping.base import (
     Rejection,
     TransformResult,
 )
+from service.mapping.draft import Draft, blank, plain
 
 EXTERNAL_ID_FIELD = "Source_System_ID__c"
 """The external-id field every target object carries: each write is an upsert on it."""
@@ -748,74 +749,12 @@ def external_id(collection: str, source_id: str) -> str:
     return f"{EXTERNAL_ID_PREFIXES.get(collection, '')}{source_id}"
 
 
-def _plain(value: Any) -> str | None:
-    """The cleaned, stripped text of a scalar value; None when there is none."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    return tx.clean_text(str(value))[0].strip() or None
-
-
-def _blank(value: Any) -> bool:
-    return _plain(value) is None
-
-
 @dataclass
-class _Draft:
-    """One destination record being built: fields, lookups and the notes they produced."""
+class _Draft(Draft):
+    """A Salesforce record being built: picklists by value map, lookups by Ref."""
 
-    object: str
-    fields: dict[str, JsonValue] = field(default_factory=dict)
-    refs: dict[str, Ref] = field(default_factory=dict)
-    deferred_refs: dict[str, Ref] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-
-    def put(self, name: str, value: JsonValue) -> None:
-        """Set a field unless the value is empty."""
-        if value is not None and value != "" and value != []:
-            self.fields[name] = value
-
-    def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
-        """Set a text field: control characters removed and the field length kept, with notes."""
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.note(f"{name}: {value!r} is not text; left empty")
-            return None
-        cleaned, removed = tx.clean_text(str(value))
-        if removed:
-            self.note(f"{name}: removed {removed} control character(s)")
-        cleaned = cleaned.strip()
-        limit = limit or _FIELD_LENGTHS.get(self.object, {}).get(name)
-        # A character is at most two UTF-16 units: most text is far below the
-        # limit and needs no exact count.
-        if limit is not None and len(cleaned) * 2 > limit and tx.utf16_length(cleaned) > limit:
-            self.note(f"{name}: truncated from {tx.utf16_length(cleaned)} to {limit} characters")
-            cleaned = tx.truncate(cleaned, limit).rstrip()
-        self.put(name, cleaned)
-        return cleaned or None
-
-    def date(self, name: str, value: Any) -> None:
-        """Set a date field from ``YYYY-MM-DD``; an unparseable date is left empty with a note."""
-        if value is None or value == "":
-            return
-        try:
-            self.put(name, tx.iso_date(tx.parse_date(value)))
-        except ValueError:
-            self.note(f"{name}: {value!r} is not a valid date (YYYY-MM-DD); left empty")
-
-    def timestamp(self, name: str, value: Any, *, as_date: bool = False) -> None:
-        """Set a datetime field (or a date field from a timestamp's UTC day)."""
-        if value is None or value == "":
-            return
-        try:
-            moment = tx.parse_datetime(value)
-        except ValueError:
-            self.note(f"{name}: {value!r} is not a valid ISO-8601 timestamp; left empty")
-            return
-        self.put(name, tx.iso_date(moment.date()) if as_date else tx.iso_datetime(moment))
+    def field_length(self, name: str) -> int | None:
+        return _FIELD_LENGTHS.get(self.object, {}).get(name)
 
     def money(self, name: str, value: Any, precision: int = CURRENCY_PRECISION) -> None:
         """Set a currency field from a decimal string, exact to the cent."""
@@ -860,28 +799,10 @@ class _Draft:
 
     def owner(self, ctx: MappingContext, user_id: Any, role: str) -> None:
         """OwnerId from a BackDocket user id, the fallback owner when it does not resolve."""
-        self.put("OwnerId", _owner(self, ctx, user_id, role))
+        self.put("OwnerId", self.resolve_owner(ctx, user_id, role, "OwnerId"))
 
     def build(self, external: str, file: FileRef | None = None) -> Payload:
-        return Payload(
-            object=self.object,
-            external_id=external,
-            fields=dict(self.fields),
-            refs=dict(self.refs),
-            deferred_refs=dict(self.deferred_refs),
-            file=file,
-            notes=tuple(self.notes),
-        )
-
-
-def _owner(draft: _Draft, ctx: MappingContext, user_id: Any, role: str) -> str:
-    if user_id is None or user_id == "":
-        return ctx.fallback_owner
-    resolved = ctx.owners.get(str(user_id))
-    if resolved is None:
-        draft.note(f"OwnerId: {role} {user_id} is not a BackDocket user; fallback owner used")
-        return ctx.fallback_owner
-    return resolved
+        return self.payload(external, file=file)
 
 
 def _address(draft: _Draft, prefix: str, address: Any) -> None:
@@ -912,10 +833,10 @@ def _email(draft: _Draft, name: str, value: Any) -> None:
 
 def _names(draft: _Draft, first: Any, last: Any) -> None:
     """FirstName/LastName; a missing last name (which Salesforce requires) is filled."""
-    if _plain(last) is not None:
+    if plain(last) is not None:
         draft.text("FirstName", first)
         draft.text("LastName", last)
-    elif _plain(first) is not None:
+    elif plain(first) is not None:
         draft.note("LastName: missing in BackDocket; used the first name")
         draft.text("LastName", first)
     else:
@@ -931,7 +852,7 @@ def _subject(draft: _Draft, value: Any) -> None:
 
 def _recurrence(draft: _Draft, rule: Any) -> None:
     """Flag a recurring activity for admin review: Salesforce models recurrence differently."""
-    recurring = not _blank(rule)
+    recurring = not blank(rule)
     draft.put("Is_Recurring__c", recurring)
     if recurring:
         draft.text("Recurrence_Rule__c", rule)
@@ -1073,7 +994,7 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
             "missing_name",
             f"company {record['id']} has no name; Account.Name is required",
         )
-    if not _blank(record.get("domain")):
+    if not blank(record.get("domain")):
         draft.text("Website", tx.website(str(record["domain"])))
     _address(draft, "Billing", record.get("billing_address"))
     _industry(draft, record.get("industry"))
@@ -1092,7 +1013,7 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
 
 
 def _industry(draft: _Draft, value: Any) -> None:
-    if _blank(value):
+    if blank(value):
         return
     mapped = INDUSTRY_MAP.get(str(value).strip().lower())
     if mapped is None:
@@ -1239,14 +1160,14 @@ def _matter(record: Record, ctx: MappingContext) -> TransformResult:
 
 def _attorney(draft: _Draft, ctx: MappingContext, attorney: Any) -> None:
     """The assigned attorney is both the owner and Assigned_Attorney__c (a User id)."""
-    owner = _owner(draft, ctx, attorney, "assigned attorney")
+    owner = draft.resolve_owner(ctx, attorney, "assigned attorney", "OwnerId")
     draft.put("OwnerId", owner)
     if attorney is not None and str(attorney) in ctx.owners:
         draft.put("Assigned_Attorney__c", owner)
 
 
 def _matter_party(record: Record, ctx: MappingContext) -> TransformResult:
-    missing = [k for k in ("matter_id", "contact_id") if _blank(record.get(k))]
+    missing = [k for k in ("matter_id", "contact_id") if blank(record.get(k))]
     if missing:
         return Rejection(
             "failed",
@@ -1264,7 +1185,7 @@ def _matter_party(record: Record, ctx: MappingContext) -> TransformResult:
 
 
 def _claim(record: Record, ctx: MappingContext) -> TransformResult:
-    if _blank(record.get("matter_id")):
+    if blank(record.get("matter_id")):
         return Rejection(
             "failed",
             "missing_parent",
@@ -1304,7 +1225,7 @@ def _intake_common(draft: _Draft, record: Record, ctx: MappingContext) -> None:
 
 def _intake_lead(record: Record, ctx: MappingContext) -> Payload:
     draft = _Draft("Lead")
-    prospect = _plain(record.get("prospect_name")) or ""
+    prospect = plain(record.get("prospect_name")) or ""
     first, last = tx.split_name(prospect)
     _names(draft, first, last)
     company = f"{prospect or UNKNOWN_NAME} (individual)"
@@ -1437,7 +1358,7 @@ def _attendees(attendees: Any) -> str | None:
 
 def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     draft = _Draft("Task")
-    document = _plain(record.get("document_name")) or ""
+    document = plain(record.get("document_name")) or ""
     draft.text("Subject", f"E-signature: {document or '(unnamed document)'}")
     status = record.get("status")
     draft.pick("Status", status, ESIGN_TASK_STATUS_MAP, TASK_STATUS_FALLBACK)
@@ -1509,7 +1430,7 @@ def _attached_to(record: Record) -> str:
     places = [
         f"{kind} {record[key]}"
         for kind, key in (("matter", "matter_id"), ("contact", "contact_id"))
-        if not _blank(record.get(key))
+        if not blank(record.get(key))
     ]
     return " and ".join(places) or "no record"
 
@@ -1518,7 +1439,7 @@ def _document(record: Record, ctx: MappingContext) -> TransformResult:
     filename = str(record.get("filename") or record["id"])
     size = record.get("size_bytes")
     sha256 = record.get("sha256")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or _blank(sha256):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or blank(sha256):
         return Rejection(
             "failed",
             "no_content",
@@ -1560,9 +1481,9 @@ def _version(draft: _Draft, value: Any) -> None:
 
 def _first_location(draft: _Draft, record: Record) -> None:
     """Files attach to their matter when they have one, else to their contact."""
-    if not _blank(record.get("matter_id")):
+    if not blank(record.get("matter_id")):
         draft.ref("FirstPublishLocationId", "matters", record["matter_id"])
-    elif not _blank(record.get("contact_id")):
+    elif not blank(record.get("contact_id")):
         draft.ref("FirstPublishLocationId", "contacts", record["contact_id"])
     else:
         draft.note("FirstPublishLocationId: no matter or contact in BackDocket; file unlinked")
@@ -1625,6 +1546,6 @@ def transform(collection: str, record: Record, ctx: MappingContext) -> Transform
         return Rejection(
             "skipped", "no_destination_object", f"collection {collection!r} is not mapped"
         )
-    if _blank(record.get("id")):
+    if blank(record.get("id")):
         return Rejection("failed", "missing_id", f"{collection} record without an id")
     return handler(record, ctx)

@@ -1,0 +1,121 @@
+"""The record builder every pair's mapping shares: fields, lookups and notes.
+
+A pair subclasses ``Draft`` for what is platform-specific (picklists or option
+sets, how a lookup and an owner are written, how the payload is keyed); the
+text, date, timestamp and owner rules are the same everywhere, so they live here
+once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.mapping import transforms as tx
+from service.mapping.base import FileRef, JsonValue, MappingContext, Payload, Ref
+
+
+def plain(value: Any) -> str | None:
+    """The cleaned, stripped text of a scalar value; None when there is none."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return tx.clean_text(str(value))[0].strip() or None
+
+
+def blank(value: Any) -> bool:
+    """True when a value carries no text at all."""
+    return plain(value) is None
+
+
+@dataclass
+class Draft:
+    """One destination record being built: fields, lookups and the notes they produced."""
+
+    object: str
+    fields: dict[str, JsonValue] = field(default_factory=dict)
+    refs: dict[str, Ref] = field(default_factory=dict)
+    deferred_refs: dict[str, Ref] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def field_length(self, name: str) -> int | None:
+        """The destination's maximum length of text field ``name``, if it has one."""
+        return None
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def put(self, name: str, value: JsonValue) -> None:
+        """Set a field unless the value is empty."""
+        if value is not None and value != "" and value != []:
+            self.fields[name] = value
+
+    def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
+        """Set a text field: control characters removed and the field length kept, with notes.
+
+        Lengths are UTF-16 code units, as both Salesforce (Java) and Dataverse (.NET)
+        count them; a character is at most two, so most text needs no exact count.
+        """
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.note(f"{name}: {value!r} is not text; left empty")
+            return None
+        cleaned, removed = tx.clean_text(str(value))
+        if removed:
+            self.note(f"{name}: removed {removed} control character(s)")
+        cleaned = cleaned.strip()
+        limit = limit or self.field_length(name)
+        if limit is not None and len(cleaned) * 2 > limit and tx.utf16_length(cleaned) > limit:
+            self.note(f"{name}: truncated from {tx.utf16_length(cleaned)} to {limit} characters")
+            cleaned = tx.truncate(cleaned, limit).rstrip()
+        self.put(name, cleaned)
+        return cleaned or None
+
+    def date(self, name: str, value: Any) -> None:
+        """Set a date field from ``YYYY-MM-DD``; an unparseable date is left empty with a note."""
+        if value is None or value == "":
+            return
+        try:
+            self.put(name, tx.iso_date(tx.parse_date(value)))
+        except ValueError:
+            self.note(f"{name}: {value!r} is not a valid date (YYYY-MM-DD); left empty")
+
+    def timestamp(self, name: str, value: Any, *, as_date: bool = False) -> None:
+        """Set a datetime field (or a date field from a timestamp's UTC day)."""
+        if value is None or value == "":
+            return
+        try:
+            moment = tx.parse_datetime(value)
+        except ValueError:
+            self.note(f"{name}: {value!r} is not a valid ISO-8601 timestamp; left empty")
+            return
+        self.put(name, tx.iso_date(moment.date()) if as_date else tx.iso_datetime(moment))
+
+    def resolve_owner(self, ctx: MappingContext, user_id: Any, role: str, name: str) -> str:
+        """The destination user for a BackDocket user id; the fallback owner, with a note
+        naming field ``name``, when it does not resolve."""
+        if blank(user_id):
+            return ctx.fallback_owner
+        resolved = ctx.owners.get(str(user_id))
+        if resolved is None:
+            self.note(f"{name}: {role} {user_id} is not a BackDocket user; fallback owner used")
+            return ctx.fallback_owner
+        return resolved
+
+    def payload(
+        self,
+        external: str,
+        *,
+        fields: dict[str, JsonValue] | None = None,
+        file: FileRef | None = None,
+    ) -> Payload:
+        """The finished record, keyed by its external id."""
+        return Payload(
+            object=self.object,
+            external_id=external,
+            fields=dict(self.fields if fields is None else fields),
+            refs=dict(self.refs),
+            deferred_refs=dict(self.deferred_refs),
+            file=file,
+            notes=tuple(self.notes),
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -34,7 +34,7 @@ from service.mapping.base import (
     Rejection,
     TransformResult,
 )
-from service.mapping.draft import Draft, blank, plain
+from service.mapping.draft import Draft, RecordTransform, blank, dispatch, not_loaded, plain
 
 EXTERNAL_ID_FIELD = "Source_System_ID__c"
 """The external-id field every target object carries: each write is an upsert on it."""
@@ -1511,16 +1511,7 @@ def _definition(record: Record, ctx: MappingContext) -> TransformResult:
     return Rejection("skipped", "schema_definition", reason)
 
 
-def _not_loaded(collection: str) -> Callable[[Record, MappingContext], TransformResult]:
-    code, reason = NOT_LOADED[collection]
-
-    def reject(record: Record, ctx: MappingContext) -> TransformResult:
-        return Rejection("skipped", code, reason)
-
-    return reject
-
-
-_TRANSFORMS: Mapping[str, Callable[[Record, MappingContext], TransformResult]] = {
+_TRANSFORMS: Mapping[str, RecordTransform] = {
     "companies": _company,
     "contacts": _contact,
     "matters": _matter,
@@ -1533,19 +1524,12 @@ _TRANSFORMS: Mapping[str, Callable[[Record, MappingContext], TransformResult]] =
     "notes": _note,
     "documents": _document,
     "custom_field_definitions": _definition,
-    "users": _not_loaded("users"),
-    "workflows": _not_loaded("workflows"),
-    "merge_templates": _not_loaded("merge_templates"),
+    "users": not_loaded(*NOT_LOADED["users"]),
+    "workflows": not_loaded(*NOT_LOADED["workflows"]),
+    "merge_templates": not_loaded(*NOT_LOADED["merge_templates"]),
 }
 
 
 def transform(collection: str, record: Record, ctx: MappingContext) -> TransformResult:
     """The Salesforce payloads for one staged BackDocket record, or why there are none."""
-    handler = _TRANSFORMS.get(collection)
-    if handler is None:
-        return Rejection(
-            "skipped", "no_destination_object", f"collection {collection!r} is not mapped"
-        )
-    if blank(record.get("id")):
-        return Rejection("failed", "missing_id", f"{collection} record without an id")
-    return handler(record, ctx)
+    return dispatch(_TRANSFORMS, collection, record, ctx)

@@ -8,11 +8,21 @@ once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.base import Record
 from service.mapping import transforms as tx
-from service.mapping.base import FileRef, JsonValue, MappingContext, Payload, Ref
+from service.mapping.base import (
+    FileRef,
+    JsonValue,
+    MappingContext,
+    Payload,
+    Ref,
+    Rejection,
+    TransformResult,
+)
 
 
 def plain(value: Any) -> str | None:
@@ -119,3 +129,34 @@ class Draft:
             file=file,
             notes=tuple(self.notes),
         )
+
+
+RecordTransform = Callable[[Record, MappingContext], TransformResult]
+"""One collection's transform."""
+
+
+def not_loaded(code: str, reason: str) -> RecordTransform:
+    """A transform for a collection that becomes no destination record, by design."""
+
+    def reject(record: Record, ctx: MappingContext) -> TransformResult:
+        return Rejection("skipped", code, reason)
+
+    return reject
+
+
+def dispatch(
+    transforms: Mapping[str, RecordTransform],
+    collection: str,
+    record: Record,
+    ctx: MappingContext,
+) -> TransformResult:
+    """Run the collection's transform; a record without an id, or of a collection the
+    pair does not map, is rejected with the reason instead."""
+    handler = transforms.get(collection)
+    if handler is None:
+        return Rejection(
+            "skipped", "no_destination_object", f"collection {collection!r} is not mapped"
+        )
+    if blank(record.get("id")):
+        return Rejection("failed", "missing_id", f"{collection} record without an id")
+    return handler(record, ctx)

@@ -33,6 +33,7 @@ from adapters.backdocket.tenant import (
     to_micros,
 )
 from adapters.base import Record, content_hash
+from adapters.simserver import serve_app
 from ratelimit.bucket import TokenBucket
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -523,16 +524,7 @@ async def serve(
     sim: BackDocketSim, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, str]:
     """Start ``sim`` on ``host:port`` (0: any free port); the caller cleans up the runner."""
-    runner = web.AppRunner(sim.app(), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound_port = runner.addresses[0][1]
-    shown_host = f"[{host}]" if ":" in host else host
-    return runner, f"http://{shown_host}:{bound_port}"
+    return await serve_app(sim.app(), host, port)
 
 
 async def run_forever(

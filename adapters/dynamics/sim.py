@@ -79,6 +79,7 @@ from adapters.dynamics.sim_wire import (
     substitute_references,
     to_web,
 )
+from adapters.simserver import serve_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = Mapping[str, Mapping[str, Mapping[str, Any]]]
@@ -744,16 +745,7 @@ async def serve(
     sim: DataverseSim, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, str]:
     """Start ``sim`` on ``host:port`` (0: any free port); the caller cleans up the runner."""
-    runner = web.AppRunner(sim.app(), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound_port = runner.addresses[0][1]
-    shown_host = f"[{host}]" if ":" in host else host
-    return runner, f"http://{shown_host}:{bound_port}"
+    return await serve_app(sim.app(), host, port)
 
 
 async def run_forever(

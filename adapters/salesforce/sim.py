@@ -36,6 +36,7 @@ from adapters.salesforce.sim_bulk import IngestJobs
 from adapters.salesforce.sim_rest import RestApi
 from adapters.salesforce.sim_store import Org
 from adapters.salesforce.sim_wire import MAX_JSON_BODY, SF_USER, ApiError, json_response, not_found
+from adapters.simserver import serve_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -485,17 +486,7 @@ async def serve(
     With ``ssl_context`` it serves HTTPS — what simple-salesforce requires, since it
     hard-codes ``https://`` (destinations.md §1.4). The caller cleans up the runner.
     """
-    runner = web.AppRunner(sim.app(), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound_port = runner.addresses[0][1]
-    shown_host = f"[{host}]" if ":" in host else host
-    scheme = "https" if ssl_context is not None else "http"
-    return runner, f"{scheme}://{shown_host}:{bound_port}"
+    return await serve_app(sim.app(), host, port, ssl_context)
 
 
 async def run_forever(

@@ -59,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    extract.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
-    extract.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
-    extract.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_args(extract)
 
     migrate = commands.add_parser(
         "migrate",
@@ -73,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    migrate.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
-    migrate.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
-    migrate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_args(migrate)
 
     schema = commands.add_parser(
         "schema",
@@ -127,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workdir", type=Path, default=Path("crmlift-demo"))
     return parser
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that starts or resumes a run."""
+    parser.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_backdocket_sim_args(parser: argparse.ArgumentParser) -> None:

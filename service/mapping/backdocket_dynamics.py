@@ -29,16 +29,27 @@ Transforms are pure and prefer loading a record with a note over failing it.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
 
 from adapters.base import Record
 from service.mapping import transforms as tx
+from service.mapping.backdocket import (
+    NO_SUBJECT,
+    OwnerResolution,
+    attached_to,
+    company_links,
+    inline_image,
+    match_owners,
+    megabytes,
+    note_subject,
+    person_line,
+    primary_link,
+)
 from service.mapping.backdocket_salesforce import (
     ACCOUNT_KIND_MAP,
     BILLING_TYPE_MAP,
@@ -62,7 +73,15 @@ from service.mapping.base import (
     Rejection,
     TransformResult,
 )
-from service.mapping.draft import Draft, RecordTransform, blank, dispatch, not_loaded, plain
+from service.mapping.draft import (
+    UNKNOWN_NAME,
+    Draft,
+    RecordTransform,
+    blank,
+    dispatch,
+    not_loaded,
+    plain,
+)
 
 DEFAULT_PREFIX = "crm"
 """Publisher prefix of custom tables and columns (setting ``publisher_prefix``)."""
@@ -294,9 +313,6 @@ KNOWN_COMPUTED_SOURCES: Mapping[str, tuple[str, ...]] = {
 }
 """Source values of BackDocket computed fields whose definition does not name them."""
 
-UNKNOWN_NAME = "(unknown)"
-NO_SUBJECT = "(no subject)"
-INLINE_IMAGE = re.compile(r"/api/v1/documents/([^/?#]+)/content")
 LOGICAL_NAME_LENGTH = 50
 
 
@@ -328,11 +344,6 @@ def external_id(collection: str, source_id: str) -> str:
 
 
 # --- small helpers -----------------------------------------------------------------------
-
-
-def _megabytes(size: int) -> str:
-    """Size in MB to one decimal, rounded up so an oversized file never reads as the limit."""
-    return f"{math.ceil(size * 10 / (1024 * 1024)) / 10:.1f} MB"
 
 
 def column_name(prefix: str, key: str) -> str:
@@ -405,29 +416,11 @@ class _Draft(Draft):
 
 
 def _email(draft: _Draft, name: str, value: Any) -> None:
-    if value is None or value == "":
-        return
-    email = value.strip() if isinstance(value, str) else ""
-    limit = TEXT_LENGTHS.get(draft.object, {}).get(name, 100)
-    if not tx.is_email(email):
-        draft.note(f"{name}: {value!r} is not a valid email address; left empty")
-    elif len(email) > limit:
-        draft.note(f"{name}: {email!r} is longer than {limit} characters; left empty")
-    else:
-        draft.put(name, email)
+    draft.email(name, value, TEXT_LENGTHS.get(draft.object, {}).get(name, 100))
 
 
 def _names(draft: _Draft, first: Any, last: Any) -> None:
-    """firstname/lastname; lastname is required on contact and filled when missing."""
-    if plain(last) is not None:
-        draft.text("firstname", first)
-        draft.text("lastname", last)
-    elif plain(first) is not None:
-        draft.note("lastname: missing in BackDocket; used the first name")
-        draft.text("lastname", first)
-    else:
-        draft.note(f"lastname: missing in BackDocket; set to {UNKNOWN_NAME!r}")
-        draft.put("lastname", UNKNOWN_NAME)
+    draft.names(first, last, first_field="firstname", last_field="lastname")
 
 
 def _address(draft: _Draft, address: Any) -> None:
@@ -444,9 +437,7 @@ def _address(draft: _Draft, address: Any) -> None:
 
 
 def _subject(draft: _Draft, value: Any) -> None:
-    if draft.text("subject", value) is None:
-        draft.note(f"subject: missing in BackDocket; set to {NO_SUBJECT!r}")
-        draft.put("subject", NO_SUBJECT)
+    draft.required_text("subject", value, NO_SUBJECT)
 
 
 def _regarding(draft: _Draft, record: Record, prefix: str, activity: str) -> None:
@@ -477,57 +468,17 @@ def _recurrence(draft: _Draft, prefix: str, rule: Any) -> None:
 # --- owners ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OwnerResolution:
-    """BackDocket users matched to Dynamics systemusers by email: the owner report."""
-
-    owners: Mapping[str, str]
-    """BackDocket user id → systemuserid, the fallback owner applied."""
-    matched: list[tuple[str, str, str]] = field(default_factory=list)
-    """(BackDocket user id, email, systemuserid) for every email match."""
-    fell_back: list[tuple[str, str, str | None, str]] = field(default_factory=list)
-    """(BackDocket user id, name, email or None, reason): the orphaned owners, whose
-    records go to the fallback systemuser."""
-    shared_emails: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """Email → BackDocket user ids sharing it; they all map to one systemuser."""
-
-    def orphaned_owner_report(self) -> list[dict[str, str | None]]:
-        """One row per orphaned owner, for the admin to license, invite or accept."""
-        return [
-            {"user_id": uid, "name": name, "email": email, "reason": reason}
-            for uid, name, email, reason in self.fell_back
-        ]
-
-
 def resolve_owners(
     users: Sequence[Record], systemusers_by_email: Mapping[str, str], fallback_owner: str
 ) -> OwnerResolution:
-    """Match BackDocket users to systemusers (by userprincipalname/internalemailaddress)
-    on trimmed, case-insensitive email; the unmatched get the fallback owner."""
-    directory = {tx.email_key(email): guid for email, guid in systemusers_by_email.items()}
-    owners: dict[str, str] = {}
-    matched: list[tuple[str, str, str]] = []
-    fell_back: list[tuple[str, str, str | None, str]] = []
-    by_email: dict[str, list[str]] = {}
-    for user in users:
-        user_id, name = str(user["id"]), str(user.get("name") or "")
-        key = tx.email_key(user.get("email"))
-        if key is None:
-            fell_back.append((user_id, name, None, "no email in BackDocket"))
-            owners[user_id] = fallback_owner
-            continue
-        by_email.setdefault(key, []).append(user_id)
-        email = str(user["email"]).strip()
-        guid = directory.get(key)
-        if guid is None:
-            fell_back.append(
-                (user_id, name, email, "no licensed Dynamics systemuser has this email")
-            )
-        else:
-            matched.append((user_id, email, guid))
-        owners[user_id] = guid or fallback_owner
-    shared = {email: tuple(ids) for email, ids in by_email.items() if len(ids) > 1}
-    return OwnerResolution(owners, matched, fell_back, shared)
+    """Match BackDocket users to systemusers (by internal email) on trimmed, case-insensitive
+    email; the unmatched get the fallback owner and are reported as orphaned owners."""
+    return match_owners(
+        users,
+        systemusers_by_email,
+        fallback_owner,
+        unmatched_reason="no licensed Dynamics systemuser has this email",
+    )
 
 
 # --- the schema plan ---------------------------------------------------------------------
@@ -926,41 +877,13 @@ def is_organization(record: Record) -> bool:
     return organization_name(record) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class _Link:
-    company_id: str
-    linked_at: datetime | None
-
-
-_NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-def _company_links(draft: _Draft, links: Any) -> list[_Link]:
-    found: dict[str, _Link] = {}
-    for link in links if isinstance(links, list) else []:
-        company = link.get("company_id") if isinstance(link, Mapping) else None
-        if blank(company):
-            draft.note(f"company link {link!r} names no company; skipped")
-            continue
-        assert isinstance(link, Mapping)
-        try:
-            linked_at: datetime | None = tx.parse_datetime(link.get("linked_at"))
-        except ValueError:
-            linked_at = None
-        earlier = found.get(str(company))
-        if earlier is None or (linked_at or _NEVER) > (earlier.linked_at or _NEVER):
-            found[str(company)] = _Link(str(company), linked_at)
-    return list(found.values())
-
-
 def _primary_company(draft: _Draft, links: Any, nav: str) -> None:
     """Bind the most recently linked company (ties: BackDocket's first); note the rest."""
-    found = _company_links(draft, links)
+    found = company_links(draft, links)
     if not found:
         draft.note(f"{nav}: no company in BackDocket; left empty")
         return
-    index = max(range(len(found)), key=lambda i: (found[i].linked_at or _NEVER, -i))
-    primary = found[index]
+    primary = primary_link(found)
     draft.ref(nav, "companies", "account", primary.company_id)
     others = [link.company_id for link in found if link is not primary]
     if others:
@@ -1186,17 +1109,6 @@ def _firm_domains(ctx: MappingContext) -> frozenset[str]:
     return frozenset(str(d).strip().lower().lstrip("@") for d in items if str(d).strip())
 
 
-def _person_line(person: Any, status: bool = False) -> str | None:
-    if not isinstance(person, Mapping):
-        return None
-    name = str(person.get("name") or "").strip()
-    email = str(person.get("email") or "").strip()
-    line = f"{name} <{email}>" if name and email else name or (f"<{email}>" if email else "")
-    if status and person.get("status"):
-        line = f"{line} ({person['status']})"
-    return line or None
-
-
 def _is_external(person: Any, firm: frozenset[str]) -> bool:
     """An invitee whose email domain (or a parent domain) is not the firm's."""
     email = str(person.get("email") or "").strip().lower() if isinstance(person, Mapping) else ""
@@ -1237,10 +1149,10 @@ def _event(record: Record, ctx: MappingContext) -> TransformResult:
     _recurrence(draft, p, record.get("recurrence"))
     attendees = record.get("attendees")
     people = attendees if isinstance(attendees, list) else []
-    lines = [line for line in (_person_line(a) for a in people) if line]
+    lines = [line for line in (person_line(a) for a in people) if line]
     draft.text(f"{p}_requiredattendees", "\n".join(lines), MEMO_LENGTH)
     firm = _firm_domains(ctx)
-    external = [line for a in people if _is_external(a, firm) and (line := _person_line(a))]
+    external = [line for a in people if _is_external(a, firm) and (line := person_line(a))]
     draft.put(f"{p}_reinvitationrequired", bool(external))
     if external:
         draft.text(f"{p}_externalinvitees", "\n".join(external), MEMO_LENGTH)
@@ -1262,7 +1174,7 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     draft.put("statuscode", code)
     draft.option(f"{p}_esignstatus", status, ESIGN_STATUS_OPTIONS)
     signers = record.get("signers")
-    lines = [_person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
+    lines = [person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
     signer_list = "\n".join(line for line in lines if line)
     draft.text(f"{p}_signerlist", signer_list, MEMO_LENGTH)
     draft.text(f"{p}_envelopeid", record.get("envelope_id"), 64)
@@ -1289,20 +1201,6 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     return [draft.build(ctx, external_id("esignature_requests", record["id"]))]
 
 
-def _inline_image(src: str) -> str:
-    match = INLINE_IMAGE.search(src)
-    return f"[inline image: document {match.group(1)}]" if match else f"[image: {src}]"
-
-
-def _note_subject(text: str, limit: int = 60) -> str:
-    words: list[str] = []
-    for word in text.split():
-        if len(" ".join([*words, word])) > limit:
-            return f"Note: {' '.join(words) or word[:limit]}…"
-        words.append(word)
-    return f"Note: {' '.join(words)}" if words else "Note"
-
-
 def _object_binding(draft: _Draft, record: Record, prefix: str) -> bool:
     """An annotation's ``objectid``: the matter when there is one, else the contact."""
     if draft.ref(
@@ -1315,24 +1213,15 @@ def _object_binding(draft: _Draft, record: Record, prefix: str) -> bool:
 def _note(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
     body = record.get("body")
-    text = tx.html_to_text(body, _inline_image) if isinstance(body, str) else ""
+    text = tx.html_to_text(body, inline_image) if isinstance(body, str) else ""
     draft = _Draft("annotation")
-    draft.text("subject", _note_subject(tx.clean_text(text)[0]))
+    draft.text("subject", note_subject(tx.clean_text(text)[0]))
     draft.text("notetext", text)
     draft.put("isdocument", False)
     draft.owner(ctx, record.get("author_id"), "author")
     if not _object_binding(draft, record, p):
         draft.note("objectid: no matter or contact in BackDocket; note unlinked")
     return [draft.build(ctx, external_id("notes", record["id"]))]
-
-
-def _attached_to(record: Record) -> str:
-    places = [
-        f"{kind} {record[key]}"
-        for kind, key in (("matter", "matter_id"), ("contact", "contact_id"))
-        if not blank(record.get(key))
-    ]
-    return " and ".join(places) or "no record"
 
 
 def _location(
@@ -1386,12 +1275,12 @@ def _document(record: Record, ctx: MappingContext) -> TransformResult:
             return Rejection(
                 "skipped",
                 "deferred_to_sharepoint",
-                f"{filename} is {_megabytes(size)}, over the {limit / (1024 * 1024):g} MB "
-                f"Dataverse attachment limit; attached to {_attached_to(record)}; held in "
+                f"{filename} is {megabytes(size)}, over the {limit / (1024 * 1024):g} MB "
+                f"Dataverse attachment limit; attached to {attached_to(record)}; held in "
                 "staging until a SharePoint site is configured (setting sharepoint_site)",
             )
         note = (
-            f"{filename} is {_megabytes(size)}, over the {limit / (1024 * 1024):g} MB "
+            f"{filename} is {megabytes(size)}, over the {limit / (1024 * 1024):g} MB "
             "attachment limit; uploaded to SharePoint only, no annotation"
         )
         return [_location(record, ctx, site, filename, file, note)]

@@ -17,7 +17,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -25,6 +25,19 @@ from typing import Any
 from adapters.base import Record
 from adapters.salesforce.schema import FieldSpec, FieldType, ObjectSpec, OrgSchema
 from service.mapping import transforms as tx
+from service.mapping.backdocket import (
+    NO_SUBJECT,
+    CompanyLink,
+    OwnerResolution,
+    attached_to,
+    company_links,
+    inline_image,
+    match_owners,
+    megabytes,
+    note_subject,
+    person_line,
+    primary_link,
+)
 from service.mapping.base import (
     FileRef,
     JsonValue,
@@ -34,7 +47,15 @@ from service.mapping.base import (
     Rejection,
     TransformResult,
 )
-from service.mapping.draft import Draft, RecordTransform, blank, dispatch, not_loaded, plain
+from service.mapping.draft import (
+    UNKNOWN_NAME,
+    Draft,
+    RecordTransform,
+    blank,
+    dispatch,
+    not_loaded,
+    plain,
+)
 
 EXTERNAL_ID_FIELD = "Source_System_ID__c"
 """The external-id field every target object carries: each write is an upsert on it."""
@@ -401,10 +422,7 @@ defaults to Lead because a stray lead is cheaper to discard than a stray matter.
 INTAKE_MATTER_STATUS = "Intake"
 """Status__c of a Case_Matter__c made from an intake submission."""
 
-UNKNOWN_NAME = "(unknown)"
-NO_SUBJECT = "(no subject)"
 
-INLINE_IMAGE = re.compile(r"/api/v1/documents/([^/?#]+)/content")
 """How a BackDocket note body points at an inline image held as a document."""
 
 COMPUTED_ERROR = re.compile(r"#[A-Z0-9/]+[!?]?")
@@ -687,50 +705,16 @@ def schema_plan(definitions: Sequence[Mapping[str, Any]]) -> OrgSchema:
 # --- owners ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OwnerResolution:
-    """BackDocket users matched to Salesforce users by email: the owner-resolution report."""
-
-    owners: Mapping[str, str]
-    """BackDocket user id → Salesforce user id, the fallback owner applied."""
-    matched: list[tuple[str, str, str]] = field(default_factory=list)
-    """(BackDocket user id, email, Salesforce user id) for every email match."""
-    fell_back: list[tuple[str, str, str | None, str]] = field(default_factory=list)
-    """(BackDocket user id, name, email or None, reason) for users given the fallback owner."""
-    shared_emails: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """Email → the BackDocket user ids that share it; they all map to one Salesforce user."""
-
-
 def resolve_owners(
     users: Sequence[Record], sf_users_by_email: Mapping[str, str], fallback_owner: str
 ) -> OwnerResolution:
-    """Match BackDocket users to Salesforce users on trimmed, case-insensitive email.
-
-    A user without an email, or whose email has no Salesforce user, gets the fallback
-    owner and is reported so the team can create the user or accept the fallback.
-    """
-    directory = {tx.email_key(email): sf_id for email, sf_id in sf_users_by_email.items()}
-    owners: dict[str, str] = {}
-    matched: list[tuple[str, str, str]] = []
-    fell_back: list[tuple[str, str, str | None, str]] = []
-    by_email: dict[str, list[str]] = {}
-    for user in users:
-        user_id, name = str(user["id"]), str(user.get("name") or "")
-        key = tx.email_key(user.get("email"))
-        if key is None:
-            fell_back.append((user_id, name, None, "no email in BackDocket"))
-            owners[user_id] = fallback_owner
-            continue
-        by_email.setdefault(key, []).append(user_id)
-        email = str(user["email"]).strip()
-        sf_id = directory.get(key)
-        if sf_id is None:
-            fell_back.append((user_id, name, email, "no Salesforce user has this email"))
-        else:
-            matched.append((user_id, email, sf_id))
-        owners[user_id] = sf_id or fallback_owner
-    shared = {email: tuple(ids) for email, ids in by_email.items() if len(ids) > 1}
-    return OwnerResolution(owners, matched, fell_back, shared)
+    """Match BackDocket users to Salesforce users by email; the unmatched get the fallback."""
+    return match_owners(
+        users,
+        sf_users_by_email,
+        fallback_owner,
+        unmatched_reason="no Salesforce user has this email",
+    )
 
 
 # --- the payload under construction ------------------------------------------------------
@@ -819,35 +803,15 @@ def _address(draft: _Draft, prefix: str, address: Any) -> None:
 
 
 def _email(draft: _Draft, name: str, value: Any) -> None:
-    """Set an email field; a malformed or overlong address is dropped with a note."""
-    if value is None or value == "":
-        return
-    email = value.strip() if isinstance(value, str) else ""
-    if not tx.is_email(email):
-        draft.note(f"{name}: {value!r} is not a valid email address; left empty")
-    elif len(email) > EMAIL_LENGTH:
-        draft.note(f"{name}: {email!r} is longer than {EMAIL_LENGTH} characters; left empty")
-    else:
-        draft.put(name, email)
+    draft.email(name, value, EMAIL_LENGTH)
 
 
 def _names(draft: _Draft, first: Any, last: Any) -> None:
-    """FirstName/LastName; a missing last name (which Salesforce requires) is filled."""
-    if plain(last) is not None:
-        draft.text("FirstName", first)
-        draft.text("LastName", last)
-    elif plain(first) is not None:
-        draft.note("LastName: missing in BackDocket; used the first name")
-        draft.text("LastName", first)
-    else:
-        draft.note(f"LastName: missing in BackDocket; set to {UNKNOWN_NAME!r}")
-        draft.text("LastName", UNKNOWN_NAME)
+    draft.names(first, last, first_field="FirstName", last_field="LastName")
 
 
 def _subject(draft: _Draft, value: Any) -> None:
-    if draft.text("Subject", value) is None:
-        draft.note(f"Subject: missing in BackDocket; set to {NO_SUBJECT!r}")
-        draft.put("Subject", NO_SUBJECT)
+    draft.required_text("Subject", value, NO_SUBJECT)
 
 
 def _recurrence(draft: _Draft, rule: Any) -> None:
@@ -1036,40 +1000,7 @@ def _employees(draft: _Draft, value: Any) -> None:
     draft.put("NumberOfEmployees", count)
 
 
-@dataclass(frozen=True, slots=True)
-class _Link:
-    company_id: str
-    linked_at: datetime | None
-
-
-_NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-def _company_links(draft: _Draft, links: Any) -> list[_Link]:
-    """A contact's company links, one per company (its latest), in BackDocket's order."""
-    found: dict[str, _Link] = {}
-    for link in links if isinstance(links, list) else []:
-        company = link.get("company_id") if isinstance(link, Mapping) else None
-        if company is None or company == "":
-            draft.note(f"company link {link!r} names no company; skipped")
-            continue
-        try:
-            linked_at: datetime | None = tx.parse_datetime(link.get("linked_at"))
-        except ValueError:
-            linked_at = None
-        earlier = found.get(str(company))
-        if earlier is None or (linked_at or _NEVER) > (earlier.linked_at or _NEVER):
-            found[str(company)] = _Link(str(company), linked_at)
-    return list(found.values())
-
-
-def _primary(links: Sequence[_Link]) -> _Link:
-    """The most recently linked company; ties go to the one BackDocket lists first."""
-    index = max(range(len(links)), key=lambda i: (links[i].linked_at or _NEVER, -i))
-    return links[index]
-
-
-def _relation(contact_id: str, link: _Link) -> Payload:
+def _relation(contact_id: str, link: CompanyLink) -> Payload:
     """An AccountContactRelation for a company beyond the contact's primary one."""
     draft = _Draft("AccountContactRelation")
     draft.put("IsActive", True)
@@ -1099,18 +1030,18 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     ]
 
 
-def _account(draft: _Draft, company_links: Any) -> list[_Link]:
+def _account(draft: _Draft, raw_links: Any) -> list[CompanyLink]:
     """Set the contact's primary AccountId; returns the links that become relations.
 
     Salesforce gives a contact exactly one AccountId: the most recently linked
     company, or the Unassigned Account when BackDocket linked none.
     """
-    links = _company_links(draft, company_links)
+    links = company_links(draft, raw_links)
     if not links:
         draft.refs["AccountId"] = Ref("companies", UNASSIGNED_ACCOUNT_ID, "Account")
         draft.note(f"AccountId: no company in BackDocket; attached to {UNASSIGNED_ACCOUNT_NAME}")
         return []
-    primary = _primary(links)
+    primary = primary_link(links)
     draft.ref("AccountId", "companies", primary.company_id)
     others = [link for link in links if link.company_id != primary.company_id]
     if others:
@@ -1339,20 +1270,8 @@ def _all_day(draft: _Draft, start: datetime, end: datetime) -> None:
     draft.put("EndDateTime", tx.iso_datetime(datetime.combine(last_day, first.time(), UTC)))
 
 
-def _person_line(person: Any, status: bool = False) -> str | None:
-    """``name <email>`` (with `` (status)``) for an attendee or signer."""
-    if not isinstance(person, Mapping):
-        return None
-    name = str(person.get("name") or "").strip()
-    email = str(person.get("email") or "").strip()
-    line = f"{name} <{email}>" if name and email else name or (f"<{email}>" if email else "")
-    if status and person.get("status"):
-        line = f"{line} ({person['status']})"
-    return line or None
-
-
 def _attendees(attendees: Any) -> str | None:
-    lines = [_person_line(a) for a in attendees] if isinstance(attendees, list) else []
+    lines = [person_line(a) for a in attendees] if isinstance(attendees, list) else []
     return "\n".join(line for line in lines if line) or None
 
 
@@ -1364,7 +1283,7 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     draft.pick("Status", status, ESIGN_TASK_STATUS_MAP, TASK_STATUS_FALLBACK)
     draft.pick("DocuSign_Status__c", status, ESIGN_STATUS_MAP)
     signers = record.get("signers")
-    lines = [_person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
+    lines = [person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
     draft.text("Signer_List__c", "\n".join(line for line in lines if line))
     draft.text("DocuSign_Envelope_Id__c", record.get("envelope_id"))
     draft.text("Signature_Document__c", document)
@@ -1389,29 +1308,14 @@ def _esignature_description(record: Record) -> str:
     return "\n".join(lines)
 
 
-def _inline_image(src: str) -> str:
-    match = INLINE_IMAGE.search(src)
-    return f"[inline image: document {match.group(1)}]" if match else f"[image: {src}]"
-
-
-NOTE_SUBJECT_WORDS = 60
 """Characters of a note's text that follow ``Note: `` in its Task subject."""
-
-
-def _note_subject(text: str) -> str:
-    words: list[str] = []
-    for word in text.split():
-        if len(" ".join([*words, word])) > NOTE_SUBJECT_WORDS:
-            return f"Note: {' '.join(words) or word[:NOTE_SUBJECT_WORDS]}…"
-        words.append(word)
-    return f"Note: {' '.join(words)}" if words else "Note"
 
 
 def _note(record: Record, ctx: MappingContext) -> TransformResult:
     body = record.get("body")
-    text = tx.html_to_text(body, _inline_image) if isinstance(body, str) else ""
+    text = tx.html_to_text(body, inline_image) if isinstance(body, str) else ""
     draft = _Draft("Task")
-    draft.text("Subject", _note_subject(tx.clean_text(text)[0]))
+    draft.text("Subject", note_subject(tx.clean_text(text)[0]))
     draft.text("Description", text)
     draft.put("Status", TASK_STATUS_MAP["completed"])
     draft.timestamp("ActivityDate", record.get("created_at"), as_date=True)
@@ -1419,20 +1323,6 @@ def _note(record: Record, ctx: MappingContext) -> TransformResult:
     draft.ref("WhoId", "contacts", record.get("contact_id"))
     draft.ref("WhatId", "matters", record.get("matter_id"))
     return [draft.build(external_id("notes", record["id"]))]
-
-
-def _megabytes(size: int) -> str:
-    """A size in MB to one decimal, rounded up so an oversized file never reads as the limit."""
-    return f"{math.ceil(size * 10 / (1024 * 1024)) / 10:.1f} MB"
-
-
-def _attached_to(record: Record) -> str:
-    places = [
-        f"{kind} {record[key]}"
-        for kind, key in (("matter", "matter_id"), ("contact", "contact_id"))
-        if not blank(record.get(key))
-    ]
-    return " and ".join(places) or "no record"
 
 
 def _document(record: Record, ctx: MappingContext) -> TransformResult:
@@ -1451,8 +1341,8 @@ def _document(record: Record, ctx: MappingContext) -> TransformResult:
         return Rejection(
             "skipped",
             "file_too_large",
-            f"{filename} is {_megabytes(size)}, over Salesforce's {limit / (1024 * 1024):g} MB "
-            f"per-file limit; attached to {_attached_to(record)}",
+            f"{filename} is {megabytes(size)}, over Salesforce's {limit / (1024 * 1024):g} MB "
+            f"per-file limit; attached to {attached_to(record)}",
         )
     mime = str(record.get("mime_type") or "application/octet-stream")
     draft = _Draft("ContentVersion")

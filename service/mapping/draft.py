@@ -24,6 +24,9 @@ from service.mapping.base import (
     TransformResult,
 )
 
+UNKNOWN_NAME = "(unknown)"
+"""The last name of a person BackDocket knows no name for."""
+
 
 def plain(value: Any) -> str | None:
     """The cleaned, stripped text of a scalar value; None when there is none."""
@@ -100,6 +103,37 @@ class Draft:
             self.note(f"{name}: {value!r} is not a valid ISO-8601 timestamp; left empty")
             return
         self.put(name, tx.iso_date(moment.date()) if as_date else tx.iso_datetime(moment))
+
+    def email(self, name: str, value: Any, limit: int) -> None:
+        """Set an email field; a malformed or overlong address is dropped with a note."""
+        if value is None or value == "":
+            return
+        email = value.strip() if isinstance(value, str) else ""
+        if not tx.is_email(email):
+            self.note(f"{name}: {value!r} is not a valid email address; left empty")
+        elif len(email) > limit:
+            self.note(f"{name}: {email!r} is longer than {limit} characters; left empty")
+        else:
+            self.put(name, email)
+
+    def names(self, first: Any, last: Any, *, first_field: str, last_field: str) -> None:
+        """A person's first and last name; the last name, which destinations require, is
+        filled from the first name or ``(unknown)`` when BackDocket has none."""
+        if plain(last) is not None:
+            self.text(first_field, first)
+            self.text(last_field, last)
+        elif plain(first) is not None:
+            self.note(f"{last_field}: missing in BackDocket; used the first name")
+            self.text(last_field, first)
+        else:
+            self.note(f"{last_field}: missing in BackDocket; set to {UNKNOWN_NAME!r}")
+            self.text(last_field, UNKNOWN_NAME)
+
+    def required_text(self, name: str, value: Any, default: str) -> None:
+        """A text field the destination requires: ``default``, with a note, when empty."""
+        if self.text(name, value) is None:
+            self.note(f"{name}: missing in BackDocket; set to {default!r}")
+            self.put(name, default)
 
     def resolve_owner(self, ctx: MappingContext, user_id: Any, role: str, name: str) -> str:
         """The destination user for a BackDocket user id; the fallback owner, with a note

@@ -17,11 +17,13 @@ import csv
 import os
 import resource
 import secrets
+import ssl
 import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import aiohttp
 import orjson
 import psutil
 import requests
@@ -73,10 +75,6 @@ def peer_insert(url: str, ca: Path, token: str, contacts: int, workdir: Path) ->
 
 async def peer_token(url: str, ca: Path, secret: str) -> str:
     """A session id for the peer, from the same OAuth endpoint crmlift uses."""
-    import ssl
-
-    import aiohttp
-
     tls = ssl.create_default_context(cafile=str(ca))
     async with (
         aiohttp.ClientSession() as http,

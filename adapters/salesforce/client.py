@@ -437,14 +437,14 @@ class SalesforceClient(SessionClient):
         small = [u for u in uploads if u.size_bytes <= INLINE_FILE_BYTES]
         large = [u for u in uploads if u.size_bytes > INLINE_FILE_BYTES]
         batches: list[list[FileUpload]] = []
+        batch_bytes = 0
         for upload in small:
-            if (
-                not batches
-                or len(batches[-1]) == COLLECTION_LIMIT
-                or sum(u.size_bytes for u in batches[-1]) + upload.size_bytes > INLINE_BATCH_BYTES
-            ):
+            full = len(batches[-1]) == COLLECTION_LIMIT if batches else True
+            if full or batch_bytes + upload.size_bytes > INLINE_BATCH_BYTES:
                 batches.append([])
+                batch_bytes = 0
             batches[-1].append(upload)
+            batch_bytes += upload.size_bytes
         # Two inline batches at a time: each holds its files base64-encoded in memory.
         slots = asyncio.Semaphore(INLINE_BATCHES_IN_FLIGHT)
 

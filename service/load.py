@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -66,13 +66,6 @@ class PendingWrite:
     collection: str
     payload_hash: str
     mapped: Mapped | None = None
-
-
-@dataclass(slots=True)
-class WaveState:
-    """What the loader learned while writing a wave, kept for its second pass."""
-
-    deferred: list[tuple[str, Payload]] = field(default_factory=list)
 
 
 class Loader:
@@ -128,10 +121,9 @@ class Loader:
         for collection in self.load_order:
             self.progress.track(f"load:{collection}", staged.get(collection, 0))
         for level in self.levels:
-            level_records = sum(staged.get(c, 0) for c in level)
+            size = self._batch_size(sum(staged.get(c, 0) for c in level))
             async with asyncio.TaskGroup() as tg:
                 for collection in level:
-                    size = self._batch_size(level_records)
                     tg.create_task(self._wave(collection, size), name=f"wave:{collection}")
         for collection in staged:
             if collection not in self.load_order:
@@ -149,7 +141,7 @@ class Loader:
     async def _wave(self, collection: str, batch_records: int) -> None:
         bound = log.bind(run_id=self.run.run_id, phase="load", collection=collection)
         started = time.perf_counter()
-        state = WaveState()
+        deferred: list[Payload] = []  # payloads whose self-references wait for the wave
         slots = self._slots
 
         async def write(batch: list[tuple[str, str]]) -> None:
@@ -160,7 +152,7 @@ class Loader:
                         record = orjson.loads(raw)
                         result = self.transform(collection, record, self.context)
                         transformed.append((collection, source_id, result))
-                await self._write_batch(transformed, state)
+                await self._write_batch(transformed, deferred)
                 self.progress.advance(f"load:{collection}", len(batch))
             finally:
                 slots.release()
@@ -180,12 +172,12 @@ class Loader:
             if batch:
                 await slots.acquire()
                 tg.create_task(write(batch), name=f"load:{collection}")
-        if state.deferred:
-            await self._second_pass(state.deferred)
+        if deferred:
+            await self._second_pass(deferred)
         self.progress.finish(f"load:{collection}")
         bound.info(
             "load.wave_done",
-            deferred=len(state.deferred),
+            deferred=len(deferred),
             seconds=round(time.perf_counter() - started, 2),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         )
@@ -204,7 +196,7 @@ class Loader:
     async def _write_batch(
         self,
         transformed: Iterable[tuple[str, str, TransformResult]],
-        state: WaveState | None = None,
+        deferred: list[Payload] | None = None,
     ) -> None:
         ops: list[Operation] = []
         notes: list[RecordIssue] = []
@@ -220,8 +212,8 @@ class Loader:
                                     f"transform:{payload.object}", "; ".join(payload.notes))
                     )  # fmt: skip
                 by_object[payload.object].append((collection, source_id, payload))
-                if payload.deferred_refs and state is not None:
-                    state.deferred.append((collection, payload))
+                if payload.deferred_refs and deferred is not None:
+                    deferred.append(payload)
         with self._timed("journal"):
             await self.journal.operations.record(self.run.run_id, self.migration, ops)
             if notes:
@@ -379,9 +371,10 @@ class Loader:
 
     # -- second pass: self-references --------------------------------------
 
-    async def _second_pass(self, deferred: list[tuple[str, Payload]]) -> None:
+    async def _second_pass(self, deferred: list[Payload]) -> None:
+        """Set the self-references of a wave's records once every record of it exists."""
         by_object: dict[str, list[Payload]] = defaultdict(list)
-        for _, payload in deferred:
+        for payload in deferred:
             by_object[payload.object].append(payload)
         for sobject, payloads in by_object.items():
             info = self.schema.get(sobject)

@@ -70,11 +70,13 @@ class Issues:
             source_id,
         )
 
-    async def list(self, run_id: str) -> list[RecordIssue]:
-        """Every issue of a run, grouped by collection."""
+    async def list(self, run_id: str, phase: str | None = None) -> list[RecordIssue]:
+        """Every issue of a run (of one phase if given), grouped by collection."""
         rows = await self._pool.fetch(
             """SELECT phase, collection, source_id, outcome, code, message FROM record_issues
-               WHERE run_id = $1 ORDER BY collection, source_id, code""",
+               WHERE run_id = $1 AND ($2::text IS NULL OR phase = $2)
+               ORDER BY collection, source_id, code""",
             run_id,
+            phase,
         )
         return [RecordIssue(**dict(r)) for r in rows]

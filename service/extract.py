@@ -354,7 +354,7 @@ class Extractor:
     async def summarise(self, run_id: str) -> ExtractSummary:
         """Per-collection figures from the journal, not from memory."""
         staged = await self.journal.staging.counts(run_id)
-        issues = await self.journal.issues.list(run_id)
+        issues = await self.journal.issues.list(run_id, PHASE)
         by_collection = {c: CollectionSummary(c) for c in self.settings.collections}
         for w in await self.journal.checkpoints.windows(run_id):
             s = by_collection.setdefault(w.collection, CollectionSummary(w.collection))

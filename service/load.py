@@ -40,6 +40,8 @@ from service.progress import ProgressBoard
 
 log = structlog.get_logger(__name__)
 
+PHASE = "load"
+
 Transform = Callable[[str, dict[str, Any], MappingContext], TransformResult]
 
 
@@ -139,7 +141,7 @@ class Loader:
         return max(MIN_BATCH_RECORDS, min(self.settings.batch_records, spread))
 
     async def _wave(self, collection: str, batch_records: int) -> None:
-        bound = log.bind(run_id=self.run.run_id, phase="load", collection=collection)
+        bound = log.bind(run_id=self.run.run_id, phase=PHASE, collection=collection)
         started = time.perf_counter()
         deferred: list[Payload] = []  # payloads whose self-references wait for the wave
         slots = self._slots
@@ -208,7 +210,7 @@ class Loader:
             for payload in result:
                 if payload.notes:
                     notes.append(
-                        RecordIssue("load", collection, payload.external_id, "warning",
+                        RecordIssue(PHASE, collection, payload.external_id, "warning",
                                     f"transform:{payload.object}", "; ".join(payload.notes))
                     )  # fmt: skip
                 by_object[payload.object].append((collection, source_id, payload))

@@ -24,6 +24,7 @@ from journal import Journal, open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
 from service.extract import ExtractSummary
+from service.load import PHASE as LOAD_PHASE
 from service.load import Loader, LoadSettings
 from service.mapping import backdocket_salesforce as pair
 from service.mapping.base import MappingContext
@@ -131,7 +132,7 @@ async def _load(
         rows=build_rows(
             staged, await journal.operations.summary(run.run_id), ["users", *pair.LOAD_ORDER]
         ),
-        notes=[i for i in await journal.issues.list(run.run_id) if i.phase == "load"],
+        notes=await journal.issues.list(run.run_id, LOAD_PHASE),
         failures=await journal.operations.failures(run.run_id),
         owners_matched=len(owners.matched),
         owners_fell_back=[

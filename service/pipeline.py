@@ -15,6 +15,7 @@ from adapters.errors import ConfigError, CrmliftError, Interrupted, first_error
 from journal import Journal, open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
+from service.extract import PHASE as EXTRACT_PHASE
 from service.extract import Extractor, ExtractSummary
 from service.plan import MigrationPlan
 from service.progress import ProgressBoard
@@ -71,7 +72,8 @@ async def extract_into(
     )
     async with client:
         summary = await extractor.run(run)
-    write_extract_report(summary, await journal.issues.list(run.run_id), run_dir(plan, run.run_id))
+    issues = await journal.issues.list(run.run_id, EXTRACT_PHASE)
+    write_extract_report(summary, issues, run_dir(plan, run.run_id))
     return summary, governor
 
 

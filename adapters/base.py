@@ -139,6 +139,8 @@ class Destination(Protocol):
 
     platform: str
     external_id_field: str
+    create_only_fields: frozenset[str]
+    """Fields a record takes only when created (an update that carries them fails)."""
 
     async def describe(self, sobject: str) -> ObjectInfo | None:
         """The object's fields, or None when the org does not have it."""
@@ -154,8 +156,12 @@ class Destination(Protocol):
         """Upsert records (each carries the external id field); one result per record."""
         ...
 
-    async def recover(self, job_id: str) -> list[WriteResult] | None:
-        """Results of a job journaled before a crash; None if it never ran (redo it)."""
+    async def recover(
+        self, job_id: str, sobject: str, external_ids: Sequence[str]
+    ) -> list[WriteResult] | None:
+        """Results of a job journaled before a crash (``external_ids`` are the records it
+        carried); None if it never ran (redo it). ``created`` None: the platform cannot
+        tell whether the job created or updated the record."""
         ...
 
     async def fetch(

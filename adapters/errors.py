@@ -66,6 +66,19 @@ class Interrupted(CrmliftError):
     exit_code = 75
 
 
+class AnswerLost(CrmliftError):
+    """A request that is not safe to repeat was sent, and its answer never arrived.
+
+    The platform may or may not have acted on it: the caller finds out (a lookup
+    by external id) before trying again.
+    """
+
+    def __init__(self, platform: str, what: str, reason: str) -> None:
+        super().__init__(f"{platform}: the answer to {what} was lost ({reason})")
+        self.platform = platform
+        self.what = what
+
+
 class RetriableError(CrmliftError):
     """A transient failure: the same call may succeed later."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,7 +92,7 @@ class Staging:
 
     async def payloads(
         self, run_id: str, collection: str, *, batch: int = 1000
-    ) -> AsyncIterator[tuple[str, str]]:
+    ) -> AsyncGenerator[tuple[str, str], None]:
         """(source id, payload JSON) of a staged collection, streamed by a server cursor."""
         async with self._pool.acquire() as conn, conn.transaction():
             async for row in conn.cursor(

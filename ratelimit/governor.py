@@ -1,26 +1,47 @@
 """The governor every outbound call of one principal goes through.
 
-It combines three limits: a leaky bucket paced to the platform's rate
-(aiolimiter, fair and loop-time based), a concurrency cap, and a shared pause
-that a throttle answer sets so that no other request hammers the platform
-while it has asked us to wait.
+It stacks the limits a platform sets, as its quota profile describes them:
+
+* a leaky bucket paced to the platform's rate (aiolimiter, fair, on loop time);
+* a concurrency cap that halves on throttles and grows back while calls go
+  through cleanly, with a sub-cap for heavy calls;
+* sliding windows of requests and execution time (Dataverse);
+* rolling allocations of calls or credits per day, hour or minute (Salesforce,
+  Zoho, Freshsales), which stop the run — resumable — when the wait for them to
+  free up would be longer than the profile allows;
+* a shared pause that a throttle answer sets, so that no other request hammers
+  the platform while it has asked us to wait.
+
+Admission is one FIFO queue per principal: every limit is asked, the call
+sleeps exactly as long as the slowest says, and all of them count it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiolimiter import AsyncLimiter
 
+from adapters.errors import QuotaExhausted
+from ratelimit.allowance import Allowance, credits
 from ratelimit.backoff import RetryPolicy
+from ratelimit.concurrency import AdaptiveConcurrency
+from ratelimit.limits import Call, Limit
 from ratelimit.profiles import QuotaProfile
+from ratelimit.window import WindowBudget, WindowLimits
 
 log = structlog.get_logger(__name__)
+
+DAY, HOUR, MINUTE = 86_400.0, 3_600.0, 60.0
+THROTTLE_STATUSES = frozenset({429, 503})
+"""Answers that mean "too much": the adaptive concurrency cap halves on them."""
 
 
 @dataclass(slots=True)
@@ -40,6 +61,28 @@ class GovernorStats:
         return self.requests / (self.last_at - self.first_at)
 
 
+def allowances(profile: QuotaProfile) -> list[Allowance]:
+    """The rolling allocations a profile states, at its utilization."""
+    found = []
+    for name, limit, period, resolution in (
+        ("daily API requests", profile.daily_requests, DAY, 1.0),
+        ("requests per hour", profile.requests_per_hour, HOUR, 1.0),
+        ("requests per minute", profile.requests_per_minute, MINUTE, 0.1),
+    ):
+        if limit is not None:
+            found.append(
+                Allowance(name, _share(limit, profile.utilization), period, resolution=resolution)
+            )
+    if profile.daily_credits is not None:
+        share = _share(profile.daily_credits, profile.utilization)
+        found.append(Allowance("daily credits", share, DAY, credits))
+    return found
+
+
+def _share(limit: int, utilization: float) -> float:
+    return max(1.0, math.floor(limit * utilization))
+
+
 @dataclass
 class Governor:
     """Paces, caps and pauses the calls of one principal on one platform."""
@@ -48,28 +91,90 @@ class Governor:
     stats: GovernorStats = field(default_factory=GovernorStats)
 
     def __post_init__(self) -> None:
-        rate = self.profile.effective_rate
+        p = self.profile
         # Half the platform's burst: the other half absorbs the jitter between
         # when we send and when the server counts, so pacing never trips it.
-        capacity = max(1.0, self.profile.burst / 2)
-        self._limiter = AsyncLimiter(capacity, capacity / rate)
-        self._slots = asyncio.Semaphore(self.profile.concurrency)
+        capacity = max(1.0, p.burst / 2)
+        self._limiter = AsyncLimiter(capacity, capacity / p.effective_rate)
+        self.concurrency = AdaptiveConcurrency(p.concurrency, p.heavy_concurrency)
         self._resume_at = 0.0
+        self.windows: WindowBudget | None = None
+        if p.window_seconds and p.window_requests and p.window_execution_ms:
+            self.windows = WindowBudget(
+                WindowLimits(
+                    p.window_seconds,
+                    p.window_requests,
+                    p.window_execution_ms,
+                    p.execution_ms_per_operation,
+                    p.utilization,
+                )
+            )
+        self.allowances = allowances(p)
+        self.limits: list[Limit] = [*([self.windows] if self.windows else []), *self.allowances]
+        self._admission = asyncio.Lock()
 
     @asynccontextmanager
-    async def slot(self, cost: float = 1.0) -> AsyncIterator[None]:
-        """Hold a concurrency slot and ``cost`` rate tokens for one request."""
-        async with self._slots:
+    async def slot(
+        self, cost: float = 1.0, operations: int = 1, credits: float = 0.0, heavy: bool = False
+    ) -> AsyncIterator[None]:
+        """Hold a place in flight and every allowance one request needs.
+
+        ``cost`` is its weight against the rate, ``operations`` what it carries (a
+        ``$batch`` many: its server time grows with them), ``credits`` what the
+        platform charges for it, ``heavy`` whether it counts against the heavy cap.
+        """
+        call = Call(cost, operations, credits, heavy)
+        async with self.concurrency.slot(heavy):
             await self._wait_out_pause()
-            await self._limiter.acquire(cost)
+            await self._limiter.acquire(min(cost, self._limiter.max_rate))
+            await self._admit(call)
             await self._wait_out_pause()
-            loop = asyncio.get_running_loop()
-            now = loop.time()
+            now = asyncio.get_running_loop().time()
             self.stats.requests += 1
             if self.stats.first_at is None:
                 self.stats.first_at = now
             self.stats.last_at = now
             yield
+        self.concurrency.succeeded()
+
+    async def _admit(self, call: Call) -> None:
+        if not self.limits:
+            return
+        loop = asyncio.get_running_loop()
+        async with self._admission:
+            while True:
+                now = loop.time()
+                wait, limit = max(((lim.wait(now, call), lim) for lim in self.limits), key=_first)
+                if wait <= 0:
+                    for each in self.limits:
+                        each.take(now, call)
+                    return
+                if wait > self.profile.max_quota_wait:
+                    raise self._exhausted(limit, wait)
+                await asyncio.sleep(wait)
+
+    def _exhausted(self, limit: Limit, wait: float) -> QuotaExhausted:
+        frees = datetime.now(UTC) + timedelta(seconds=wait)
+        return QuotaExhausted(
+            f"{self.profile.platform}: the {limit.name} allocation is spent; the next call "
+            f"fits at {frees:%Y-%m-%d %H:%M} UTC ({wait / 3600:.1f} h from now). The run "
+            "stopped without calling the platform again and can be resumed then"
+        )
+
+    def completed(self, operations: int, remaining_execution_ms: float | None) -> None:
+        """A request's answer arrived; the platform's count of the window's execution
+        time left (Dataverse) calibrates what an operation costs."""
+        if self.windows is not None:
+            now = asyncio.get_running_loop().time()
+            self.windows.completed(now, operations, remaining_execution_ms)
+
+    def observe(self, limit_name: str, used: float) -> None:
+        """The platform reported ``used`` of an allocation (Salesforce's
+        ``Sforce-Limit-Info``): count what we had not seen."""
+        now = asyncio.get_running_loop().time()
+        for allowance in self.allowances:
+            if allowance.name == limit_name:
+                allowance.observe(now, used)
 
     async def back_off(
         self,
@@ -84,15 +189,18 @@ class Governor:
         """Wait before retry ``attempt`` as the policy says.
 
         A throttle answer that names its wait (429/503 + Retry-After) pauses every
-        caller of this governor, not just this one: the platform asked us all.
+        caller of this governor, not just this one: the platform asked us all. Any
+        throttle halves the concurrency cap.
         """
         delay = policy.delay(attempt, retry_after, rng)
-        if status in (429, 503) and retry_after is not None:
-            self.pause(delay)
+        if status in THROTTLE_STATUSES:
+            self.concurrency.throttled()
+            if retry_after is not None:
+                self.pause(delay)
         self.stats.retries += 1
         log.info(
             "http.retry", platform=self.profile.platform, what=what, status=status,
-            attempt=attempt, wait=round(delay, 3),
+            attempt=attempt, wait=round(delay, 3), concurrency=self.concurrency.limit,
         )  # fmt: skip
         await asyncio.sleep(delay)
 
@@ -108,3 +216,7 @@ class Governor:
         # and loops only if another throttle extended it meanwhile.
         while (remaining := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
+
+
+def _first(pair: tuple[float, Limit]) -> float:
+    return pair[0]

@@ -23,6 +23,7 @@ from adapters.secrets import redact
 from service import commands
 from service.logs import configure_logging
 from service.plan import MigrationPlan, load_plan
+from service.shutdown import Shutdown
 
 EXIT_CODES = """exit codes:
   0   done
@@ -82,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
     schema.add_argument("--out", type=Path, default=Path("schema-plan.json"))
 
+    estimate = commands.add_parser(
+        "estimate",
+        help="predict the calls, Bulk batches and time the load needs against the quotas",
+        description="Count the source, split a sample of each collection into destination "
+        "objects, and predict per object the API calls, operations and Bulk batches the load "
+        "needs and how long the destination's quota allows. Warns when the run would exceed "
+        "the daily allocation or the plan's [migration] cutover_hours. Reads the source only.",
+    )
+    estimate.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    estimate.add_argument("--out", type=Path, help="also write the estimate as JSON")
+
     runs = commands.add_parser("runs", help="list the plan's runs and their status")
     runs.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
 
@@ -111,6 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--bulk-records-per-second", type=float, default=50_000.0,
         help="how fast Bulk API 2.0 jobs process",
     )  # fmt: skip
+    salesforce.add_argument("--token-ttl", type=float, default=7200.0, help="session lifetime, s")
+    _add_sim_fault_args(salesforce)
+    salesforce.add_argument("--fault-503", type=float, default=0.0, help="share of calls given 503")
+    salesforce.add_argument(
+        "--fault-reset-after-write", type=float, default=0.0,
+        help="share of writes applied and then their answer cut",
+    )  # fmt: skip
+    salesforce.add_argument(
+        "--fault-partial", type=float, default=0.0,
+        help="share of Collections/Bulk records failing UNABLE_TO_LOCK_ROW",
+    )  # fmt: skip
+    salesforce.add_argument("--fault-seed", type=int, default=0, help="seed of the fault RNG")
+
+    dynamics = sims.add_parser(
+        "dynamics",
+        help="a Dataverse environment: Web API v9.2, $batch, per-user service protection",
+    )
+    _add_dynamics_sim_args(dynamics)
 
     demo = commands.add_parser(
         "demo",
@@ -149,8 +179,54 @@ def _add_backdocket_sim_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-ms", default="30-250", help="per-call latency range, ms")
     parser.add_argument("--fault-503", type=float, default=0.0, help="share of calls given 503")
     parser.add_argument("--fault-429", type=float, default=0.0, help="share of calls given 429")
+    parser.add_argument(
+        "--fault-429-no-retry-after", type=float, default=0.0,
+        help="share of calls given 429 without Retry-After",
+    )  # fmt: skip
+    _add_sim_fault_args(parser)
     parser.add_argument("--token-ttl", type=float, default=3600.0, help="token lifetime, s")
     parser.add_argument("--mutate-every", type=int, default=0, help="update a record every N lists")
+
+
+def _add_sim_fault_args(parser: argparse.ArgumentParser) -> None:
+    """Fault flags both simulators share; the rates are shares of calls, 0 to 1."""
+    parser.add_argument("--fault-500", type=float, default=0.0, help="share of calls given 500")
+    parser.add_argument(
+        "--fault-reset", type=float, default=0.0,
+        help="share of calls whose connection is cut (nothing applied)",
+    )  # fmt: skip
+    parser.add_argument("--fault-slow", type=float, default=0.0, help="share of calls held back")
+    parser.add_argument(
+        "--fault-slow-seconds", type=float, default=2.0, help="how long a slow call is held, s"
+    )
+
+
+def _add_dynamics_sim_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema", type=Path, help="the schema plan the admin deployed (JSON)")
+    parser.add_argument("--users", type=Path, help="licensed users: JSON [[name, email]]")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--org-url", default="https://crmlift-sim.crm.dynamics.com",
+                        help="the environment URL tokens are scoped to")  # fmt: skip
+    parser.add_argument("--client-id", default="crmlift")
+    parser.add_argument(
+        "--client-secret-env",
+        default="DATAVERSE_CLIENT_SECRET",
+        help="environment variable holding the secret the simulator accepts",
+    )
+    parser.add_argument(
+        "--application", action="append", default=[], metavar="CLIENT_ID:ENV_NAME",
+        help="another application user (repeatable); its secret in ENV_NAME",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0,
+        help="platform seconds per wall second (300 s windows pass faster)",
+    )  # fmt: skip
+    parser.add_argument("--requests-per-window", type=int, default=6000)
+    parser.add_argument("--execution-ms-per-window", type=int, default=1_200_000)
+    parser.add_argument("--execution-ms-per-operation", type=float, default=5.0,
+                        help="server time each operation costs, platform ms")  # fmt: skip
+    parser.add_argument("--max-concurrent", type=int, default=52)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,17 +245,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         "extract": commands.extract,
         "migrate": commands.migrate,
         "schema": commands.schema,
+        "estimate": commands.estimate,
         "runs": commands.runs,
         "sim": commands.sim,
         "demo": commands.demo,
     }
-    if args.command in ("extract", "migrate", "schema", "runs"):
+    if args.command in ("extract", "migrate", "schema", "estimate", "runs"):
         plan = load_plan(args.plan)
         args.loaded_plan = plan
         configure_logging(_log_file(plan), console_level=_console_level(args))
     else:
         configure_logging(None, console_level=_console_level(args))
-    return run_async(handlers[args.command](args))
+    args.shutdown = Shutdown()
+    return run_async(handlers[args.command](args), args.shutdown)
 
 
 def _log_file(plan: MigrationPlan) -> Path:
@@ -190,18 +268,22 @@ def _console_level(args: argparse.Namespace) -> int:
     return logging.INFO if args.verbose else logging.WARNING
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop; SIGINT and SIGTERM cancel the work so it stops cleanly."""
+def run_async(coro: Coroutine[Any, Any, T], shutdown: Shutdown | None = None) -> T:
+    """Run on uvloop; SIGINT and SIGTERM stop the work at a point it can resume from
+    (see ``service.shutdown``)."""
+    stop = shutdown or Shutdown()
 
     async def supervised() -> T:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
+        stop.attach(task)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop.request)
         try:
             return await coro
         finally:
+            stop.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 

@@ -30,6 +30,9 @@ from rich.table import Table
 from adapters.backdocket.client import BackDocketClient, BackDocketConfig
 from adapters.backdocket.sim import SimSettings, run_forever
 from adapters.base import Record, Window
+from adapters.dynamics.sim import DataverseSimSettings
+from adapters.dynamics.sim import run_forever as run_dynamics_sim
+from adapters.dynamics.sim_store import load_schema
 from adapters.errors import ConfigError, PlatformUnavailable
 from adapters.salesforce.sim import SfSimSettings
 from adapters.salesforce.sim import run_forever as run_salesforce_sim
@@ -37,13 +40,16 @@ from adapters.secrets import Secret
 from journal import open_journal
 from ratelimit.governor import Governor
 from ratelimit.profiles import profile_for
+from service.estimate import run_estimate
 from service.extract import EPOCH
 from service.logs import configure_logging
-from service.mapping import backdocket_salesforce as pair
+from service.mapping import backdocket_salesforce
 from service.migrate import MigrateOutcome, run_migrate
+from service.pairs import pair_for
 from service.pipeline import ExtractOutcome, run_extract
 from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
+from service.reports.estimate import estimate_lines, estimate_table
 
 T = TypeVar("T")
 
@@ -67,7 +73,7 @@ async def migrate(args: argparse.Namespace) -> int:
     """``crmlift migrate``: extract and load, with progress bars, then the summary."""
     plan: MigrationPlan = args.loaded_plan
     outcome = await _with_progress(
-        lambda board: run_migrate(plan, resume=args.resume, progress=board),
+        lambda board: run_migrate(plan, resume=args.resume, progress=board, shutdown=args.shutdown),
         show=not args.no_progress,
     )
     _print_migrate_summary(outcome)
@@ -77,10 +83,27 @@ async def migrate(args: argparse.Namespace) -> int:
 async def schema(args: argparse.Namespace) -> int:
     """``crmlift schema``: the schema plan, from the source's custom field definitions."""
     plan: MigrationPlan = args.loaded_plan
-    wanted = pair.schema_plan(await read_collection(plan.source, "custom_field_definitions"))
-    wanted.save(args.out)
-    fields = sum(len(o.fields) for o in wanted.objects.values())
-    out.print(f"schema plan: {len(wanted.objects)} objects, {fields} fields → {args.out}")
+    if plan.destination is None:
+        raise ConfigError("the plan has no [destination] table: a schema plan is a destination's")
+    definitions = await read_collection(plan.source, "custom_field_definitions")
+    wanted = pair_for(plan.destination.platform).schema_plan(definitions, plan.destination.mapping)
+    args.out.write_bytes(wanted.document)
+    out.print(
+        f"schema plan: {len(wanted.fields)} objects, {wanted.field_count} fields → {args.out}"
+    )
+    return 0
+
+
+async def estimate(args: argparse.Namespace) -> int:
+    """``crmlift estimate``: the load's calls, batches and time against the destination's quotas."""
+    plan: MigrationPlan = args.loaded_plan
+    result = await run_estimate(plan)
+    out.print(estimate_table(result))
+    for line in estimate_lines(result):
+        out.print(line, markup=False, highlight=False)
+    if args.out is not None:
+        args.out.write_bytes(result.to_json())
+        out.print(f"estimate → {args.out}", highlight=False)
     return 0
 
 
@@ -105,9 +128,8 @@ async def runs(args: argparse.Namespace) -> int:
 
 async def sim(args: argparse.Namespace) -> int:
     """``crmlift sim PLATFORM``: serve a simulator until stopped."""
-    if args.platform == "salesforce":
-        return await _sim_salesforce(args)
-    return await _sim_backdocket(args)
+    serve = {"salesforce": _sim_salesforce, "dynamics": _sim_dynamics}
+    return await serve.get(args.platform, _sim_backdocket)(args)
 
 
 def _ready(url: str) -> None:
@@ -122,11 +144,19 @@ async def _sim_salesforce(args: argparse.Namespace) -> int:
     users = SfSimSettings().users
     if args.users is not None:
         users = tuple((name, email) for name, email in orjson.loads(args.users.read_bytes()))
-    settings = SfSimSettings(
-        client_id=args.client_id, client_secret=secret, users=users,
-        daily_api_requests=args.daily_api_requests,
-        bulk_records_per_second=args.bulk_records_per_second,
-    )  # fmt: skip
+    try:
+        settings = SfSimSettings(
+            client_id=args.client_id, client_secret=secret, users=users,
+            daily_api_requests=args.daily_api_requests,
+            bulk_records_per_second=args.bulk_records_per_second,
+            token_ttl=args.token_ttl, fault_500_rate=args.fault_500,
+            fault_503_rate=args.fault_503, fault_reset_rate=args.fault_reset,
+            fault_reset_after_write_rate=args.fault_reset_after_write,
+            fault_slow_rate=args.fault_slow, fault_slow_seconds=args.fault_slow_seconds,
+            fault_partial_rate=args.fault_partial, fault_seed=args.fault_seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"simulator settings: {exc}") from exc
     tls = None
     if args.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -136,24 +166,58 @@ async def _sim_salesforce(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _sim_dynamics(args: argparse.Namespace) -> int:
+    applications = []
+    for given in [f"{args.client_id}:{args.client_secret_env}", *args.application]:
+        client_id, _, env_name = given.partition(":")
+        secret = os.environ.get(env_name)
+        if not client_id or not secret:
+            raise ConfigError(f"--application {given!r}: want CLIENT_ID:ENV_NAME with ENV_NAME set")
+        applications.append((client_id, secret))
+    users = DataverseSimSettings().users
+    if args.users is not None:
+        users = tuple((name, email) for name, email in orjson.loads(args.users.read_bytes()))
+    (client_id, secret), *extra = applications
+    settings = DataverseSimSettings(
+        org_url=args.org_url, client_id=client_id, client_secret=secret,
+        applications=tuple(extra), users=users, time_scale=args.time_scale,
+        requests_per_window=args.requests_per_window,
+        execution_ms_per_window=args.execution_ms_per_window,
+        execution_ms_per_operation=args.execution_ms_per_operation,
+        max_concurrent=args.max_concurrent,
+    )  # fmt: skip
+    schema = load_schema(args.schema) if args.schema is not None else None
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_dynamics_sim(schema, settings, args.host, args.port, _ready)
+    return 0
+
+
 async def _sim_backdocket(args: argparse.Namespace) -> int:
     secret = os.environ.get(args.client_secret_env)
     if not secret:
         raise ConfigError(f"set {args.client_secret_env} to the secret the simulator accepts")
     low, high = parse_latency(args.latency_ms)
-    settings = SimSettings(
-        client_id=args.client_id,
-        client_secret=secret,
-        token_ttl=args.token_ttl,
-        rate=args.rate,
-        burst=args.burst,
-        latency_min=low,
-        latency_max=high,
-        fault_503_rate=args.fault_503,
-        fault_429_rate=args.fault_429,
-        mutate_every=args.mutate_every,
-        fault_seed=args.seed,
-    )
+    try:
+        settings = SimSettings(
+            client_id=args.client_id,
+            client_secret=secret,
+            token_ttl=args.token_ttl,
+            rate=args.rate,
+            burst=args.burst,
+            latency_min=low,
+            latency_max=high,
+            fault_503_rate=args.fault_503,
+            fault_429_rate=args.fault_429,
+            fault_429_no_retry_after_rate=args.fault_429_no_retry_after,
+            fault_500_rate=args.fault_500,
+            fault_reset_rate=args.fault_reset,
+            fault_slow_rate=args.fault_slow,
+            fault_slow_seconds=args.fault_slow_seconds,
+            mutate_every=args.mutate_every,
+            fault_seed=args.seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"simulator settings: {exc}") from exc
 
     with contextlib.suppress(asyncio.CancelledError):
         await run_forever(
@@ -224,7 +288,7 @@ async def prepare_org(source: BackDocketConfig, workdir: Path, admin: str) -> tu
     definitions = await read_collection(source, "custom_field_definitions")
     users = await read_collection(source, "users")
     schema_path, users_path = workdir / "org-schema.json", workdir / "org-users.json"
-    pair.schema_plan(definitions).save(schema_path)
+    backdocket_salesforce.schema_plan(definitions).save(schema_path)
     users_path.write_bytes(orjson.dumps(demo_org_users(users, admin)))
     return schema_path, users_path
 

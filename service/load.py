@@ -11,6 +11,7 @@ already there and never duplicates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import time
 from collections import defaultdict
@@ -30,6 +31,7 @@ from adapters.base import (
     canonical_json,
     digest,
 )
+from adapters.errors import Interrupted
 from journal import Journal
 from journal.issues import RecordIssue
 from journal.load_jobs import LoadJob, LoadJobs
@@ -37,6 +39,7 @@ from journal.operations import Action, Mapped, Operation, RefKey
 from journal.runs import Run
 from service.mapping.base import MappingContext, Payload, Ref, Rejection, TransformResult
 from service.progress import ProgressBoard
+from service.shutdown import Shutdown
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +90,7 @@ class Loader:
         schema: Mapping[str, ObjectInfo | None],
         settings: LoadSettings | None = None,
         progress: ProgressBoard | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.destination = destination
         self.journal = journal
@@ -99,6 +103,7 @@ class Loader:
         self.schema = schema
         self.settings = settings or LoadSettings()
         self.progress = progress or ProgressBoard()
+        self.shutdown = shutdown or Shutdown()
         self.jobs = LoadJobs(journal.pool, run.run_id)
         self._slots = asyncio.Semaphore(self.settings.batches_in_flight)
         self.timings: dict[str, float] = defaultdict(float)
@@ -123,22 +128,16 @@ class Loader:
         for collection in self.load_order:
             self.progress.track(f"load:{collection}", staged.get(collection, 0))
         for level in self.levels:
-            size = self._batch_size(sum(staged.get(c, 0) for c in level))
+            size = level_batch_size(sum(staged.get(c, 0) for c in level), self.settings)
             async with asyncio.TaskGroup() as tg:
                 for collection in level:
                     tg.create_task(self._wave(collection, size), name=f"wave:{collection}")
+            if self.shutdown.requested:
+                # Every batch that started is journaled; the rest waits for --resume.
+                raise Interrupted(f"run {self.run.run_id} stopped between batches")
         for collection in staged:
             if collection not in self.load_order:
                 await self._skip_collection(collection)
-
-    def _batch_size(self, level_records: int) -> int:
-        """Records per batch for a level: small levels split finer so every slot works.
-
-        Throughput is records in flight over a batch's round trip; a level of
-        10,000 records in 2,500-record batches would leave half the slots idle.
-        """
-        spread = -(-level_records // self.settings.batches_in_flight)
-        return max(MIN_BATCH_RECORDS, min(self.settings.batch_records, spread))
 
     async def _wave(self, collection: str, batch_records: int) -> None:
         bound = log.bind(run_id=self.run.run_id, phase=PHASE, collection=collection)
@@ -163,18 +162,24 @@ class Loader:
         # ``batches_in_flight`` batches plus the one being read, whatever the size.
         async with asyncio.TaskGroup() as tg:
             batch: list[tuple[str, str]] = []
-            async for source_id, payload in self.journal.staging.payloads(
-                self.run.run_id, collection
-            ):
-                batch.append((source_id, payload))
-                if len(batch) >= batch_records:
-                    await slots.acquire()
-                    tg.create_task(write(batch), name=f"load:{collection}")
-                    batch = []
-            if batch:
+            staged = self.journal.staging.payloads(self.run.run_id, collection)
+            # aclosing: a stop leaves the loop early, and the cursor's connection must
+            # go back to the pool now, not whenever the generator is collected.
+            async with contextlib.aclosing(staged):
+                async for source_id, payload in staged:
+                    batch.append((source_id, payload))
+                    if len(batch) >= batch_records:
+                        await slots.acquire()
+                        if self.shutdown.requested:
+                            slots.release()
+                            batch = []
+                            break
+                        tg.create_task(write(batch), name=f"load:{collection}")
+                        batch = []
+            if batch and not self.shutdown.requested:
                 await slots.acquire()
                 tg.create_task(write(batch), name=f"load:{collection}")
-        if deferred:
+        if deferred and not self.shutdown.requested:
             await self._second_pass(deferred)
         self.progress.finish(f"load:{collection}")
         bound.info(
@@ -257,6 +262,7 @@ class Loader:
             )
         ops: list[Operation] = []
         pending: list[PendingWrite] = []
+        dangling: list[RecordIssue] = []
         for collection, source_id, payload in items:
             resolved = _resolve(payload, refs, info)
             if isinstance(resolved, str):
@@ -264,9 +270,17 @@ class Loader:
                                      reason_code="parent_missing", message=resolved))  # fmt: skip
                 continue
             fields, _, full_hash = resolved
+            dangling += [
+                RecordIssue(PHASE, collection, source_id, "warning", f"lookup:{sobject}",
+                            f"{name} points at {ref.collection}/{ref.source_id}, which was not "
+                            "migrated (yet); left empty")
+                for name, ref in payload.refs.items() if fields.get(name) is None
+            ]  # fmt: skip
             written = replace(payload, fields=fields, refs={})
             pending.append(PendingWrite(written, source_id, collection, full_hash))
         with self._timed("journal"):
+            if dangling:
+                await self.journal.issues.record_many(self.run.run_id, dangling)
             existing = await self.journal.operations.existing(
                 self.migration, sobject, [w.payload.external_id for w in pending]
             )
@@ -323,7 +337,7 @@ class Loader:
         updates = [w for w in writes if w.mapped is not None]
         if not updates:
             return {}
-        fields = sorted({f for w in updates for f in w.payload.fields} | {"Id"})
+        fields = sorted({f for w in updates for f in w.payload.fields})
         ids = [w.mapped.destination_id for w in updates if w.mapped is not None]
         with self._timed("destination"):
             return await self.destination.fetch(sobject, ids, fields)
@@ -362,7 +376,8 @@ class Loader:
             # Content is immutable once uploaded; a changed record updates its fields.
             rows = [
                 {self.destination.external_id_field: w.payload.external_id,
-                 **{k: v for k, v in w.payload.fields.items() if k != "FirstPublishLocationId"}}
+                 **{k: v for k, v in w.payload.fields.items()
+                    if k not in self.destination.create_only_fields}}
                 for w in metadata_only
             ]  # fmt: skip
             ledger = _Ledger(self.jobs, self.destination.platform, metadata_only[0].collection, [])
@@ -419,22 +434,39 @@ class Loader:
     async def _recover_jobs(self) -> None:
         """Journal the results of jobs a crash left behind, instead of loading them again."""
         for job in await self.jobs.unfinished():
-            results = await self.destination.recover(job.job_id)
+            external_ids = [ext for ext, _, _ in job.members]
+            results = await self.destination.recover(job.job_id, job.object, external_ids)
             if results is None:
                 await self.jobs.moved(job.job_id, "aborted")
                 continue
             by_ext = {r.external_id: r for r in results}
+            # Where the platform cannot say whether it created a record, the id map
+            # can: a record it did not hold before the crash was created by the job.
+            mapped = await self.journal.operations.existing(
+                self.migration, job.object, external_ids
+            )
             ops = []
             for ext, source_id, payload_hash in job.members:
                 r = by_ext.get(ext)
                 if r is None or not r.ok:
                     continue  # the waves will try it again
-                action: Action = "created" if r.created else "updated"
+                created = r.created if r.created is not None else ext not in mapped
+                action: Action = "created" if created else "updated"
                 ops.append(Operation(job.collection, source_id, action, job.object, ext,
                                      r.destination_id, payload_hash=payload_hash))  # fmt: skip
             await self.journal.operations.record(self.run.run_id, self.migration, ops)
             await self.jobs.moved(job.job_id, "done")
             log.info("load.job_recovered", job_id=job.job_id, records=len(ops))
+
+
+def level_batch_size(level_records: int, settings: LoadSettings) -> int:
+    """Records per batch for a level: small levels split finer so every slot works.
+
+    Throughput is records in flight over a batch's round trip; a level of
+    10,000 records in 2,500-record batches would leave half the slots idle.
+    """
+    spread = -(-level_records // settings.batches_in_flight)
+    return max(MIN_BATCH_RECORDS, min(settings.batch_records, spread))
 
 
 def dependency_levels(

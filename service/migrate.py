@@ -18,20 +18,19 @@ import structlog
 
 from adapters.base import ObjectInfo
 from adapters.errors import ConfigError, SchemaMissing
-from adapters.salesforce.client import SalesforceClient
-from adapters.salesforce.schema import OrgSchema
 from journal import Journal, open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
 from service.extract import ExtractSummary
 from service.load import PHASE as LOAD_PHASE
 from service.load import Loader, LoadSettings
-from service.mapping import backdocket_salesforce as pair
 from service.mapping.base import MappingContext
+from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for
 from service.pipeline import extract_into, guarded, run_dir, start_or_resume
 from service.plan import DestinationSettings, MigrationPlan
 from service.progress import ProgressBoard
 from service.reports.migrate import MigrateReport, build_rows, write_migrate_report
+from service.shutdown import Shutdown
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +44,8 @@ class MigrateOutcome:
     report: MigrateReport
     reports: list[Path]
     source_governor: Governor
-    destination_governor: Governor
+    destination_governors: list[Governor]
+    """One per destination principal (Dataverse: per application user)."""
     phase_seconds: dict[str, float]
     """Wall seconds of ``prepare`` (schema gate, owners), ``load`` (the waves) and ``report``."""
     load_timings: dict[str, float]
@@ -53,47 +53,58 @@ class MigrateOutcome:
 
 
 async def run_migrate(
-    plan: MigrationPlan, *, resume: str | None = None, progress: ProgressBoard | None = None
+    plan: MigrationPlan,
+    *,
+    resume: str | None = None,
+    progress: ProgressBoard | None = None,
+    shutdown: Shutdown | None = None,
 ) -> MigrateOutcome:
-    """Extract the plan's source and load it into its destination, journaled throughout."""
+    """Extract the plan's source and load it into its destination, journaled throughout.
+
+    ``shutdown`` is the operator's stop request: once asked, the load starts no new
+    batch, journals the ones in flight and ends the run as interrupted (resumable).
+    """
     if plan.destination is None:
         raise ConfigError("the plan has no [destination] table; `crmlift extract` only extracts")
     destination = plan.destination
+    pair = pair_for(destination.platform)
     progress = progress or ProgressBoard()
     async with open_journal(plan.journal) as journal:
         run = await start_or_resume(journal, plan, resume, destination=destination.platform)
         structlog.contextvars.bind_contextvars(run_id=run.run_id)
         async with guarded(journal, run, "migrate"):
             extracted, source_governor = await extract_into(journal, plan, run, progress)
-            governor = Governor(destination.quota)
             phases: dict[str, float] = {}
-            async with SalesforceClient(destination.config, governor) as client:
+            async with pair.open_client(destination.config, destination.quota) as client:
                 report, timings = await _load(
-                    journal, plan, destination, run, client, progress, phases
+                    journal, plan, pair, run, client, progress, phases, shutdown or Shutdown()
                 )
         await journal.runs.set_status(run.run_id, "completed")
         paths = write_migrate_report(report, run_dir(plan, run.run_id))
         return MigrateOutcome(
-            run, extracted, report, paths, source_governor, governor, phases, timings
+            run, extracted, report, paths, source_governor, client.governors, phases, timings
         )
 
 
 async def _load(
     journal: Journal,
     plan: MigrationPlan,
-    destination: DestinationSettings,
+    pair: Pair,
     run: Run,
-    client: SalesforceClient,
+    client: DestinationClient,
     progress: ProgressBoard,
     phases: dict[str, float],
+    shutdown: Shutdown,
 ) -> tuple[MigrateReport, dict[str, float]]:
+    assert plan.destination is not None
+    destination = plan.destination
     started = time.perf_counter()
     out_dir = run_dir(plan, run.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     definitions = await _staged(journal, run, "custom_field_definitions")
-    wanted = pair.schema_plan(definitions)
-    (out_dir / "schema-plan.json").write_bytes(wanted.to_json())
-    schema = await _gate_schema(client, wanted, out_dir)
+    wanted = pair.schema_plan(definitions, destination.mapping)
+    (out_dir / "schema-plan.json").write_bytes(wanted.document)
+    schema = await _gate_schema(client, pair.objects(destination.mapping), wanted, out_dir)
 
     users_by_email = await client.users_by_email()
     fallback = users_by_email.get(destination.fallback_owner_email.strip().lower())
@@ -103,34 +114,40 @@ async def _load(
             "is not an active user of the destination"
         )
     owners = pair.resolve_owners(await _staged(journal, run, "users"), users_by_email, fallback)
+    staged_needs = {c: await _staged(journal, run, c) for c in pair.needs}
     context = MappingContext(
         owners=owners.owners,
         fallback_owner=fallback,
         custom_fields=_by_entity(definitions),
-        settings=destination.mapping,
+        settings={**destination.mapping, **pair.context_settings(staged_needs)},
     )
+    del staged_needs
     loader = Loader(
         destination=client, journal=journal, run=run, migration=id_map_scope(plan, destination),
-        transform=pair.transform, load_order=pair.LOAD_ORDER, depends_on=pair.DEPENDS_ON,
+        transform=pair.transform, load_order=pair.load_order, depends_on=pair.depends_on,
         context=context,
         schema=schema, settings=LoadSettings(
             batch_records=destination.batch_records,
             batches_in_flight=destination.batches_in_flight,
-        ), progress=progress,
+        ), progress=progress, shutdown=shutdown,
     )  # fmt: skip
     loading = time.perf_counter()
     phases["prepare"] = loading - started
-    await loader.load(extra=[("companies", pair.unassigned_account(fallback))])
+    shutdown.draining(True)
+    try:
+        await loader.load(extra=pair.first_payloads(fallback))
+    finally:
+        shutdown.draining(False)
     reporting = time.perf_counter()
     phases["load"] = reporting - loading
 
     staged = await journal.staging.counts(run.run_id)
     report = MigrateReport(
-        duplicate_emails=await _duplicate_emails(journal, run),
+        duplicate_emails=await _duplicate_emails(journal, run, pair),
         run_id=run.run_id,
         destination=destination.platform,
         rows=build_rows(
-            staged, await journal.operations.summary(run.run_id), ["users", *pair.LOAD_ORDER]
+            staged, await journal.operations.summary(run.run_id), ["users", *pair.load_order]
         ),
         notes=await journal.issues.list(run.run_id, LOAD_PHASE),
         failures=await journal.operations.failures(run.run_id),
@@ -150,27 +167,33 @@ def id_map_scope(plan: MigrationPlan, destination: DestinationSettings) -> str:
     A sample run into a sandbox and the full run into production share a plan
     name but not a single record id, so each org keeps its own map.
     """
-    return f"{plan.name}|{destination.config.login_url.rstrip('/')}"
+    return f"{plan.name}|{destination.config.org_url}"
 
 
 async def _gate_schema(
-    client: SalesforceClient, wanted: OrgSchema, out_dir: Path
+    client: DestinationClient, objects: list[str], wanted: SchemaPlan, out_dir: Path
 ) -> dict[str, ObjectInfo | None]:
     """Describe every object the pair writes; missing fields stop the run.
 
     A missing object only queues its records (the seed: case records wait for
     the admin to deploy Case_Matter__c); a missing field would silently drop
-    data, so the run refuses to start and names every field the admin must add.
+    data, so the run refuses to start and names every field the admin must add —
+    except a lookup to a missing object, which cannot exist before its target
+    and has nothing to hold until the target's records load.
     """
-    objects = sorted({o for objs in pair.COLLECTION_OBJECTS.values() for o in objs})
     described = await asyncio.gather(*(client.describe(o) for o in objects))
     schema = dict(zip(objects, described, strict=True))
+    absent = {name for name, info in schema.items() if info is None}
     missing_fields = []
     for name, info in schema.items():
-        spec = wanted.get(name)
-        if info is None or spec is None:
+        if info is None:
             continue
-        missing_fields += [f"{name}.{f.name}" for f in spec.fields if f.name not in info.fields]
+        lookups = wanted.lookups.get(name, {})
+        missing_fields += [
+            f"{name}.{f}"
+            for f in wanted.fields.get(name, ())
+            if f not in info.fields and not (set(lookups.get(f, ())) & absent)
+        ]
     if missing_fields:
         raise SchemaMissing(
             f"the destination lacks {len(missing_fields)} field(s) of the schema plan "
@@ -180,7 +203,7 @@ async def _gate_schema(
     return schema
 
 
-async def _duplicate_emails(journal: Journal, run: Run) -> list[dict[str, Any]]:
+async def _duplicate_emails(journal: Journal, run: Run, pair: Pair) -> list[dict[str, Any]]:
     """Contacts sharing an email, the seed's de-duplication key: loaded, and listed for review."""
     by_email: dict[str, list[str]] = {}
     async for source_id, payload in journal.staging.payloads(run.run_id, "contacts"):

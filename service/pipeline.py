@@ -86,7 +86,7 @@ async def guarded(journal: Journal, run: Run, phase: str) -> AsyncIterator[None]
     """
     try:
         yield
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, Interrupted):
         await asyncio.shield(journal.runs.set_status(run.run_id, "interrupted", "stopped"))
         raise Interrupted(f"run {run.run_id} stopped; resume with --resume {run.run_id}") from None
     except BaseException as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from typing import Any
 import platformdirs
 
 from adapters.backdocket.client import COLLECTIONS, MAX_PAGE_SIZE, BackDocketConfig
+from adapters.dynamics.batch import MAX_BATCH_REQUESTS
+from adapters.dynamics.client import DEFAULT_BATCH_SIZE, Application, DataverseConfig
 from adapters.errors import ConfigError
 from adapters.salesforce.client import SalesforceConfig
 from adapters.secrets import Secret
@@ -42,7 +44,7 @@ class DestinationSettings:
     """Where the data goes and how it may be written there."""
 
     platform: str
-    config: SalesforceConfig
+    config: SalesforceConfig | DataverseConfig
     quota: QuotaProfile
     fallback_owner_email: str
     """Owner of records whose BackDocket user has no matching destination user."""
@@ -68,6 +70,9 @@ class MigrationPlan:
     """None for a plan that only extracts."""
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    cutover_hours: float | None = None
+    """``[migration] cutover_hours``: the window the whole run must fit in; the estimate
+    warns when it would not."""
 
     def public_settings(self) -> dict[str, Any]:
         """The plan as journaled with a run: every secret replaced by where it comes from."""
@@ -141,7 +146,19 @@ def parse_plan(
         destination=_destination(raw, env),
         path=path,
         raw=raw,
+        cutover_hours=_cutover_hours(migration),
     )
+
+
+def _cutover_hours(migration: Mapping[str, Any]) -> float | None:
+    value = migration.get("cutover_hours")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(
+            f"plan migration.cutover_hours must be a number of hours > 0, not {value!r}"
+        )
+    return float(value)
 
 
 def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationSettings | None:
@@ -149,8 +166,31 @@ def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationS
     if not table:
         return None
     platform = _get(table, "destination.platform", str)
-    if platform != "salesforce":
-        raise ConfigError(f"destination.platform {platform!r} is not supported yet (salesforce)")
+    parse = _DESTINATION_CONFIGS.get(platform)
+    if parse is None:
+        known = ", ".join(sorted(_DESTINATION_CONFIGS))
+        raise ConfigError(f"destination.platform {platform!r} is not supported ({known})")
+    mapping = _table(raw, "mapping", required=False)
+    config = parse(table, mapping, env)
+    load = _table(raw, "load", required=False)
+    batch_records = _get(load, "load.batch_records", int, 2500)
+    batches_in_flight = _get(load, "load.batches_in_flight", int, 24)
+    if batch_records < 1 or batches_in_flight < 1:
+        raise ConfigError("load.batch_records and load.batches_in_flight must be at least 1")
+    return DestinationSettings(
+        platform=platform,
+        config=config,
+        quota=profile_for(platform, _table(table, "quota", required=False)),
+        fallback_owner_email=_get(table, "destination.fallback_owner_email", str),
+        mapping=mapping,
+        batch_records=batch_records,
+        batches_in_flight=batches_in_flight,
+    )
+
+
+def _salesforce(
+    table: Mapping[str, Any], mapping: Mapping[str, Any], env: Mapping[str, str]
+) -> SalesforceConfig:
     bulk_threshold = _get(table, "destination.bulk_threshold", int, 2000)
     if bulk_threshold < 1:
         raise ConfigError("destination.bulk_threshold must be at least 1")
@@ -162,20 +202,58 @@ def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationS
         bulk_threshold=bulk_threshold,
         ca_file=_get(table, "destination.ca_file", str, None),
     )
-    load = _table(raw, "load", required=False)
-    batch_records = _get(load, "load.batch_records", int, 2500)
-    batches_in_flight = _get(load, "load.batches_in_flight", int, 24)
-    if batch_records < 1 or batches_in_flight < 1:
-        raise ConfigError("load.batch_records and load.batches_in_flight must be at least 1")
-    return DestinationSettings(
-        platform=platform,
-        config=config,
-        quota=profile_for(platform, _table(table, "quota", required=False)),
-        fallback_owner_email=_get(table, "destination.fallback_owner_email", str),
-        mapping=_table(raw, "mapping", required=False),
-        batch_records=batch_records,
-        batches_in_flight=batches_in_flight,
+    return config
+
+
+def _dynamics(
+    table: Mapping[str, Any], mapping: Mapping[str, Any], env: Mapping[str, str]
+) -> DataverseConfig:
+    """A Dataverse environment and its pool of application users.
+
+    ``client_id``/``client_secret`` is the first application user; each
+    ``[[destination.applications]]`` adds one (service protection is per user).
+    """
+    applications = [
+        Application(
+            _get(table, "destination.client_id", str),
+            _secret(table, "destination.client_secret", env),
+        )
+    ]
+    extra = _get(table, "destination.applications", list, [])
+    for index, app in enumerate(extra):
+        if not isinstance(app, dict):
+            raise ConfigError(f"destination.applications[{index}] must be a table")
+        applications.append(
+            Application(
+                _get(app, f"destination.applications[{index}].client_id", str),
+                _secret(app, f"destination.applications[{index}].client_secret", env),
+            )
+        )
+    batch_size = _get(table, "destination.batch_size", int, DEFAULT_BATCH_SIZE)
+    if not 1 <= batch_size <= MAX_BATCH_REQUESTS:
+        raise ConfigError(f"destination.batch_size must be 1..{MAX_BATCH_REQUESTS}")
+    return DataverseConfig(
+        environment_url=_get(table, "destination.environment_url", str).rstrip("/"),
+        tenant_id=_get(table, "destination.tenant_id", str),
+        applications=tuple(applications),
+        publisher_prefix=_get(mapping, "mapping.publisher_prefix", str, "crm"),
+        api_url=_get(table, "destination.api_url", str, None),
+        authority_url=_get(
+            table, "destination.authority_url", str, "https://login.microsoftonline.com"
+        ),
+        batch_size=batch_size,
+        ca_file=_get(table, "destination.ca_file", str, None),
     )
+
+
+_DESTINATION_CONFIGS: dict[
+    str,
+    Callable[
+        [Mapping[str, Any], Mapping[str, Any], Mapping[str, str]],
+        SalesforceConfig | DataverseConfig,
+    ],
+] = {"salesforce": _salesforce, "dynamics": _dynamics}
+"""Destination platform → how its ``[destination]`` table is read."""
 
 
 _MISSING = object()

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
@@ -180,12 +181,37 @@ def test_help_explains_every_command_and_the_exit_codes() -> None:
         assert word in result.stdout
 
 
+DESTINATIONS = {
+    "salesforce": f"""
+[destination]
+platform = "salesforce"
+login_url = "https://firm.my.salesforce.com"
+client_id = "crmlift"
+client_secret = {{ env = "{SECRET_ENV}" }}
+fallback_owner_email = "admin@firm.example"
+""",
+    "dynamics": f"""
+[destination]
+platform = "dynamics"
+environment_url = "https://firm.crm.dynamics.com"
+tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+client_id = "crmlift"
+client_secret = {{ env = "{SECRET_ENV}" }}
+fallback_owner_email = "admin@firm.example"
+
+[mapping]
+publisher_prefix = "hw"
+""",
+}
+
+
+@pytest.mark.parametrize("destination", sorted(DESTINATIONS))
 async def test_schema_writes_the_plan_the_admin_deploys(
-    database_dsn: str, slow_source: tuple[BackDocketSim, str], tmp_path: Path
+    database_dsn: str, slow_source: tuple[BackDocketSim, str], tmp_path: Path, destination: str
 ) -> None:
     _, url = slow_source
     plan = tmp_path / "plan.toml"
-    plan.write_text(plan_text(url))
+    plan.write_text(plan_text(url) + DESTINATIONS[destination])
     out = tmp_path / "schema-plan.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "schema", "--plan", str(plan), "--out", str(out),
@@ -194,8 +220,15 @@ async def test_schema_writes_the_plan_the_admin_deploys(
     )  # fmt: skip
     stdout, stderr = await proc.communicate()
     assert proc.returncode == 0, stderr.decode()
-    schema = OrgSchema.load(out)
-    matter = schema.get("Case_Matter__c")
-    assert matter is not None
-    assert matter.field("Source_System_ID__c") is not None
-    assert stdout.decode().startswith(f"schema plan: {len(schema.objects)} objects")
+    if destination == "salesforce":
+        schema = OrgSchema.load(out)
+        matter = schema.get("Case_Matter__c")
+        assert matter is not None
+        assert matter.field("Source_System_ID__c") is not None
+        objects = len(schema.objects)
+    else:
+        tables = orjson.loads(out.read_bytes())["tables"]
+        assert "hw_sourceid" in tables["hw_matter"]["columns"]
+        assert tables["contact"]["alternate_keys"] == ["hw_sourceid"]
+        objects = len(tables)
+    assert stdout.decode().startswith(f"schema plan: {objects} objects")

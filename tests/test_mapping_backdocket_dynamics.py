@@ -33,7 +33,7 @@ from service.mapping.base import MappingContext, Payload, Ref, Rejection, Transf
 
 FALLBACK = "00000000-0000-0000-0000-00000000fa11"
 MB = 1024 * 1024
-STANDARD_COLUMNS: Mapping[str, frozenset[str]] = {
+_TABLE_COLUMNS: Mapping[str, frozenset[str]] = {
     "account": frozenset(
         {
             "name",
@@ -83,7 +83,11 @@ STANDARD_COLUMNS: Mapping[str, frozenset[str]] = {
     ),
     "sharepointdocumentlocation": frozenset({"name", "relativeurl", "absoluteurl"}),
 }
-"""Standard Dataverse columns each table already has (the plan adds the custom ones)."""
+STANDARD_COLUMNS: Mapping[str, frozenset[str]] = {
+    table: columns | {"overriddencreatedon"} for table, columns in _TABLE_COLUMNS.items()
+}
+"""Standard Dataverse columns each table already has (the plan adds the custom ones);
+every table has ``overriddencreatedon``, which keeps the source's creation time."""
 
 
 @pytest.fixture(scope="module")

@@ -115,3 +115,14 @@ def test_a_load_budget_of_zero_is_refused(tmp_path: Path) -> None:
     bad = PLAN + DESTINATION.replace("batches_in_flight = 6", "batches_in_flight = 0")
     with pytest.raises(ConfigError, match="at least 1"):
         load_plan(write(tmp_path, bad), env={"ACME_SECRET": "x", "SF_SECRET": "y"})
+
+
+def test_a_cutover_window_is_hours_above_zero(tmp_path: Path) -> None:
+    env = {"ACME_SECRET": "x"}
+    assert load_plan(write(tmp_path, PLAN), env=env).cutover_hours is None
+    windowed = PLAN.replace('output_dir = "out"', 'output_dir = "out"\ncutover_hours = 8')
+    assert load_plan(write(tmp_path, windowed), env=env).cutover_hours == 8.0
+    for bad in ("0", "-1.5", '"8h"', "true"):
+        text = PLAN.replace('output_dir = "out"', f'output_dir = "out"\ncutover_hours = {bad}')
+        with pytest.raises(ConfigError, match="cutover_hours must be a number of hours > 0"):
+            load_plan(write(tmp_path, text), env=env)

@@ -970,12 +970,18 @@ async def test_daily_allocation_is_counted_reported_and_enforced() -> None:
         assert state["objects"]["User"] == 2
 
 
-async def test_injected_faults_answer_503_before_any_effect() -> None:
-    async with running(fault_500_rate=1.0) as (sim, api):
+async def test_injected_faults_answer_5xx_before_any_effect() -> None:
+    async with running(fault_503_rate=1.0) as (sim, api):
         reply = await api.call("POST", f"{V}/sobjects/Account", json={"Name": "Never"})
         assert (reply.status, reply.body[0]["errorCode"]) == (503, "SERVER_UNAVAILABLE")
         assert sim.records("Account") == []
-        assert sim.stats.faults == 1
+        assert (sim.stats.faults, sim.stats.faults_503) == (1, 1)
+        assert sim.stats.api_requests == 0
+    async with running(fault_500_rate=1.0) as (sim, api):
+        reply = await api.call("POST", f"{V}/sobjects/Account", json={"Name": "Never"})
+        assert (reply.status, reply.body[0]["errorCode"]) == (500, "UNKNOWN_EXCEPTION")
+        assert sim.records("Account") == []
+        assert (sim.stats.faults, sim.stats.faults_500) == (1, 1)
         assert sim.stats.api_requests == 0
 
 

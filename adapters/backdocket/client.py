@@ -178,7 +178,11 @@ class BackDocketClient(SessionClient):
                         status = resp.status
                         body = await resp.read()
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                except (
+                    aiohttp.ClientConnectionError,
+                    aiohttp.ClientPayloadError,
+                    TimeoutError,
+                ) as exc:
                     if yielded:
                         raise  # the caller's body failed; it decides whether to start over
                     # Lost before the answer came: GETs are idempotent, so try again.
@@ -210,9 +214,26 @@ class BackDocketClient(SessionClient):
             self.policy, attempt, retry_after, status=status, what=what, rng=self._rng
         )
 
+    async def _read(
+        self,
+        path: str,
+        params: Mapping[str, str] | None,
+        what: str,
+        consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T:
+        """``consume`` a 200 answer's body; an answer cut mid-body is fetched again."""
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                async with self._open(path, params, what) as resp:
+                    return await consume(resp)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+                if attempt >= self.policy.attempts:
+                    raise PlatformUnavailable(PLATFORM, what, "connection lost mid-body") from None
+                await self._back_off(what, 0, attempt, None)
+        raise AssertionError("unreachable")
+
     async def _get_json(self, path: str, params: Mapping[str, str] | None, what: str) -> Any:
-        async with self._open(path, params, what) as resp:
-            body = await resp.read()
+        body = await self._read(path, params, what, lambda resp: resp.read())
         return _json_object(body, what)
 
     # -- the Source protocol ----------------------------------------------
@@ -273,15 +294,9 @@ class BackDocketClient(SessionClient):
         writes to a partial file it only publishes once verified).
         """
         what = f"documents/{document_id}/content"
-        for attempt in range(1, self.policy.attempts + 1):
-            try:
-                async with self._open(f"api/v1/{what}", None, what) as resp:
-                    return await sink(resp.content.iter_chunked(CHUNK_SIZE))
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-                if attempt >= self.policy.attempts:
-                    raise PlatformUnavailable(PLATFORM, what, "connection lost mid-body") from None
-                await self._back_off(what, 0, attempt, None)
-        raise AssertionError("unreachable")
+        return await self._read(
+            f"api/v1/{what}", None, what, lambda resp: sink(resp.content.iter_chunked(CHUNK_SIZE))
+        )
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

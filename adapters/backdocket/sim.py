@@ -3,8 +3,11 @@
 It is faithful on purpose — expiring OAuth tokens, a per-token token bucket (the
 same ``TokenBucket`` the client governs itself with), opaque cursors over
 ``(updated_at, id)``, windows, deletions, streamed documents — and misbehaves on
-purpose when asked: latency, 429 and 503 faults, records updated while an
-extraction runs. ``/_sim/state`` exposes the current truth so audits can compare.
+purpose when asked: latency, records updated while an extraction runs, and injected
+faults — 429 (with and without ``Retry-After``), 500, 503, slow answers and
+connections cut partway through the body — each at a rate set in :class:`SimSettings`,
+drawn from one RNG seeded by ``fault_seed`` and counted in :class:`SimStats`.
+``/_sim/state`` exposes the current truth so audits can compare.
 """
 
 from __future__ import annotations
@@ -38,35 +41,87 @@ from ratelimit.bucket import TokenBucket
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_RESET = "reset"
+_SLOW = "slow"
+_CUT = web.RequestKey("backdocket_cut", bool)
+"""Set on a request whose answer the gate will cut: a streaming handler cuts it itself."""
+
 
 @dataclass(frozen=True)
 class SimSettings:
-    """How the simulated tenant authenticates, throttles and misbehaves."""
+    """How the simulated tenant authenticates, throttles and misbehaves.
+
+    Faults apply to ``/api/`` calls only (never ``/oauth/token`` or ``/_sim``), after
+    authentication and the token bucket, so a faulted call still spends a bucket token.
+    Each call draws once from the fault RNG (seeded by ``fault_seed``) and gets at most
+    one fault: the ``fault_*_rate`` shares partition that draw, so they must add up to
+    at most 1 and each is honoured on its own. Every API call is a read, so no fault
+    can lose or half-apply a write.
+    """
 
     client_id: str = "crmlift"
     client_secret: str = "s3cret"
     token_ttl: float = 3600.0
+    """Seconds a token lives; afterwards calls with it get 401 ``invalid_token``."""
     rate: float = 20.0
     burst: float = 40.0
     latency_min: float = 0.0
     latency_max: float = 0.0
     fault_503_rate: float = 0.0
+    """Share of API calls answered 503 ``{"error": "maintenance"}`` with ``Retry-After:
+    fault_retry_after``, without being served (counted in ``faults_503``)."""
     fault_429_rate: float = 0.0
+    """Share of API calls answered 429 ``{"error": "rate_limited"}`` with ``Retry-After:
+    fault_retry_after``, without being served (counted in ``injected_429``)."""
     fault_retry_after: float = 0.2
+    """Seconds an injected 503 or 429 asks the client to wait."""
+    fault_429_no_retry_after_rate: float = 0.0
+    """Share of API calls answered 429 ``{"error": "rate_limited"}`` with no ``Retry-After``
+    header at all, so the client must pick its own back-off (counted in
+    ``injected_429_no_retry_after`` and, as every injected 429, in ``injected_429``)."""
+    fault_500_rate: float = 0.0
+    """Share of API calls answered 500 ``{"error": "internal_error"}``, without being served
+    (counted in ``faults_500``)."""
+    fault_reset_rate: float = 0.0
+    """Share of API calls whose connection is cut partway through the answer: the real
+    status line and headers (with the full ``Content-Length``) and about half the body are
+    sent, then the connection closes, so the client sees ``aiohttp.ClientPayloadError``
+    while reading the body (counted in ``faults_reset``; not in ``served_ok``). Document
+    downloads are cut the same way, halfway through the stream."""
+    fault_slow_rate: float = 0.0
+    """Share of API calls held ``fault_slow_seconds`` before they are served, on top of any
+    latency (counted in ``faults_slow``); the answer itself is normal."""
+    fault_slow_seconds: float = 2.0
+    """How long a slow call (``fault_slow_rate``) is held, in seconds."""
     mutate_every: int = 0
     max_page_size: int = 500
     default_page_size: int = 100
     fault_seed: int = 0
+    """Seed of the fault RNG (and of the latency and mutation RNGs): same seed, same faults."""
+
+    def fault_bands(self) -> tuple[tuple[str, float], ...]:
+        """Each injected fault with its share of the one draw per call, in draw order."""
+        return (
+            ("503", self.fault_503_rate),
+            ("429", self.fault_429_rate),
+            ("429_no_retry_after", self.fault_429_no_retry_after_rate),
+            ("500", self.fault_500_rate),
+            (_RESET, self.fault_reset_rate),
+            (_SLOW, self.fault_slow_rate),
+        )
 
     def __post_init__(self) -> None:
         if self.token_ttl <= 0 or self.rate <= 0 or self.burst <= 0:
             raise ValueError("token_ttl, rate and burst must be positive")
         if not 0 <= self.latency_min <= self.latency_max:
             raise ValueError("latency must satisfy 0 <= latency_min <= latency_max")
-        if self.fault_503_rate < 0 or self.fault_429_rate < 0:
+        rates = [rate for _, rate in self.fault_bands()]
+        if min(rates) < 0:
             raise ValueError("fault rates must not be negative")
-        if self.fault_503_rate + self.fault_429_rate > 1:
+        if sum(rates) > 1:
             raise ValueError("fault rates must add up to at most 1")
+        if self.fault_slow_seconds < 0:
+            raise ValueError("fault_slow_seconds must not be negative")
         if not 1 <= self.default_page_size <= self.max_page_size:
             raise ValueError("page sizes must satisfy 1 <= default_page_size <= max_page_size")
         if self.mutate_every < 0 or self.fault_retry_after < 0:
@@ -78,14 +133,19 @@ class SimStats:
     """What the server saw; API calls exclude ``/oauth/token`` and ``/_sim``. Times: loop time.
 
     ``throttled_429`` counts every 429, bucket and injected alike; ``injected_429`` is the
-    injected share, so a client's own overshoot is ``throttled_429 - injected_429``.
+    injected share (with or without ``Retry-After``), so a client's own overshoot is
+    ``throttled_429 - injected_429``. ``faults_*`` count injected faults by kind.
     """
 
     requests: int = 0
     served_ok: int = 0
     throttled_429: int = 0
     injected_429: int = 0
+    injected_429_no_retry_after: int = 0
     faults_503: int = 0
+    faults_500: int = 0
+    faults_reset: int = 0
+    faults_slow: int = 0
     unauthorized: int = 0
     client_errors: int = 0
     tokens_issued: int = 0
@@ -236,6 +296,33 @@ def _retry_after(seconds: float) -> str:
     return f"{millis / 1000:.3f}".rstrip("0")
 
 
+def _close(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _cut(
+    request: web.Request, response: web.StreamResponse
+) -> tuple[web.StreamResponse, int]:
+    """Send ``response``'s status, headers and about half its body, then close the connection.
+
+    Returns what to hand aiohttp and how many body bytes went out. A response already
+    streamed (a document the handler cut itself, its bytes already counted) is returned
+    as is.
+    """
+    if response.prepared:
+        return response, 0
+    body = response.body if isinstance(response, web.Response) else None
+    data = body if isinstance(body, bytes) else b""
+    partial = web.StreamResponse(status=response.status, headers=response.headers)
+    partial.content_length = len(data)
+    await partial.prepare(request)
+    sent = data[: len(data) // 2]
+    await partial.write(sent)
+    _close(request)
+    return partial, len(sent)
+
+
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
@@ -295,14 +382,25 @@ class BackDocketSim:
             return await handler(request)
         now = asyncio.get_running_loop().time()
         self._note_request(now)
+        fault = None
         try:
-            self._admit(request, now)
+            fault = self._admit(request, now)
+            if fault == _SLOW:
+                self.stats.faults_slow += 1
+                await asyncio.sleep(self.settings.fault_slow_seconds)
+            elif fault == _RESET:
+                request[_CUT] = True
             response = await handler(request)
         except _ApiError as refusal:
             response = _error(refusal.status, refusal.code, refusal.retry_after)
         except web.HTTPException as routing:
             code = {404: "not_found", 405: "method_not_allowed"}.get(routing.status, "error")
             response = _error(routing.status, code)
+        if fault == _RESET:
+            self.stats.faults_reset += 1
+            response, sent = await _cut(request, response)
+            self.stats.bytes_served += sent
+            return response
         self._note_response(response)
         return response
 
@@ -327,19 +425,37 @@ class BackDocketSim:
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
             self.stats.bytes_served += len(response.body)
 
-    def _admit(self, request: web.Request, now: float) -> None:
+    def _admit(self, request: web.Request, now: float) -> str | None:
+        """Refuse the call (401, 429, injected 5xx) or say which deferred fault it gets."""
         grant = self._grant(request, now)
         if grant is None:
             raise _ApiError(401, "invalid_token")
         wait = grant.bucket.try_take(now)
         if wait > 0:
             raise _ApiError(429, "rate_limited", retry_after=wait)
-        draw = self._fault_rng.random()
-        if draw < self.settings.fault_503_rate:
-            raise _ApiError(503, "maintenance", retry_after=self.settings.fault_retry_after)
-        if draw < self.settings.fault_503_rate + self.settings.fault_429_rate:
+        fault = self._draw_fault()
+        retry_after = self.settings.fault_retry_after
+        if fault == "503":
+            raise _ApiError(503, "maintenance", retry_after=retry_after)
+        if fault in {"429", "429_no_retry_after"}:
             self.stats.injected_429 += 1
-            raise _ApiError(429, "rate_limited", retry_after=self.settings.fault_retry_after)
+            if fault == "429":
+                raise _ApiError(429, "rate_limited", retry_after=retry_after)
+            self.stats.injected_429_no_retry_after += 1
+            raise _ApiError(429, "rate_limited")
+        if fault == "500":
+            self.stats.faults_500 += 1
+            raise _ApiError(500, "internal_error")
+        return fault
+
+    def _draw_fault(self) -> str | None:
+        """One draw per call, whatever the rates: the same seed gives the same faults."""
+        draw = self._fault_rng.random()
+        for kind, rate in self.settings.fault_bands():
+            if draw < rate:
+                return kind
+            draw -= rate
+        return None
 
     def _grant(self, request: web.Request, now: float) -> _Grant | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -462,11 +578,22 @@ class BackDocketSim:
         response = web.StreamResponse(
             headers={"Content-Type": document["mime_type"], "ETag": f'"{document["sha256"]}"'}
         )
-        response.content_length = self.tenant.document_sizes[document["id"]]
+        size = self.tenant.document_sizes[document["id"]]
+        response.content_length = size
         await response.prepare(request)
+        cut = bool(request.get(_CUT))
+        remaining = size // 2 if cut else size
         for chunk in self.tenant.iter_document_content(document["id"]):
-            await response.write(chunk)
-            self.stats.bytes_served += len(chunk)
+            part = chunk[:remaining]
+            if part:
+                await response.write(part)
+                self.stats.bytes_served += len(part)
+                remaining -= len(part)
+            if cut and remaining <= 0:
+                break
+        if cut:
+            _close(request)
+            return response
         await response.write_eof()
         return response
 

@@ -1,12 +1,18 @@
 """An aiohttp server that speaks the Dataverse Web API v9.2, for tests, benchmarks and demos.
 
-Faithful on purpose (destinations.md §2): Microsoft identity client-credentials tokens,
-204 + ``OData-EntityId`` creates, upserts by id and alternate key with If-Match /
-If-None-Match, ``@odata.bind`` lookups (polymorphic ones too) that must point at real
-rows, multipart ``$batch`` with atomic changesets and Content-ID references, metadata,
-and — what a loader most needs to respect — per-user service protection limits answered
-with 429 + ``Retry-After``. ``time_scale`` shrinks the 300-second window so tests can
-cross it. ``/_sim/state`` and :meth:`DataverseSim.records` expose the truth.
+Faithful on purpose (destinations.md §2): Microsoft identity client-credentials tokens
+(that expire), 204 + ``OData-EntityId`` creates, upserts by id and alternate key with
+If-Match / If-None-Match, ``@odata.bind`` lookups (polymorphic ones too) that must point
+at real rows, choice, status and date validation, multipart ``$batch`` with atomic
+changesets and Content-ID references, metadata, and — what a loader most needs to
+respect — per-user service protection limits answered with 429 + ``Retry-After``.
+``time_scale`` shrinks the 300-second window so tests can cross it; fault injection
+makes the transient failures a loader must survive happen on purpose.
+``/_sim/state`` and :meth:`DataverseSim.records` expose the truth.
+
+The org holds what a fresh environment holds plus the schema plan the admin deployed:
+``DataverseSim(schema_plan(definitions, prefix))`` — the very JSON
+``service.mapping.backdocket_dynamics.schema_plan`` returns (or :func:`load_schema` of it).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,35 +36,45 @@ from aiohttp import web
 from adapters.dynamics.batch import (
     MAX_BATCH_REQUESTS,
     BatchFormatError,
+    BatchRequest,
     BatchResponse,
     encode_batch_response,
     parse_batch_request,
 )
 from adapters.dynamics.sim_limits import (
-    CONCURRENCY_CODE,
-    EXECUTION_CODE,
     REQUESTS_CODE,
-    SlidingWindow,
-    concurrency_message,
-    execution_message,
+    Caller,
+    Refusal,
+    ServiceProtection,
     requests_message,
+    time_remaining_header,
 )
 from adapters.dynamics.sim_store import (
+    DEFAULT_MAX_ATTACHMENT_BYTES,
     DUPLICATE_MESSAGE,
     ERR_BAD_PROPERTY,
     ERR_BAD_VALUE,
     ERR_DOES_NOT_EXIST,
     ERR_DUPLICATE_KEY,
     ERR_VERSION_MISMATCH,
+    LOOKUP_TARGET,
+    LOOKUP_TYPES,
+    MAX_CONFIGURABLE_ATTACHMENT_BYTES,
     VERSION_MESSAGE,
     DataverseError,
     Table,
+    ValuePolicy,
     build_tables,
     check_value,
+    computed_columns,
     does_not_exist,
+    is_guid,
+    key_value,
+    load_schema,
     now_iso,
     parse_key,
     public_row,
+    settle_state,
     unknown_property,
 )
 from adapters.dynamics.sim_wire import (
@@ -71,29 +88,48 @@ from adapters.dynamics.sim_wire import (
     identity_error,
     json_result,
     lookup_name,
+    metadata_result,
+    next_link,
+    page_offset,
+    page_size,
     parse_filter,
     parse_top,
     prefers,
     select_columns,
-    select_metadata,
     substitute_references,
     to_web,
 )
 from adapters.simserver import serve_app
 
+__all__ = [
+    "DataverseSim",
+    "DataverseSimSettings",
+    "DataverseSimStats",
+    "load_schema",
+    "run_forever",
+    "serve",
+]
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Schema = Mapping[str, Mapping[str, Mapping[str, Any]]]
+Schema = Mapping[str, Any]
+"""A schema plan: ``{"publisher_prefix", "tables": {logical: {"custom", "columns",
+"alternate_keys", ...}}, ...}`` as ``schema_plan()`` returns it."""
+Journal = list[tuple[Table, str, dict[str, Any] | None]]
 
 TOKEN_TTL_SECONDS = 3599
 """``expires_in`` of a client-credentials token (destinations.md §2.1)."""
 ERR_UNEXPECTED = "0x80040216"
-"""Generic platform failure used for injected 503s [INFER]."""
+"""'An unexpected error occurred.': the generic platform failure (injected 500s/503s)."""
+UNEXPECTED_MESSAGE = "An unexpected error occurred."
 ERR_BATCH_SIZE = "0x8006088a"
 """More than 1,000 requests in a batch (limit: destinations.md §2.3; code [INFER])."""
 _OPERATIONS = web.RequestKey("operations", int)
 """Operations a request carried (a ``$batch`` many), for execution-time charging."""
-_READ_ONLY = frozenset({"createdon", "modifiedon", "versionnumber"})
-"""Columns Dataverse sets itself and silently ignores in a body (use overriddencreatedon)."""
+
+
+def _rate(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -103,33 +139,71 @@ class DataverseSimSettings:
     tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
     client_id: str = "5a1f3f5e-0d7c-4b8e-9c1a-3a6f0c2d9e11"
     client_secret: str = "s3cret"
+    applications: tuple[tuple[str, str], ...] = ()
+    """More application users, as ``(client_id, client_secret)``: each is its own
+    principal with its own service protection windows."""
     org_url: str = "https://crmlift-sim.crm.dynamics.com"
     publisher_prefix: str = "crm"
+    """Prefix custom names must carry when the schema plan does not name its own."""
     requests_per_window: int = 6000
     execution_ms_per_window: int = 1_200_000
     window_seconds: float = 300.0
     max_concurrent: int = 52
     time_scale: float = 1.0
-    min_execution_ms: float = 5.0
-    """Execution time charged per operation at least, as server work the wall clock misses."""
+    """Platform seconds per wall second: 300 makes the 5-minute window pass in 1 s."""
+    execution_ms_per_operation: float = 5.0
+    """Platform milliseconds charged per operation at least: server work (SQL, plug-ins,
+    auditing) the in-memory simulator does not really spend. A request is charged
+    max(elapsed wall ms × time_scale, this × operations)."""
     users: tuple[tuple[str, str], ...] = (("Ada Admin", "ada.admin@example.com"),)
+    """Licensed systemusers as ``(fullname, email)``; the email is also the UPN."""
+    disabled_users: tuple[tuple[str, str], ...] = ()
+    """Systemusers with ``isdisabled`` true (left the firm, licence removed)."""
     duplicate_key_status: int = 412
     """412, 409 and 400 are all observed for 0x80040237 (destinations.md §2.7)."""
+    max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES
+    """Organization.MaxUploadFileSize: the largest annotation ``documentbody``."""
+    attachment_limit_counts_base64: bool = True
+    """Measure ``documentbody`` as its Base64 text, as the docs say Dataverse does
+    (a 4 MB file is 5.3 MB of Base64); False measures the decoded bytes."""
+    token_ttl_seconds: int = TOKEN_TTL_SECONDS
+    """Wall seconds a token lives; after that the API answers 401 with a challenge."""
     latency_seconds: float = 0.0
-    fault_503_rate: float = 0.0
     fault_seed: int = 0
+    fault_503_rate: float = 0.0
+    fault_500_rate: float = 0.0
+    fault_429_rate: float = 0.0
+    """Spurious 429 (requests-limit code, Retry-After 1) that consumes no window."""
+    fault_reset_rate: float = 0.0
+    """The request is carried out, then the connection is cut: mid-body when there is
+    a body (aiohttp.ClientPayloadError), before the status line otherwise
+    (aiohttp.ServerDisconnectedError)."""
+    fault_slow_rate: float = 0.0
+    fault_slow_seconds: float = 2.0
+    fault_part_rate: float = 0.0
+    """Inside a ``$batch``, a changeset answers 500 0x80040216 and is rolled back."""
 
     def __post_init__(self) -> None:
         if min(self.requests_per_window, self.execution_ms_per_window, self.max_concurrent) <= 0:
             raise ValueError("limits must be positive")
-        if self.window_seconds <= 0 or self.time_scale <= 0:
-            raise ValueError("window_seconds and time_scale must be positive")
-        if not 0 <= self.fault_503_rate <= 1 or self.latency_seconds < 0:
-            raise ValueError("fault_503_rate must be in [0, 1] and latency not negative")
+        if self.window_seconds <= 0 or self.time_scale <= 0 or self.token_ttl_seconds <= 0:
+            raise ValueError("window_seconds, time_scale and token_ttl_seconds must be positive")
+        if min(self.latency_seconds, self.fault_slow_seconds, self.execution_ms_per_operation) < 0:
+            raise ValueError("latency, slowness and per-operation time cannot be negative")
+        for name in ("503", "500", "429", "reset", "slow", "part"):
+            _rate(f"fault_{name}_rate", getattr(self, f"fault_{name}_rate"))
         if self.duplicate_key_status not in (400, 409, 412):
             raise ValueError("duplicate_key_status must be 400, 409 or 412")
+        if not 0 < self.max_attachment_bytes <= MAX_CONFIGURABLE_ATTACHMENT_BYTES:
+            raise ValueError(f"max_attachment_bytes must be 1..{MAX_CONFIGURABLE_ATTACHMENT_BYTES}")
         if not re.fullmatch(r"[a-z][a-z0-9]{1,7}", self.publisher_prefix):
             raise ValueError("publisher_prefix must be 2-8 lowercase letters or digits")
+        if len(dict(self.credentials())) != 1 + len(self.applications):
+            raise ValueError("application client ids must be distinct")
+
+    def credentials(self) -> tuple[tuple[str, str], ...]:
+        """Every ``(client_id, client_secret)`` the token endpoint accepts."""
+        return ((self.client_id, self.client_secret), *self.applications)
 
 
 @dataclass
@@ -141,24 +215,21 @@ class DataverseSimStats:
     operations: int = 0
     tokens_issued: int = 0
     unauthorized: int = 0
+    expired_tokens: int = 0
     throttled: dict[str, int] = field(default_factory=dict)
     faults_503: int = 0
+    faults_500: int = 0
+    faults_429: int = 0
+    faults_reset: int = 0
+    faults_slow: int = 0
+    faults_part: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass(slots=True)
-class _User:
-    """Service protection state of one authenticated caller (the token's client id)."""
-
-    requests: SlidingWindow
-    execution: SlidingWindow
-    in_flight: int = 0
-
-
 class DataverseSim:
-    """One Dataverse org: tables from ``schema`` (custom columns), limits from ``settings``."""
+    """One Dataverse org: tables from the ``schema`` plan, limits from ``settings``."""
 
     def __init__(
         self,
@@ -168,28 +239,46 @@ class DataverseSim:
     ) -> None:
         self.settings = settings
         self.stats = DataverseSimStats()
-        self.tables = build_tables(schema or {}, settings.publisher_prefix)
+        self.tables = build_tables(schema, settings.publisher_prefix)
         self._by_logical = {table.logical_name: table for table in self.tables.values()}
         self._clock = clock
         self._grants: dict[str, tuple[str, float]] = {}
-        self._users: dict[str, _User] = {}
-        self._journal: list[tuple[Table, str, dict[str, Any] | None]] | None = None
+        self._protection = ServiceProtection(
+            settings.requests_per_window,
+            settings.execution_ms_per_window,
+            settings.window_seconds,
+            settings.max_concurrent,
+            settings.execution_ms_per_operation,
+        )
+        self._callers: dict[str, Caller] = {}
+        self._journal: Journal | None = None
         self._fault_rng = random.Random(f"faults:{settings.fault_seed}")
+        self._policy = ValuePolicy(
+            settings.max_attachment_bytes, settings.attachment_limit_counts_base64
+        )
+        self._seed_users()
+
+    def _seed_users(self) -> None:
+        """Systemusers with stable ids, so owner GUIDs survive a sim restart."""
         users = self.tables["systemusers"]
-        for fullname, email in settings.users:
+        people = [(u, False) for u in self.settings.users]
+        people += [(u, True) for u in self.settings.disabled_users]
+        for (fullname, email), disabled in people:
             ident = str(uuid.uuid5(uuid.NAMESPACE_URL, f"systemuser:{email}"))
-            users.rows[ident] = {
+            row = {
                 "systemuserid": ident,
                 "fullname": fullname,
                 "internalemailaddress": email,
                 "domainname": email,
+                "isdisabled": disabled,
                 "createdon": now_iso(),
                 "modifiedon": now_iso(),
                 "versionnumber": 1,
             }
+            users.put(ident, row)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate], client_max_size=64 * 1024 * 1024)
+        app = web.Application(middlewares=[self._gate], client_max_size=256 * 1024 * 1024)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._issue_token)
         app.router.add_get("/_sim/state", self._state)
         app.router.add_route("*", API_ROOT + "{tail:.*}", self._api)
@@ -200,8 +289,29 @@ class DataverseSim:
         table = self.tables[entity_set]
         return [public_row(table, row, None) for row in table.rows.values()]
 
+    def table(self, logical_name: str) -> Table:
+        """A table by logical name (``crm_matter``), as the metadata endpoints name it."""
+        return self._by_logical[logical_name]
+
+    def execute(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        origin: str = "http://sim",
+    ) -> Result:
+        """One Web API request in process, without HTTP, auth or limits: for benchmarks of
+        the store and for tests that need many rows fast."""
+        return self._execute(method, path, query or {}, headers or {}, body, origin)
+
     def _platform_now(self) -> float:
         return self._clock() * self.settings.time_scale
+
+    def _draw(self, rate: float) -> bool:
+        """One fault decision; no draw at rate 0, so enabling one fault keeps the others."""
+        return rate > 0 and self._fault_rng.random() < rate
 
     # -- the gate: auth, faults and service protection (destinations.md §2.5)
 
@@ -210,88 +320,112 @@ class DataverseSim:
         if not request.path.startswith(API_ROOT):
             return await handler(request)
         self.stats.requests += 1
-        client = self._client_of(request)
-        if client is None:
-            self.stats.unauthorized += 1
-            challenge = (
-                "Bearer error=invalid_token, authorization_uri=https://login.microsoftonline.com/"
-                f"{self.settings.tenant_id}/oauth2/authorize, resource_id={self.settings.org_url}"
-            )
-            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-        if self._fault_rng.random() < self.settings.fault_503_rate:
-            self.stats.faults_503 += 1
-            return to_web(
-                error_result(DataverseError(503, ERR_UNEXPECTED, "An unexpected error occurred."))
-            )
-        user = self._user(client)
-        refusal = self._admit(user)
+        client = self._authenticate(request)
+        if isinstance(client, web.Response):
+            return client
+        caller = self._caller(client)
+        refusal = self._injected_failure() or self._admit(caller)
         if refusal is not None:
+            self._limit_headers(refusal, caller)
             return refusal
-        user.in_flight += 1
+        response = await self._handle(request, handler, caller)
+        self._limit_headers(response, caller)
+        if self._draw(self.settings.fault_reset_rate):
+            self.stats.faults_reset += 1
+            return await self._cut(request, response)
+        return response
+
+    async def _handle(
+        self, request: web.Request, handler: Handler, caller: Caller
+    ) -> web.StreamResponse:
+        """Run the request as one in flight, then charge its execution time."""
+        caller.in_flight += 1
         started = self._clock()
         try:
             if self.settings.latency_seconds:
                 await asyncio.sleep(self.settings.latency_seconds)
-            response = await handler(request)
+            if self._draw(self.settings.fault_slow_rate):
+                self.stats.faults_slow += 1
+                await asyncio.sleep(self.settings.fault_slow_seconds)
+            return await handler(request)
         finally:
-            user.in_flight -= 1
+            caller.in_flight -= 1
             elapsed_ms = (self._clock() - started) * 1000 * self.settings.time_scale
             operations = request.get(_OPERATIONS, 1)
-            charged = max(elapsed_ms, self.settings.min_execution_ms * operations)
-            user.execution.add(self._platform_now(), charged)
-        self._limit_headers(response, user)
-        return response
+            self._protection.charge(caller, self._platform_now(), elapsed_ms, operations)
 
-    def _client_of(self, request: web.Request) -> str | None:
+    def _authenticate(self, request: web.Request) -> str | web.Response:
+        """The token's client id, or the 401 challenge (an expired token says so)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         grant = self._grants.get(token.strip()) if scheme.lower() == "bearer" else None
-        if grant is None or grant[1] <= self._clock():
-            return None
-        return grant[0]
+        if grant is not None and grant[1] > self._clock():
+            return grant[0]
+        self.stats.unauthorized += 1
+        challenge = "Bearer error=invalid_token"
+        if grant is not None:
+            self.stats.expired_tokens += 1
+            challenge = 'Bearer error="invalid_token", error_description="The access token expired"'
+        challenge += (
+            f", authorization_uri=https://login.microsoftonline.com/{self.settings.tenant_id}"
+            f"/oauth2/authorize, resource_id={self.settings.org_url}"
+        )
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-    def _user(self, client: str) -> _User:
-        user = self._users.get(client)
-        if user is None:
-            window = self.settings.window_seconds
-            user = _User(
-                SlidingWindow(self.settings.requests_per_window, window),
-                SlidingWindow(self.settings.execution_ms_per_window, window),
-            )
-            self._users[client] = user
-        return user
+    def _caller(self, client: str) -> Caller:
+        caller = self._callers.get(client)
+        if caller is None:
+            caller = self._callers[client] = self._protection.caller()
+        return caller
 
-    def _admit(self, user: _User) -> web.Response | None:
-        """Concurrency first (immediate), then requests, then execution time."""
+    def _injected_failure(self) -> web.Response | None:
+        """A spurious 429, 503 or 500 instead of the request; nothing is charged."""
         settings = self.settings
-        now = self._platform_now()
-        if user.in_flight >= settings.max_concurrent:
-            return self._throttle(CONCURRENCY_CODE, concurrency_message(settings.max_concurrent), 1)
-        wait = user.execution.wait(now, settings.min_execution_ms)
-        if wait > 0:
-            message = execution_message(settings.execution_ms_per_window, settings.window_seconds)
-            return self._throttle(EXECUTION_CODE, message, wait)
-        wait = user.requests.try_add(now)
-        if wait > 0:
+        if self._draw(settings.fault_429_rate):
+            self.stats.faults_429 += 1
             message = requests_message(settings.requests_per_window, settings.window_seconds)
-            return self._throttle(REQUESTS_CODE, message, wait)
+            return self._too_many(Refusal(REQUESTS_CODE, message, settings.time_scale))
+        for status, rate in ((503, settings.fault_503_rate), (500, settings.fault_500_rate)):
+            if self._draw(rate):
+                setattr(self.stats, f"faults_{status}", getattr(self.stats, f"faults_{status}") + 1)
+                error = DataverseError(status, ERR_UNEXPECTED, UNEXPECTED_MESSAGE)
+                return to_web(error_result(error))
         return None
 
-    def _throttle(self, code: str, message: str, platform_wait: float) -> web.Response:
+    def _admit(self, caller: Caller) -> web.Response | None:
+        refusal = self._protection.admit(caller, self._platform_now())
+        if refusal is None:
+            return None
+        self.stats.throttled[refusal.code] = self.stats.throttled.get(refusal.code, 0) + 1
+        return self._too_many(refusal)
+
+    def _too_many(self, refusal: Refusal) -> web.Response:
         """429 with whole-second ``Retry-After`` in wall-clock seconds, never below 1."""
-        self.stats.throttled[code] = self.stats.throttled.get(code, 0) + 1
-        seconds = max(1, math.ceil(platform_wait / self.settings.time_scale - 1e-9))
-        response = to_web(error_result(DataverseError(429, code, message)))
+        seconds = max(1, math.ceil(refusal.wait / self.settings.time_scale - 1e-9))
+        response = to_web(error_result(DataverseError(429, refusal.code, refusal.message)))
         response.headers["Retry-After"] = str(seconds)
         return response
 
-    def _limit_headers(self, response: web.StreamResponse, user: _User) -> None:
-        now = self._platform_now()
-        remaining = self.settings.requests_per_window - user.requests.total(now)
-        time_left = self.settings.execution_ms_per_window - user.execution.total(now)
-        response.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] = str(int(remaining))
-        response.headers["x-ms-ratelimit-time-remaining-xrm-requests"] = (
-            f"{max(0.0, time_left):.2f}"
+    def _limit_headers(self, response: web.StreamResponse, caller: Caller) -> None:
+        requests, milliseconds = self._protection.remaining(caller, self._platform_now())
+        response.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] = str(requests)
+        response.headers["x-ms-ratelimit-time-remaining-xrm-requests"] = time_remaining_header(
+            milliseconds
         )
+
+    async def _cut(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """Lose the answer of a request that was carried out, as a dropped connection does."""
+        transport = request.transport
+        body = response.body if isinstance(response, web.Response) else None
+        if transport is None or not isinstance(body, bytes) or len(body) < 2:
+            if transport is not None:
+                transport.close()
+            return response
+        partial = web.StreamResponse(status=response.status, headers=response.headers)
+        partial.content_length = len(body)
+        await partial.prepare(request)
+        await partial.write(body[: len(body) // 2])
+        transport.close()
+        return partial
 
     # -- token (destinations.md §2.1)
 
@@ -306,7 +440,8 @@ class DataverseSim:
                 400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type."
             )
         client_id = str(form.get("client_id", ""))
-        if client_id != settings.client_id:
+        expected = dict(settings.credentials()).get(client_id)
+        if expected is None:
             return identity_error(
                 400,
                 "unauthorized_client",
@@ -314,20 +449,24 @@ class DataverseSim:
                 f"Application with identifier '{client_id}' was not found in the directory.",
             )
         secret = str(form.get("client_secret", "")).encode()
-        if not secrets.compare_digest(secret, settings.client_secret.encode()):
+        if not secrets.compare_digest(secret, expected.encode()):
             return identity_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
         scope = str(form.get("scope", ""))
         if scope != f"{settings.org_url.rstrip('/')}/.default":
             return identity_error(
                 400, "invalid_scope", 1002012, f"The provided value for scope {scope} is not valid."
             )
+        return self._grant(client_id)
+
+    def _grant(self, client_id: str) -> web.Response:
         token = secrets.token_urlsafe(32)
-        self._grants[token] = (client_id, self._clock() + TOKEN_TTL_SECONDS)
+        ttl = self.settings.token_ttl_seconds
+        self._grants[token] = (client_id, self._clock() + ttl)
         self.stats.tokens_issued += 1
         payload = {
             "token_type": "Bearer",
-            "expires_in": TOKEN_TTL_SECONDS,
-            "ext_expires_in": TOKEN_TTL_SECONDS,
+            "expires_in": ttl,
+            "ext_expires_in": ttl,
             "access_token": token,
         }
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
@@ -372,100 +511,96 @@ class DataverseSim:
         body: bytes,
         origin: str,
     ) -> Result:
+        if path.startswith("EntityDefinitions"):
+            if method != "GET":
+                raise DataverseError(
+                    405, ERR_BAD_PROPERTY, "The simulator's metadata is read-only."
+                )
+            return metadata_result(self._by_logical, path, query, origin)
         match = ENTITY_PATH.match(path)
-        if match is None:
+        table = self.tables.get(match.group("name")) if match else None
+        if match is None or table is None or match.group("rest"):
             raise DataverseError(
                 404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{path}'."
             )
-        name, raw_key, rest = match.group("name"), match.group("key"), match.group("rest")
-        if name == "EntityDefinitions" and method == "GET":
-            return self._metadata(raw_key, rest, query, origin)
-        table = self.tables.get(name)
-        if table is None or rest:
-            raise DataverseError(
-                404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{name}'."
-            )
+        raw_key = match.group("key")
         if raw_key is None:
             if method == "GET":
-                return self._query(table, query, origin)
+                return self._query(table, query, headers, origin)
             if method == "POST":
                 return self._create(table, body, headers, query, origin)
         else:
             key = parse_key(raw_key)
             if method == "GET":
-                return self._read(table, key, query, origin)
+                return self._read(table, key, query, headers, origin)
             if method == "PATCH":
                 return self._upsert(table, key, raw_key, body, headers, query, origin)
             if method == "DELETE":
                 return self._delete(table, key)
         raise DataverseError(405, ERR_BAD_PROPERTY, f"Method {method} is not allowed on '{path}'.")
 
-    # -- metadata (destinations.md §2.8)
-
-    def _metadata(
-        self, raw_key: str | None, rest: str | None, query: Mapping[str, str], origin: str
-    ) -> Result:
-        context = f"{origin}{API_ROOT}$metadata#EntityDefinitions"
-        if raw_key is None:
-            wanted = parse_filter(query.get("$filter"))
-            found = [
-                select_metadata(table.metadata(), query)
-                for table in self.tables.values()
-                if all(table.metadata().get(k) == v for k, v in wanted.items())
-            ]
-            return json_result({"@odata.context": context, "value": found})
-        key = parse_key(raw_key)
-        logical = key.get("LogicalName") if isinstance(key, dict) else None
-        table = self._by_logical.get(str(logical))
-        if table is None:
-            raise DataverseError(
-                404, ERR_DOES_NOT_EXIST, f"Could not find entity with name '{logical}'."
-            )
-        if rest is None:
-            return json_result(
-                {"@odata.context": f"{context}/$entity", **select_metadata(table.metadata(), query)}
-            )
-        if rest == "/Attributes":
-            attrs = [select_metadata(a.metadata(), query) for a in table.attributes.values()]
-            return json_result(
-                {"@odata.context": f"{context}({raw_key})/Attributes", "value": attrs}
-            )
-        if rest == "/Keys":
-            keys = [select_metadata(k, query) for k in table.keys_metadata()]
-            return json_result({"@odata.context": f"{context}({raw_key})/Keys", "value": keys})
-        raise DataverseError(404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{rest}'.")
-
     # -- reads
 
-    def _query(self, table: Table, query: Mapping[str, str], origin: str) -> Result:
+    def _query(
+        self, table: Table, query: Mapping[str, str], headers: Mapping[str, str], origin: str
+    ) -> Result:
+        """``$filter`` (eq/and), ``$select``, ``$top``, pages of ``odata.maxpagesize``."""
         wanted = parse_filter(query.get("$filter"))
         for name in wanted:
             if name not in table.attributes and lookup_name(name) not in table.attributes:
                 raise unknown_property(table, name)
-        top = parse_top(query.get("$top"))
         select = select_columns(table, query)
-        rows = [
-            public_row(table, row, select)
-            for row in table.rows.values()
-            if all(row.get(name) == value for name, value in wanted.items())
-        ][:top]
-        context = f"{origin}{API_ROOT}$metadata#{table.entity_set}"
-        return json_result({"@odata.context": context, "value": rows})
+        annotate = prefers(headers, "odata.include-annotations")
+        rows = self._matching(table, wanted)
+        top = parse_top(query.get("$top"))
+        size = page_size(headers) if top is None else top
+        offset = page_offset(query) if top is None else 0
+        page = list(islice(rows, offset, offset + size + 1))
+        payload: dict[str, Any] = {
+            "@odata.context": f"{origin}{API_ROOT}$metadata#{table.entity_set}",
+            "value": [public_row(table, row, select, annotate) for row in page[:size]],
+        }
+        if len(page) > size and top is None:
+            payload["@odata.nextLink"] = next_link(
+                origin, table.entity_set, query, offset + size, size
+            )
+        return json_result(payload)
+
+    def _matching(self, table: Table, wanted: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Rows equal to every term; through the key index when the terms form a key.
+
+        Strings compare case-insensitively, as Dataverse's collation does.
+        """
+        if wanted and table.is_key(wanted):
+            ident = table.find_by_key(wanted)
+            if ident is not None:
+                yield table.rows[ident]
+            return
+        terms = [(name, key_value(value)) for name, value in wanted.items()]
+        for row in table.rows.values():
+            if all(key_value(row.get(name)) == value for name, value in terms):
+                yield row
 
     def _read(
-        self, table: Table, key: str | dict[str, Any], query: Mapping[str, str], origin: str
+        self,
+        table: Table,
+        key: str | dict[str, Any],
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        origin: str,
     ) -> Result:
         ident = self._find(table, key)
         if ident is None:
             raise does_not_exist(table, key)
         context = f"{origin}{API_ROOT}$metadata#{table.entity_set}/$entity"
-        row = public_row(table, table.rows[ident], select_columns(table, query))
+        annotate = prefers(headers, "odata.include-annotations")
+        row = public_row(table, table.rows[ident], select_columns(table, query), annotate)
         return json_result({"@odata.context": context, **row})
 
     def _find(self, table: Table, key: str | dict[str, Any]) -> str | None:
         if isinstance(key, str):
             return key if key in table.rows else None
-        if tuple(sorted(key)) not in {tuple(sorted(attrs)) for attrs in table.keys.values()}:
+        if not table.is_key(key):
             raise DataverseError(
                 400,
                 ERR_BAD_PROPERTY,
@@ -488,12 +623,14 @@ class DataverseSim:
         for name, value in payload.items():
             if name.endswith("@odata.bind"):
                 self._bind(table, name.removesuffix("@odata.bind"), value, values)
-            elif "@" in name or name in _READ_ONLY:
                 continue
-            elif name not in table.attributes:
+            if "@" in name:
+                continue
+            attr = table.attributes.get(name)
+            if attr is None:
                 raise unknown_property(table, name)
-            else:
-                values[name] = check_value(table, table.attributes[name], value)
+            if attr.writable:
+                values[name] = check_value(table, attr, value, self._policy)
         if "overriddencreatedon" in values and creating:
             values["createdon"] = values["overriddencreatedon"]
         return values
@@ -510,16 +647,13 @@ class DataverseSim:
                 "represented as properties without values.",
             )
         attr, target_logical = target_info
+        column = table.attributes[attr].column
         if value is None:
-            values[f"_{attr}_value"] = None
+            values[column] = values[f"{LOOKUP_TARGET}{column}"] = None
             return
         if not isinstance(value, str):
             raise DataverseError(400, ERR_BAD_VALUE, f"'{nav}@odata.bind' must be a URL string.")
-        path = value.split(API_ROOT, 1)[-1].lstrip("/")
-        match = ENTITY_PATH.match(unquote(path))
-        target = self.tables.get(match.group("name")) if match else None
-        if match is None or target is None or match.group("key") is None or match.group("rest"):
-            raise DataverseError(400, ERR_BAD_VALUE, f"Invalid @odata.bind reference '{value}'.")
+        target, key, raw_key = self._reference(value)
         if target.logical_name != target_logical:
             raise DataverseError(
                 400,
@@ -527,54 +661,57 @@ class DataverseSim:
                 f"A navigation property '{nav}' expects '{target_logical}' but the reference "
                 f"'{value}' is a '{target.logical_name}'.",
             )
-        key = parse_key(match.group("key"))
         ident = self._find(target, key)
         if ident is None:
-            shown = key if isinstance(key, str) else match.group("key")
+            shown = key if isinstance(key, str) else raw_key
             raise DataverseError(
                 400, ERR_DOES_NOT_EXIST, f"{target.logical_name} With Id = {shown} Does Not Exist"
             )
-        values[f"_{attr}_value"] = ident
+        values[column] = ident
+        values[f"{LOOKUP_TARGET}{column}"] = target.logical_name
+
+    def _reference(self, value: str) -> tuple[Table, str | dict[str, Any], str]:
+        """The table and key an ``@odata.bind`` URL (absolute or relative) names."""
+        path = value.split(API_ROOT, 1)[-1].lstrip("/")
+        match = ENTITY_PATH.match(unquote(path))
+        target = self.tables.get(match.group("name")) if match else None
+        if match is None or target is None or match.group("key") is None or match.group("rest"):
+            raise DataverseError(400, ERR_BAD_VALUE, f"Invalid @odata.bind reference '{value}'.")
+        return target, parse_key(match.group("key")), match.group("key")
 
     def _remember(self, table: Table, ident: str) -> None:
+        """Journal a row's before-image; rows are replaced, never mutated, so no copy."""
         if self._journal is not None:
-            before = table.rows.get(ident)
-            self._journal.append((table, ident, None if before is None else dict(before)))
+            self._journal.append((table, ident, table.rows.get(ident)))
 
-    def _rollback(self, journal: list[tuple[Table, str, dict[str, Any] | None]]) -> None:
+    @staticmethod
+    def _rollback(journal: Journal) -> None:
         for table, ident, before in reversed(journal):
             if before is None:
-                table.rows.pop(ident, None)
+                table.remove(ident)
             else:
-                table.rows[ident] = before
+                table.put(ident, before)
 
     def _duplicate(self, message: str = DUPLICATE_MESSAGE) -> DataverseError:
         return DataverseError(self.settings.duplicate_key_status, ERR_DUPLICATE_KEY, message)
 
-    def _check_keys(self, table: Table, ident: str, row: Mapping[str, Any]) -> None:
-        for attrs in table.keys.values():
-            values = {name: row.get(name) for name in attrs}
-            if any(value is None for value in values.values()):
-                continue
-            other = table.find_by_key(values)
-            if other is not None and other != ident:
-                raise self._duplicate()
-
-    def _store(self, table: Table, ident: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    def _store(self, table: Table, ident: str, values: dict[str, Any]) -> dict[str, Any]:
         """Create or merge a row; new rows get createdon/modifiedon and version 1."""
         existing = table.rows.get(ident)
+        settle_state(table, ident, values, existing)
         stamp = now_iso()
         if existing is None:
             row = {table.primary_id: ident, "createdon": stamp, **values}
-            row["modifiedon"] = stamp
             row["versionnumber"] = 1
         else:
             row = {**existing, **{k: v for k, v in values.items() if k != "createdon"}}
-            row["modifiedon"] = stamp
             row["versionnumber"] = existing["versionnumber"] + 1
-        self._check_keys(table, ident, row)
+        row["modifiedon"] = stamp
+        computed_columns(table, row)
+        if table.key_conflict(ident, row):
+            raise self._duplicate()
         self._remember(table, ident)
-        table.rows[ident] = row
+        table.put(ident, row)
         return row
 
     def _written(
@@ -588,9 +725,8 @@ class DataverseSim:
     ) -> Result:
         entity = f"{table.entity_set}({row[table.primary_id]})"
         if prefers(headers, "return=representation"):
-            result = json_result(
-                public_row(table, row, select_columns(table, query)), status_with_body
-            )
+            shown = public_row(table, row, select_columns(table, query))
+            result = json_result(shown, status_with_body)
             result.entity = entity
             return result
         headers_out = {"OData-Version": "4.0", "OData-EntityId": entity_id, "Location": entity_id}
@@ -623,6 +759,26 @@ class DataverseSim:
         origin: str,
     ) -> Result:
         ident = self._find(table, key)
+        self._check_conditions(table, key, ident, headers)
+        values = self._values(table, body, creating=ident is None)
+        values.pop(table.primary_id, None)
+        if isinstance(key, dict):
+            values.update(self._key_columns(table, key))
+        created = ident is None
+        row = self._store(
+            table, ident or (key if isinstance(key, str) else str(uuid.uuid4())), values
+        )
+        entity_id = f"{origin}{API_ROOT}{table.entity_set}({raw_key})"
+        return self._written(table, row, 201 if created else 200, entity_id, headers, query)
+
+    def _check_conditions(
+        self,
+        table: Table,
+        key: str | dict[str, Any],
+        ident: str | None,
+        headers: Mapping[str, str],
+    ) -> None:
+        """If-Match (update only, or this version only) and If-None-Match: * (create only)."""
         if_match = header_value(headers, "If-Match")
         if if_match is not None and ident is None:
             raise does_not_exist(table, key)
@@ -632,24 +788,26 @@ class DataverseSim:
                 raise DataverseError(412, ERR_VERSION_MISMATCH, VERSION_MESSAGE)
         if header_value(headers, "If-None-Match") == "*" and ident is not None:
             raise self._duplicate()
-        values = self._values(table, body, creating=ident is None)
-        values.pop(table.primary_id, None)
-        if isinstance(key, dict):
-            for name, value in key.items():
-                values[name] = check_value(table, table.attributes[name], value)
-        created = ident is None
-        row = self._store(
-            table, ident or (key if isinstance(key, str) else str(uuid.uuid4())), values
-        )
-        entity_id = f"{origin}{API_ROOT}{table.entity_set}({raw_key})"
-        return self._written(table, row, 201 if created else 200, entity_id, headers, query)
+
+    def _key_columns(self, table: Table, key: Mapping[str, Any]) -> dict[str, Any]:
+        """The alternate-key values of the URL as stored columns of the upserted row."""
+        columns: dict[str, Any] = {}
+        for name, value in key.items():
+            attr = table.attributes[name]
+            if attr.kind in LOOKUP_TYPES:
+                if not isinstance(value, str) or not is_guid(value):
+                    raise DataverseError(400, ERR_BAD_VALUE, f"Key '{name}' needs a GUID.")
+                columns[attr.column] = value
+            else:
+                columns[attr.column] = check_value(table, attr, value, self._policy)
+        return columns
 
     def _delete(self, table: Table, key: str | dict[str, Any]) -> Result:
         ident = self._find(table, key)
         if ident is None:
             raise does_not_exist(table, key)
         self._remember(table, ident)
-        del table.rows[ident]
+        table.remove(ident)
         return Result(204, {"OData-Version": "4.0"})
 
     # -- $batch (destinations.md §2.3)
@@ -672,16 +830,9 @@ class DataverseSim:
         answers: list[list[BatchResponse] | BatchResponse] = []
         failed = False
         for group in groups:
-            if len(group) == 1 and group[0].method == "GET":
-                only = group[0]
-                path, query = batch_target(only.url, {})
-                result = self._execute("GET", path, query, only.headers, b"", origin)
-                answers.append(BatchResponse(result.status, result.headers, result.body))
-                failed = result.status >= 400
-            else:
-                outcome = self._changeset(group, origin)
-                answers.append(outcome)
-                failed = isinstance(outcome, BatchResponse)
+            outcome = self._group(group, origin)
+            answers.append(outcome)
+            failed = isinstance(outcome, BatchResponse) and outcome.status >= 400
             if failed and not keep_going:
                 break
         content_type, payload = encode_batch_response(answers, f"batchresponse_{uuid.uuid4()}")
@@ -692,35 +843,64 @@ class DataverseSim:
             headers={"Content-Type": content_type, "OData-Version": "4.0"},
         )
 
-    def _changeset(self, group: list[Any], origin: str) -> list[BatchResponse] | BatchResponse:
-        """Run a changeset atomically: every answer, or one error and nothing changed."""
-        journal: list[tuple[Table, str, dict[str, Any] | None]] = []
+    def _group(self, group: list[BatchRequest], origin: str) -> list[BatchResponse] | BatchResponse:
+        """A top-level GET (reads and metadata) or a changeset."""
+        if len(group) == 1 and group[0].method == "GET":
+            only = group[0]
+            try:
+                path, query = batch_target(only.url, {})
+            except DataverseError as error:
+                result = error_result(error)
+            else:
+                result = self._execute("GET", path, query, only.headers, b"", origin)
+            return BatchResponse(result.status, result.headers, result.body)
+        return self._changeset(group, origin, self._draw(self.settings.fault_part_rate))
+
+    def _changeset(
+        self, group: list[BatchRequest], origin: str, fault: bool = False
+    ) -> list[BatchResponse] | BatchResponse:
+        """Run a changeset atomically: every answer, or one error and nothing changed.
+
+        ``fault`` makes a changeset that succeeded fail at commit (injected 500), so its
+        writes are rolled back like any failed changeset's.
+        """
+        journal: Journal = []
         self._journal = journal
-        references: dict[str, str] = {}
-        answers: list[BatchResponse] = []
         try:
-            for operation in group:
-                try:
-                    path, query = batch_target(operation.url, references)
-                    body = substitute_references(operation.body or b"", references)
-                    result = self._dispatch(
-                        operation.method, path, query, operation.headers, body, origin
-                    )
-                except DataverseError as error:
-                    result = error_result(error)
-                if result.status >= 400:
-                    self._rollback(journal)
-                    return BatchResponse(
-                        result.status, result.headers, result.body, operation.content_id
-                    )
-                if operation.content_id is not None:
-                    references[operation.content_id] = entity_path(result)
-                answers.append(
-                    BatchResponse(result.status, result.headers, result.body, operation.content_id)
-                )
+            answers = self._run_changeset(group, origin)
+            if isinstance(answers, BatchResponse):
+                self._rollback(journal)
+                return answers
+            if fault:
+                self.stats.faults_part += 1
+                self._rollback(journal)
+                error = error_result(DataverseError(500, ERR_UNEXPECTED, UNEXPECTED_MESSAGE))
+                return BatchResponse(500, error.headers, error.body, group[0].content_id)
             return answers
         finally:
             self._journal = None
+
+    def _run_changeset(
+        self, group: list[BatchRequest], origin: str
+    ) -> list[BatchResponse] | BatchResponse:
+        references: dict[str, str] = {}
+        answers: list[BatchResponse] = []
+        for operation in group:
+            try:
+                path, query = batch_target(operation.url, references)
+                body = substitute_references(operation.body or b"", references)
+                result = self._dispatch(
+                    operation.method, path, query, operation.headers, body, origin
+                )
+            except DataverseError as error:
+                result = error_result(error)
+            answer = BatchResponse(result.status, result.headers, result.body, operation.content_id)
+            if result.status >= 400:
+                return answer
+            if operation.content_id is not None:
+                references[operation.content_id] = entity_path(result)
+            answers.append(answer)
+        return answers
 
     # -- the truth, for tests
 
@@ -731,11 +911,11 @@ class DataverseSim:
             "stats": self.stats.as_dict(),
             "users": {
                 client: {
-                    "requests": user.requests.total(now),
-                    "execution_ms": user.execution.total(now),
-                    "in_flight": user.in_flight,
+                    "requests": caller.requests.total(now),
+                    "execution_ms": caller.execution.total(now),
+                    "in_flight": caller.in_flight,
                 }
-                for client, user in self._users.items()
+                for client, caller in self._callers.items()
             },
         }
         return web.Response(body=orjson.dumps(payload), content_type="application/json")

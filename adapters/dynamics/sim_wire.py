@@ -1,4 +1,5 @@
-"""Wire helpers of the Dataverse simulator: results, OData query options, batch references.
+"""Wire helpers of the Dataverse simulator: results, OData query options, batch references
+and the metadata endpoints (destinations.md §2.2, §2.3, §2.8).
 
 Separate from the server so the request path and ``$batch`` parts share them.
 """
@@ -8,10 +9,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import orjson
 from aiohttp import web
@@ -19,9 +20,13 @@ from aiohttp import web
 from adapters.dynamics.sim_store import (
     ERR_BAD_PROPERTY,
     ERR_BAD_VALUE,
+    ERR_DOES_NOT_EXIST,
+    Attribute,
     DataverseError,
     Table,
     literal,
+    metadata_id,
+    parse_key,
     unknown_property,
 )
 
@@ -126,11 +131,14 @@ def select_columns(table: Table, query: Mapping[str, str]) -> list[str] | None:
     return names
 
 
-def select_metadata(metadata: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
+def select_metadata(
+    metadata: dict[str, Any], query: Mapping[str, str], expanded: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``$select`` on metadata; ``$expand``-ed navigation properties stay regardless."""
     raw = query.get("$select")
     if raw is None:
         return metadata
-    names = {name.strip() for name in raw.split(",")}
+    names = {name.strip() for name in raw.split(",")} | set(expanded)
     return {k: v for k, v in metadata.items() if k in names}
 
 
@@ -187,3 +195,240 @@ def entity_path(result: Result) -> str:
     if not result.entity:
         raise DataverseError(400, ERR_BAD_VALUE, "Only writes can be referenced by Content-ID.")
     return result.entity
+
+
+# -- paging (Prefer: odata.maxpagesize) ------------------------------------------------------
+
+MAX_PAGE_SIZE = 5000
+"""Rows per page when the client asks for none or more; the rest via ``@odata.nextLink``."""
+_SKIP_COOKIE = re.compile(r'offset="(\d+)"')
+
+
+def page_size(headers: Mapping[str, str]) -> int:
+    """``Prefer: odata.maxpagesize=N``, capped at the platform's 5,000."""
+    for part in (header_value(headers, "Prefer") or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+            return max(1, min(int(value.strip()), MAX_PAGE_SIZE))
+    return MAX_PAGE_SIZE
+
+
+def page_offset(query: Mapping[str, str]) -> int:
+    """Where a ``$skiptoken`` (an opaque paging cookie to clients) resumes."""
+    token = query.get("$skiptoken")
+    if token is None:
+        return 0
+    match = _SKIP_COOKIE.search(token)
+    if match is None:
+        raise DataverseError(400, ERR_BAD_VALUE, f"Invalid $skiptoken '{token}'.")
+    return int(match.group(1))
+
+
+def next_link(
+    origin: str, entity_set: str, query: Mapping[str, str], offset: int, size: int
+) -> str:
+    """``@odata.nextLink`` of the page ending before ``offset``: same query, a paging cookie."""
+    cookie = f'<cookie pagenumber="{offset // size + 1}" offset="{offset}" istracking="False" />'
+    params = {**{k: v for k, v in query.items() if k != "$skiptoken"}, "$skiptoken": cookie}
+    return f"{origin}{API_ROOT}{entity_set}?{urlencode(params, quote_via=quote, safe='$,')}"
+
+
+# -- metadata (destinations.md §2.8) ---------------------------------------------------------
+
+METADATA_PATH = re.compile(
+    r"^EntityDefinitions(?:\((?P<entity>[^()]*)\))?"
+    r"(?:/(?P<part>Attributes|Keys|ManyToOneRelationships|OneToManyRelationships)"
+    r"(?:\((?P<member>[^()]*)\))?"
+    r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>[A-Za-z]+))?)?$"
+)
+_EXPAND_ITEM = re.compile(r"\s*([A-Za-z]+)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataTarget:
+    """What a metadata URL addresses: ``EntityDefinitions(<entity>)/<part>(<member>)/<cast>``."""
+
+    entity: str | None
+    part: str | None
+    member: str | None
+    cast: str | None
+
+
+def parse_metadata_path(path: str) -> MetadataTarget:
+    match = METADATA_PATH.match(path)
+    if match is None:
+        raise DataverseError(404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{path}'.")
+    target = MetadataTarget(*match.group("entity", "part", "member", "cast"))
+    if target.entity is None and target.part is not None:
+        raise DataverseError(400, ERR_BAD_PROPERTY, f"'{target.part}' needs an entity key.")
+    if (target.member is not None or target.cast is not None) and target.part != "Attributes":
+        raise DataverseError(404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{path}'.")
+    return target
+
+
+def parse_expand(raw: str | None) -> dict[str, dict[str, str]]:
+    """``OptionSet($select=Options),GlobalOptionSet`` → name → its nested query options."""
+    if raw is None:
+        return {}
+    expanded: dict[str, dict[str, str]] = {}
+    position = 0
+    while position < len(raw):
+        match = _EXPAND_ITEM.match(raw, position)
+        if match is None or match.end() == position:
+            raise DataverseError(400, ERR_BAD_PROPERTY, f"Invalid $expand '{raw}'.")
+        nested = dict(parse_qsl((match.group(2) or "").replace(";", "&")))
+        expanded[match.group(1)] = nested
+        position = match.end()
+    return expanded
+
+
+def metadata_result(
+    tables: Mapping[str, Table], path: str, query: Mapping[str, str], origin: str
+) -> Result:
+    """Answer a GET under ``EntityDefinitions``; ``tables`` are keyed by logical name."""
+    target = parse_metadata_path(path)
+    context = f"{origin}{API_ROOT}$metadata#EntityDefinitions"
+    if target.entity is None:
+        return _collection(context, [t.metadata() for t in tables.values()], query)
+    table = _entity(tables, target.entity)
+    scope = f"{context}({target.entity})"
+    if target.part is None:
+        return json_result(
+            {"@odata.context": f"{context}/$entity", **_select(table.metadata(), query)}
+        )
+    if target.part == "Attributes":
+        return _attributes(table, target, query, f"{scope}/Attributes")
+    if target.part == "Keys":
+        return _collection(f"{scope}/Keys", table.keys_metadata(), query)
+    if target.part == "ManyToOneRelationships":
+        return _collection(f"{scope}/ManyToOneRelationships", many_to_one(table, tables), query)
+    found = [r for t in tables.values() for r in many_to_one(t, tables)]
+    inverse = [r for r in found if r["ReferencedEntity"] == table.logical_name]
+    return _collection(f"{scope}/OneToManyRelationships", inverse, query)
+
+
+def _entity(tables: Mapping[str, Table], raw: str) -> Table:
+    """``LogicalName='x'`` or a MetadataId; a table the org lacks is a 404."""
+    key = parse_key(raw)
+    if isinstance(key, str):
+        found = next((t for t in tables.values() if t.metadata_id == key), None)
+        name = key
+    else:
+        name = str(key.get("LogicalName"))
+        found = tables.get(name)
+    if found is None:
+        raise DataverseError(404, ERR_DOES_NOT_EXIST, f"Could not find entity with name '{name}'.")
+    return found
+
+
+def _select(item: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
+    return select_metadata(item, query, parse_expand(query.get("$expand")))
+
+
+def _collection(context: str, items: Sequence[dict[str, Any]], query: Mapping[str, str]) -> Result:
+    wanted = parse_filter(query.get("$filter"))
+    chosen = [
+        _select(item, query)
+        for item in items
+        if all(item.get(name) == value for name, value in wanted.items())
+    ]
+    return json_result({"@odata.context": context, "value": chosen})
+
+
+_METADATA_TYPES = frozenset(
+    {
+        "StringAttributeMetadata",
+        "MemoAttributeMetadata",
+        "IntegerAttributeMetadata",
+        "BigIntAttributeMetadata",
+        "DecimalAttributeMetadata",
+        "MoneyAttributeMetadata",
+        "BooleanAttributeMetadata",
+        "DateTimeAttributeMetadata",
+        "PicklistAttributeMetadata",
+        "MultiSelectPicklistAttributeMetadata",
+        "StateAttributeMetadata",
+        "StatusAttributeMetadata",
+        "LookupAttributeMetadata",
+        "UniqueIdentifierAttributeMetadata",
+    }
+)
+
+
+def _attributes(
+    table: Table, target: MetadataTarget, query: Mapping[str, str], context: str
+) -> Result:
+    """``/Attributes``, optionally one (``(LogicalName='x')``) and/or cast to a type."""
+    if target.cast is not None and target.cast not in _METADATA_TYPES:
+        raise DataverseError(
+            404, ERR_BAD_PROPERTY, f"Unknown type 'Microsoft.Dynamics.CRM.{target.cast}'."
+        )
+    attrs = [
+        a
+        for a in table.attributes.values()
+        if target.cast is None or a.metadata_type == target.cast
+    ]
+    expand = parse_expand(query.get("$expand"))
+    cast = f"/Microsoft.Dynamics.CRM.{target.cast}" if target.cast else ""
+    if target.member is None:
+        items = [_attribute_json(table, a, expand) for a in attrs]
+        return _collection(context + cast, items, query)
+    key = parse_key(target.member)
+    name = key.get("LogicalName") if isinstance(key, dict) else key
+    found = next((a for a in attrs if name in (a.logical_name, _attribute_id(table, a))), None)
+    if found is None:
+        raise DataverseError(
+            404, ERR_DOES_NOT_EXIST, f"Could not find attribute '{name}' on '{table.logical_name}'."
+        )
+    item = _select(_attribute_json(table, found, expand), query)
+    return json_result({"@odata.context": f"{context}({target.member}){cast}/$entity", **item})
+
+
+def _attribute_id(table: Table, attr: Attribute) -> str:
+    return metadata_id(table.logical_name, attr.logical_name)
+
+
+def _attribute_json(
+    table: Table, attr: Attribute, expand: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    """An attribute's metadata with ``OptionSet`` (and null ``GlobalOptionSet``) expanded."""
+    item = attr.metadata(table.logical_name)
+    option_set = attr.option_set_metadata(table.logical_name)
+    if option_set is None:
+        return item
+    if "OptionSet" in expand:
+        item["OptionSet"] = select_metadata(option_set, expand["OptionSet"])
+    if "GlobalOptionSet" in expand:
+        item["GlobalOptionSet"] = None
+    return item
+
+
+def many_to_one(table: Table, tables: Mapping[str, Table]) -> list[dict[str, Any]]:
+    """One relationship per single-valued navigation property, named as ``@odata.bind`` wants.
+
+    ``ownerid`` points at the ``owner`` entity (systemuser or team) as in Dataverse,
+    though the simulated org binds it to ``/systemusers(<id>)`` only.
+    """
+    relationships: list[dict[str, Any]] = []
+    for nav, (attr_name, target) in table.navigation.items():
+        attr = table.attributes[attr_name]
+        owner = attr.kind == "Owner"
+        referenced = "owner" if owner else target
+        schema = (
+            f"owner_{table.entity_set}" if owner else f"{target}_{table.logical_name}_{attr_name}"
+        )
+        relationships.append(
+            {
+                "MetadataId": metadata_id("relationship", schema),
+                "SchemaName": schema,
+                "RelationshipType": "OneToManyRelationship",
+                "IsCustomRelationship": attr.custom or (not owner and tables[target].custom),
+                "ReferencedEntity": referenced,
+                "ReferencedAttribute": "ownerid" if owner else tables[target].primary_id,
+                "ReferencingEntity": table.logical_name,
+                "ReferencingAttribute": attr_name,
+                "ReferencingEntityNavigationPropertyName": nav,
+                "ReferencedEntityNavigationPropertyName": schema,
+            }
+        )
+    return relationships

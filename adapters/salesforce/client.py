@@ -16,7 +16,7 @@ import io
 import random
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult
-from adapters.errors import AuthError, PlatformUnavailable, QuotaExhausted
+from adapters.errors import AnswerLost, AuthError, PlatformUnavailable, QuotaExhausted
 from adapters.http import SessionClient
 from adapters.secrets import Secret
 from ratelimit.backoff import RetryPolicy, parse_retry_after
@@ -69,12 +69,19 @@ class SalesforceConfig:
     ca_file: str | None = None
     """A CA bundle to trust besides the system's (a proxy's or a simulator's)."""
 
+    @property
+    def org_url(self) -> str:
+        """The org this config writes to: one id map per migration and org."""
+        return self.login_url.rstrip("/")
+
 
 class SalesforceClient(SessionClient):
     """One org, one token, one governor. Use as ``async with``."""
 
     platform = PLATFORM
     external_id_field = EXTERNAL_ID_FIELD
+    create_only_fields = frozenset({"FirstPublishLocationId"})
+    """A ContentVersion's link is made when it is created and cannot be changed."""
 
     def __init__(
         self, config: SalesforceConfig, governor: Governor, policy: RetryPolicy | None = None
@@ -89,6 +96,11 @@ class SalesforceClient(SessionClient):
         self._token_lock = asyncio.Lock()
         self.api_usage: tuple[int, int] | None = None
         """(used, max) of the daily allocation from the last ``Sforce-Limit-Info``."""
+
+    @property
+    def governors(self) -> list[Governor]:
+        """The org's one governor, for stats."""
+        return [self.governor]
 
     def new_session(self) -> aiohttp.ClientSession:
         tls = (
@@ -167,11 +179,13 @@ class SalesforceClient(SessionClient):
                         status, body = resp.status, await resp.read()
                         self._note_usage(resp.headers.get("Sforce-Limit-Info"))
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                except (
+                    aiohttp.ClientConnectionError,
+                    aiohttp.ClientPayloadError,
+                    TimeoutError,
+                ) as exc:
                     if not idempotent:
-                        raise PlatformUnavailable(
-                            PLATFORM, what, f"connection lost: {exc}"
-                        ) from exc
+                        raise AnswerLost(PLATFORM, what, f"connection lost: {exc!r}") from exc
                     status, body, retry_after = 0, b"", None
             if status in ok:
                 return status, body
@@ -200,6 +214,8 @@ class SalesforceClient(SessionClient):
             used, _, limit = header.split("api-usage=", 1)[1].split(";", 1)[0].partition("/")
             if used.strip().isdigit() and limit.strip().isdigit():
                 self.api_usage = (int(used), int(limit))
+                # Other tools and earlier runs share the org's allocation: count them.
+                self.governor.observe("daily API requests", int(used))
 
     def _usage_text(self) -> str:
         if self.api_usage is None:
@@ -344,7 +360,9 @@ class SalesforceClient(SessionClient):
                 "externalIdFieldName": EXTERNAL_ID_FIELD,
                 "lineEnding": "LF",
             },
-            idempotent=False,
+            # Safe to repeat: a job whose answer was lost holds no data and is never
+            # closed, so Salesforce discards it; the records go in the next one.
+            idempotent=True,
         )
         job_id = job["id"]
         await ledger.job_opened(job_id, sobject, len(records))
@@ -354,21 +372,30 @@ class SalesforceClient(SessionClient):
             f"upload bulk job {job_id}",
             data=_to_csv(records),
             headers={"Content-Type": "text/csv"},
-            ok=(201,),
+            ok=(201, 400),
         )
-        if status != 201:
+        # A resent upload whose first copy landed is refused as "multiple contents":
+        # the job holds our CSV either way.
+        if status != 201 and not _already_uploaded(body):
             raise PlatformUnavailable(PLATFORM, f"upload {job_id}", _error_text(body))
-        await self._json(
+        status, body = await self._call(
             "PATCH",
             f"jobs/ingest/{job_id}",
             f"close bulk job {job_id}",
             json={"state": "UploadComplete"},
+            ok=(200, 400),
         )
+        # A resent close whose first copy landed finds the job past Open: closed either way.
+        if status != 200 and _error_code(body) != "INVALIDJOBSTATE":
+            raise PlatformUnavailable(PLATFORM, f"close {job_id}", _error_text(body))
         await ledger.job_uploaded(job_id)
         return await self._job_results(job_id, len(records), time.perf_counter() - started)
 
-    async def recover(self, job_id: str) -> list[WriteResult] | None:
-        """Results of a journaled job; None when its data never arrived (redo it)."""
+    async def recover(
+        self, job_id: str, sobject: str, external_ids: Sequence[str]
+    ) -> list[WriteResult] | None:
+        """Results of a journaled Bulk job, read from the job itself; None when its data
+        never arrived (redo it)."""
         status, body = await self._call(
             "GET", f"jobs/ingest/{job_id}", f"job {job_id}", ok=(200, 404)
         )
@@ -450,11 +477,45 @@ class SalesforceClient(SessionClient):
 
         async def create(batch: list[FileUpload]) -> list[WriteResult]:
             async with slots:
-                return await self._create_inline(sobject, batch)
+                return await self._recovering(sobject, batch, self._create_inline)
 
         inline = await asyncio.gather(*(create(b) for b in batches))
-        one_by_one = await asyncio.gather(*(self._upload_one(sobject, u) for u in large))
-        return [r for answer in inline for r in answer] + list(one_by_one)
+        one_by_one = await asyncio.gather(
+            *(self._recovering(sobject, [u], self._upload_multipart) for u in large)
+        )
+        return [r for answer in (*inline, *one_by_one) for r in answer]
+
+    async def _recovering(
+        self,
+        sobject: str,
+        batch: list[FileUpload],
+        create: Callable[[str, list[FileUpload]], Awaitable[list[WriteResult]]],
+    ) -> list[WriteResult]:
+        """Create files, surviving lost answers: the files that landed anyway are found by
+        external id, and only the others are sent again — a file is never made twice."""
+        results: dict[str, WriteResult] = {}
+        pending = batch
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                results.update((r.external_id, r) for r in await create(sobject, pending))
+                return [results[_file_ext(u)] for u in batch]
+            except AnswerLost as lost:
+                found = await self.find(sobject, [_file_ext(u) for u in pending])
+                results.update((e, WriteResult(e, i, True)) for e, i in found.items())
+                pending = [u for u in pending if _file_ext(u) not in found]
+                log.warning(
+                    "files.answer_lost", platform=PLATFORM, what=lost.what,
+                    landed=len(found), again=len(pending),
+                )  # fmt: skip
+                if not pending:
+                    return [results[_file_ext(u)] for u in batch]
+                if attempt < self.policy.attempts:
+                    await self.governor.back_off(
+                        self.policy, attempt, None, status=0, what=lost.what, rng=self._rng
+                    )
+        raise PlatformUnavailable(
+            PLATFORM, f"create {len(pending)} files", "answers kept being lost"
+        )
 
     async def _create_inline(self, sobject: str, batch: list[FileUpload]) -> list[WriteResult]:
         records = [
@@ -480,8 +541,11 @@ class SalesforceClient(SessionClient):
                 results.append(WriteResult(ext, None, None, code, message))
         return results
 
+    async def _upload_multipart(self, sobject: str, uploads: list[FileUpload]) -> list[WriteResult]:
+        """Create ContentVersions one multipart upload each, streamed from disk."""
+        return [await self._upload_one(sobject, upload) for upload in uploads]
+
     async def _upload_one(self, sobject: str, upload: FileUpload) -> WriteResult:
-        """Create a ContentVersion from a multipart upload, streamed from disk."""
         fields, content = upload.fields, upload.content
         filename, mime_type = upload.filename, upload.mime_type
         ext = str(fields[EXTERNAL_ID_FIELD])
@@ -493,8 +557,7 @@ class SalesforceClient(SessionClient):
                 content_type="application/json",
             )
             form.add_field("VersionData", stream, filename=filename, content_type=mime_type)
-            # Not idempotent: a lost answer may mean the file exists; the loader
-            # looks it up by external id before trying again.
+            # Not idempotent: a lost answer may mean the file exists (see _recovering).
             status, body = await self._call(
                 "POST",
                 f"sobjects/{sobject}/",
@@ -507,6 +570,10 @@ class SalesforceClient(SessionClient):
             return WriteResult(ext, orjson.loads(body)["id"], True)
         code, message = _first_error(orjson.loads(body))
         return WriteResult(ext, None, None, code, message)
+
+
+def _file_ext(upload: FileUpload) -> str:
+    return str(upload.fields[EXTERNAL_ID_FIELD])
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -563,6 +630,11 @@ def _parse_results(kind: str, text: str) -> list[WriteResult]:
         else:
             results.append(WriteResult(ext, None, None, "UNPROCESSED", "the job never got to it"))
     return results
+
+
+def _already_uploaded(body: bytes) -> bool:
+    code, message = _first_error(_safe_json(body))
+    return code == "INVALIDJOBSTATE" and "multiple contents" in message.lower()
 
 
 def _first_error(errors: Any) -> tuple[str, str]:

@@ -5,8 +5,12 @@ real key prefixes, describe, sObject Collections with allOrNone, upsert by exter
 id, a SOQL subset with query locators, ContentVersion uploads (JSON and multipart),
 Bulk API 2.0 ingest jobs and — what a loader most needs to respect — the org's rolling
 24-hour API allocation, reported in ``Sforce-Limit-Info`` on every response and
-enforced with 403 ``REQUEST_LIMIT_EXCEEDED``. It misbehaves on purpose when asked
-(``fault_500_rate``). ``/_sim/state`` and ``/_sim/records/{Obj}`` expose the truth.
+enforced with 403 ``REQUEST_LIMIT_EXCEEDED``. It misbehaves on purpose when asked —
+500 ``UNKNOWN_EXCEPTION``, 503 ``SERVER_UNAVAILABLE``, slow answers, connections cut
+before or after a write, expiring sessions, records failing ``UNABLE_TO_LOCK_ROW`` — at
+rates set in :class:`SfSimSettings`, drawn from one RNG seeded by ``fault_seed`` and
+counted in :class:`SfSimStats`. There is no 429: Salesforce's REST API has none (§1.6).
+``/_sim/state`` and ``/_sim/records/{Obj}`` expose the truth.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import re
 import secrets
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,8 +38,18 @@ from adapters.salesforce.schema import OrgSchema
 from adapters.salesforce.sim_bulk import IngestJobs
 from adapters.salesforce.sim_rest import RestApi
 from adapters.salesforce.sim_store import Org
-from adapters.salesforce.sim_wire import MAX_JSON_BODY, SF_USER, ApiError, json_response, not_found
+from adapters.salesforce.sim_wire import (
+    MAX_JSON_BODY,
+    SF_USER,
+    WRITE_METHODS,
+    ApiError,
+    cut_answer,
+    drop_connection,
+    json_response,
+    not_found,
+)
 from adapters.simserver import serve_app
+from ratelimit.window import SlidingWindow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,15 +70,36 @@ BASE_STORAGE_MB = 10_240
 _VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(?:/|$)")
 _SEASONS = ("Winter", "Spring", "Summer")
 
+_F500, _F503, _RESET, _RESET_AFTER_WRITE, _SLOW = (
+    "500",
+    "503",
+    "reset",
+    "reset_after_write",
+    "slow",
+)
+
 
 @dataclass(frozen=True)
 class SfSimSettings:
-    """How the simulated org authenticates, what it allows per day and how it misbehaves."""
+    """How the simulated org authenticates, what it allows per day and how it misbehaves.
+
+    Request faults apply to ``/services/data/vXX.X/...`` calls only (never the OAuth token
+    endpoint, the version list or ``/_sim``), after authentication. Each such call draws
+    once from the fault RNG (seeded by ``fault_seed``) and gets at most one fault: the
+    request-level ``fault_*_rate`` shares (500, 503, reset, reset-after-write, slow)
+    partition that draw, so they must add up to at most 1 and each is honoured on its
+    own. A fault that stops a call before it is processed leaves the org untouched and
+    is not charged to the daily allocation. ``fault_partial_rate`` is drawn per record.
+    """
 
     client_id: str = "crmlift"
     client_secret: str = "s3cret"
     api_version: str = "59.0"
     token_ttl: float = 7200.0
+    """Seconds an access token lives (Salesforce's default session timeout is 2 hours).
+    Afterwards every call with it is 401 ``[{"message": "Session expired or invalid",
+    "errorCode": "INVALID_SESSION_ID"}]`` (counted in ``unauthorized`` and
+    ``sessions_expired``) until the client logs in again."""
     daily_api_requests: int = 100_000
     """Rolling 24 h org allocation; past it every call is 403 REQUEST_LIMIT_EXCEEDED."""
     daily_bulk_batches: int = 15_000
@@ -73,8 +107,44 @@ class SfSimSettings:
     daily_bulk_records: int = 150_000_000
     bulk_records_per_second: float = 50_000.0
     fault_500_rate: float = 0.0
-    """Share of /services/data calls answered 503 SERVER_UNAVAILABLE before any effect."""
+    """Share of calls answered 500 ``[{"errorCode": "UNKNOWN_EXCEPTION", "message": "An
+    unexpected error occurred. ..."}]`` before any effect (counted in ``faults_500``)."""
+    fault_503_rate: float = 0.0
+    """Share of calls answered 503 ``[{"errorCode": "SERVER_UNAVAILABLE", "message": ...}]``
+    before any effect (counted in ``faults_503``)."""
+    fault_reset_rate: float = 0.0
+    """Share of calls whose connection is cut with nothing applied (counted in
+    ``faults_reset``). A write (POST, PATCH, PUT, DELETE) is not processed: the connection
+    closes before a byte of the answer, so the client sees
+    ``aiohttp.ServerDisconnectedError`` (aiohttp resends an idempotent PUT or DELETE once
+    by itself on a reused connection, and that resend is served normally). A read is
+    served, then cut mid-body: the real status and headers and about half the body, so
+    reading it raises ``aiohttp.ClientPayloadError``."""
+    fault_reset_after_write_rate: float = 0.0
+    """Share of write calls (POST, PATCH, PUT, DELETE) that are processed — the write is
+    applied and charged — and whose answer is then lost: cut mid-body after the status and
+    headers (``aiohttp.ClientPayloadError``), or, for an answer with no body (201 on a
+    Bulk upload, 204 on a delete), dropped before it (``ServerDisconnectedError``; an
+    automatic aiohttp resend of a PUT then meets the job already uploaded). Counted in
+    ``faults_reset_after_write``. Reads drawn into this share get no fault, so the rate
+    is the share of writes."""
+    fault_slow_rate: float = 0.0
+    """Share of calls held ``fault_slow_seconds`` before they are processed (counted in
+    ``faults_slow``); the answer is normal. A client that gives up meanwhile does not stop
+    the call: it is still applied when the wait ends, as Salesforce finishes a request
+    its client abandoned."""
+    fault_slow_seconds: float = 2.0
+    """How long a slow call (``fault_slow_rate``) is held, in seconds."""
+    fault_partial_rate: float = 0.0
+    """Share of records, drawn per record, that fail ``UNABLE_TO_LOCK_ROW`` ("unable to
+    obtain exclusive access to this record") without being written while the rest of the
+    call goes through: in sObject Collections writes (create, update, upsert, delete) as a
+    per-record error in the 200 answer (with ``allOrNone`` it rolls the others back, as
+    any record error does), and in Bulk API 2.0 ingest jobs as a failedResults row with
+    ``sf__Error`` ``UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this
+    record:--``. Counted per record in ``faults_partial``."""
     fault_seed: int = 0
+    """Seed of the one fault RNG every fault kind draws from: same seed, same faults."""
     users: tuple[tuple[str, str], ...] = (("Admin User", "admin@firm.example"),)
     """(name, email) of the org's active users; the first is the admin every token runs as
     unless a password or JWT login names another."""
@@ -86,17 +156,37 @@ class SfSimSettings:
             raise ValueError("token_ttl and bulk_records_per_second must be positive")
         if min(self.daily_api_requests, self.daily_bulk_batches, self.daily_bulk_records) < 0:
             raise ValueError("daily allocations must not be negative")
-        if not 0.0 <= self.fault_500_rate <= 1.0:
-            raise ValueError("fault_500_rate must be between 0 and 1")
+        rates = [rate for _, rate in self.fault_bands()]
+        if min(rates) < 0 or sum(rates) > 1:
+            raise ValueError("request fault rates must not be negative and add up to at most 1")
+        if not 0.0 <= self.fault_partial_rate <= 1.0:
+            raise ValueError("fault_partial_rate must be between 0 and 1")
+        if self.fault_slow_seconds < 0:
+            raise ValueError("fault_slow_seconds must not be negative")
         if not self.users:
             raise ValueError("the org needs at least one user")
         if float(self.api_version) < MIN_API_VERSION:
             raise ValueError(f"api_version must be at least {MIN_API_VERSION}")
 
+    def fault_bands(self) -> tuple[tuple[str, float], ...]:
+        """Each request-level fault with its share of the one draw per call, in draw order."""
+        return (
+            (_F500, self.fault_500_rate),
+            (_F503, self.fault_503_rate),
+            (_RESET, self.fault_reset_rate),
+            (_RESET_AFTER_WRITE, self.fault_reset_after_write_rate),
+            (_SLOW, self.fault_slow_rate),
+        )
+
 
 @dataclass
 class SfSimStats:
-    """What the server saw. ``api_requests`` are the calls counted against the allocation."""
+    """What the server saw. ``api_requests`` are the calls counted against the allocation.
+
+    ``faults`` totals every injected fault; ``faults_*`` break it down by kind
+    (``faults_partial`` counts records, the others calls). ``sessions_expired`` counts
+    calls refused because their token outlived ``token_ttl`` (also in ``unauthorized``).
+    """
 
     api_requests: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
@@ -105,8 +195,20 @@ class SfSimStats:
     bulk_records: int = 0
     limit_exceeded: int = 0
     faults: int = 0
+    faults_500: int = 0
+    faults_503: int = 0
+    faults_reset: int = 0
+    faults_reset_after_write: int = 0
+    faults_slow: int = 0
+    faults_partial: int = 0
     unauthorized: int = 0
+    sessions_expired: int = 0
     tokens_issued: int = 0
+
+    def count_fault(self, kind: str) -> None:
+        name = f"faults_{kind}"
+        setattr(self, name, getattr(self, name) + 1)
+        self.faults += 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,28 +216,22 @@ class SfSimStats:
 
 @dataclass(slots=True)
 class _Rolling:
-    """Usage over a rolling window, in one-second buckets so a busy day stays small."""
+    """Usage over a rolling day, on the same sliding window the client counts with."""
 
     limit: int
-    window: float = DAY_SECONDS
-    buckets: deque[list[float]] = field(default_factory=deque)
-    total: int = 0
+    _window: SlidingWindow = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._window = SlidingWindow(max(self.limit, 1), DAY_SECONDS, resolution=1.0)
 
     def used(self, now: float) -> int:
-        while self.buckets and self.buckets[0][0] <= now - self.window:
-            self.total -= int(self.buckets.popleft()[1])
-        return self.total
+        return int(self._window.total(now))
 
     def take(self, now: float, amount: int = 1) -> bool:
         """Count ``amount`` if it fits under the limit; say whether it did."""
         if self.used(now) + amount > self.limit:
             return False
-        second = float(int(now))
-        if self.buckets and self.buckets[-1][0] == second:
-            self.buckets[-1][1] += amount
-        else:
-            self.buckets.append([second, float(amount)])
-        self.total += amount
+        self._window.add(now, amount)
         return True
 
 
@@ -159,9 +255,13 @@ class SalesforceSim:
         self.settings = settings
         self.stats = SfSimStats()
         self.org = Org(schema, settings.users, settings.api_version)
-        self.rest = RestApi(self.org)
+        self.rest = RestApi(self.org, self._row_locked)
         self.bulk = IngestJobs(
-            self.org, settings.bulk_records_per_second, self._take_batch, self._job_created
+            self.org,
+            settings.bulk_records_per_second,
+            self._take_batch,
+            self._job_created,
+            self._row_locked,
         )
         self._api = _Rolling(settings.daily_api_requests)
         self._batches = _Rolling(settings.daily_bulk_batches)
@@ -240,10 +340,16 @@ class SalesforceSim:
         """Authenticate, check the version, inject faults, charge the allocation, then serve."""
         if not request.path.startswith("/services/data/v"):
             return await handler(request)
+        fault = None
         try:
             request[SF_USER] = self._authenticate(request)
             self._check_version(request.path)
+            fault = self._draw_fault(request)
+            if fault == _RESET and request.method in WRITE_METHODS:
+                return drop_connection(request)
             self._admit(request)
+            if fault == _SLOW:
+                await asyncio.sleep(self.settings.fault_slow_seconds)
             response = await handler(request)
         except ApiError as refusal:
             response = refusal.response()
@@ -251,6 +357,8 @@ class SalesforceSim:
             response = _routing_error(routing, request.method).response()
         limit = self.settings.daily_api_requests
         response.headers["Sforce-Limit-Info"] = f"api-usage={self._api.used(_now())}/{limit}"
+        if fault in {_RESET, _RESET_AFTER_WRITE}:
+            return await cut_answer(request, response)
         return response
 
     def _authenticate(self, request: web.Request) -> str:
@@ -258,6 +366,8 @@ class SalesforceSim:
         grant = self._grants.get(token.strip()) if scheme.lower() in {"bearer", "oauth"} else None
         if grant is None or grant.expires_at <= _now():
             self.stats.unauthorized += 1
+            if grant is not None:
+                self.stats.sessions_expired += 1
             raise ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
         return grant.user_id
 
@@ -268,12 +378,42 @@ class SalesforceSim:
         ):
             raise not_found()
 
-    def _admit(self, request: web.Request) -> None:
-        if self._fault_rng.random() < self.settings.fault_500_rate:
-            self.stats.faults += 1
+    def _draw_fault(self, request: web.Request) -> str | None:
+        """One draw per call, whatever the rates; 5xx faults refuse the call right here."""
+        draw = self._fault_rng.random()
+        fault = None
+        for kind, rate in self.settings.fault_bands():
+            if draw < rate:
+                fault = kind
+                break
+            draw -= rate
+        if fault == _RESET_AFTER_WRITE and request.method not in WRITE_METHODS:
+            return None
+        if fault is not None:
+            self.stats.count_fault(fault)
+        if fault == _F500:
+            raise ApiError(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if you contact "
+                f"support: {1_960_221_140 + self.stats.faults_500}-{self.stats.faults:05d} "
+                "(-1203451234)",
+            )
+        if fault == _F503:
             raise ApiError(
                 503, "SERVER_UNAVAILABLE", "Server temporarily unavailable, please retry later"
             )
+        return fault
+
+    def _row_locked(self) -> bool:
+        """Whether the next record of a Collections or Bulk write fails UNABLE_TO_LOCK_ROW."""
+        rate = self.settings.fault_partial_rate
+        if rate <= 0 or self._fault_rng.random() >= rate:
+            return False
+        self.stats.count_fault("partial")
+        return True
+
+    def _admit(self, request: web.Request) -> None:
         if not self._api.take(_now()):
             self.stats.limit_exceeded += 1
             raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
@@ -359,7 +499,10 @@ class SalesforceSim:
 
     def _issue(self, request: web.Request, user_id: str) -> dict[str, Any]:
         now = _now()
-        self._grants = {t: g for t, g in self._grants.items() if g.expires_at > now}
+        # A token stays known for one more lifetime after it expires, so its use reads as
+        # an expired session rather than a forged one.
+        horizon = now - self.settings.token_ttl
+        self._grants = {t: g for t, g in self._grants.items() if g.expires_at > horizon}
         token = f"{self.org.org_id[:15]}!{secrets.token_urlsafe(72)}"
         self._grants[token] = _Grant(user_id, now + self.settings.token_ttl)
         self.stats.tokens_issued += 1

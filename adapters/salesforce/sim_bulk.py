@@ -5,6 +5,7 @@ UploadComplete → a background task moves it InProgress → JobComplete (or Fai
 ``bulk_records_per_second``, consuming one daily batch per 10,000 records. Rows go
 through the same :class:`Org` write rules as REST, so a row refused here is refused
 there with the same code; result CSVs carry ``sf__Id``/``sf__Created``/``sf__Error``.
+When asked, a row lands in failedResults with ``UNABLE_TO_LOCK_ROW`` (not written).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from aiohttp import BodyPartReader, web
 
 from adapters.salesforce.schema import FieldSpec
 from adapters.salesforce.sim_store import Org, RecordError, Table, now_text
-from adapters.salesforce.sim_wire import SF_USER, ApiError, json_response, not_found, read_object
+from adapters.salesforce.sim_wire import (
+    SF_USER,
+    ApiError,
+    json_response,
+    not_found,
+    read_object,
+    row_lock_error,
+)
 
 JOB_PREFIX = "750"
 """Key prefix of Bulk API jobs (destinations.md §1.2: "Job IDs start with 750")."""
@@ -156,6 +164,8 @@ class IngestJobs:
 
     ``take_batch(records)`` consumes one daily batch and ``records`` daily records and
     says whether the allocation allowed it; the simulator owns those counters.
+    ``row_locked()`` is asked once per row; when it says yes the row fails
+    ``UNABLE_TO_LOCK_ROW`` untouched (the simulator's injected fault).
     """
 
     def __init__(
@@ -164,6 +174,7 @@ class IngestJobs:
         records_per_second: float,
         take_batch: Callable[[int], bool],
         on_job_created: Callable[[], None],
+        row_locked: Callable[[], bool] = lambda: False,
     ) -> None:
         if records_per_second <= 0:
             raise ValueError("bulk_records_per_second must be positive")
@@ -171,6 +182,7 @@ class IngestJobs:
         self.records_per_second = records_per_second
         self.take_batch = take_batch
         self.on_job_created = on_job_created
+        self.row_locked = row_locked
         self.jobs: dict[str, IngestJob] = {}
 
     async def close(self) -> None:
@@ -431,6 +443,8 @@ class IngestJobs:
         record_id = str(values.get("Id") or "")
         user = job.created_by
         try:
+            if self.row_locked():
+                raise row_lock_error()
             if job.operation == "insert":
                 record_id, created = self.org.create(plan.table, values, user), True
             elif job.operation == "update":

@@ -3,7 +3,8 @@
 Shapes follow destinations.md §1.5-§1.8: single-record failures are a 400 with the error
 array, collections return 200 with one SaveResult per record in order (``statusCode``
 inside ``errors``), allOrNone rolls everything back, an upsert key matching several
-records is a 300.
+records is a 300. When asked, a record of a collection fails ``UNABLE_TO_LOCK_ROW``
+(without being written) while the others go through.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from adapters.salesforce.sim_store import (
     Table,
     relationship_name,
 )
-from adapters.salesforce.sim_wire import SF_USER, ApiError, json_response, not_found, read_object
+from adapters.salesforce.sim_wire import (
+    SF_USER,
+    ApiError,
+    json_response,
+    not_found,
+    read_object,
+    row_lock_error,
+)
 from adapters.salesforce.soql import SoqlError
 from adapters.salesforce.standard_objects import (
     DEFAULTS,
@@ -43,7 +51,10 @@ QUERY_BATCH = 2_000
 MIN_QUERY_BATCH = 200
 QUERY_LOCATOR_PREFIX = "01g"
 MAX_OPEN_CURSORS = 100
-"""Open query locators kept; the oldest is forgotten first (its next page then 400s)."""
+"""Open query locators kept; the oldest is forgotten first (its next page then 400s).
+
+A locator outlives its last page, as Salesforce's do until they time out, so a page whose
+answer was lost (an injected reset) can be asked for again."""
 
 MAX_MULTIPART_BLOB = 2 * 1024**3
 """Largest ContentVersion VersionData in a multipart upload: 2 GB (§1.8)."""
@@ -178,10 +189,15 @@ def _child_relationships(org: Org, table: Table) -> list[dict[str, Any]]:
 
 
 class RestApi:
-    """The org's REST resources; the gate has already authenticated and counted the call."""
+    """The org's REST resources; the gate has already authenticated and counted the call.
 
-    def __init__(self, org: Org) -> None:
+    ``row_locked()`` is asked once per record of an sObject Collections write; when it says
+    yes the record fails ``UNABLE_TO_LOCK_ROW`` untouched (the simulator's injected fault).
+    """
+
+    def __init__(self, org: Org, row_locked: Callable[[], bool] = lambda: False) -> None:
         self.org = org
+        self.row_locked = row_locked
         self.cursors: dict[str, list[dict[str, Any]]] = {}
 
     def _table(self, request: web.Request) -> Table:
@@ -383,6 +399,8 @@ class RestApi:
             results: list[Result] = []
             for item in items:
                 try:
+                    if self.row_locked():
+                        raise row_lock_error()
                     results.append(write(item))
                 except RecordError as error:
                     results.append(_failure(error))
@@ -488,8 +506,6 @@ class RestApi:
         if end < len(rows):
             version = request.match_info["version"]
             body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{end}"
-        else:
-            del self.cursors[locator]
         body["records"] = rows[offset:end]
         return body
 

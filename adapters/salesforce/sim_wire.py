@@ -1,4 +1,5 @@
-"""Wire helpers shared by the simulator's REST and Bulk handlers: errors, JSON, body limits.
+"""Wire helpers shared by the simulator's REST and Bulk handlers: errors, JSON, body limits,
+and the two ways an injected fault loses an answer (a cut body, a dropped connection).
 
 Salesforce answers every REST and Bulk failure with the same JSON array of
 ``{"message", "errorCode"}`` objects; keeping that in one place keeps the handlers honest.
@@ -21,6 +22,22 @@ NOT_FOUND_MESSAGE = "The requested resource does not exist"
 
 SF_USER = web.RequestKey("sf_user", str)
 """The authenticated user's id, set by the gate for every /services/data call."""
+
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+"""Methods that may change the org; every other method only reads."""
+
+ROW_LOCK_CODE = "UNABLE_TO_LOCK_ROW"
+ROW_LOCK_MESSAGE = "unable to obtain exclusive access to this record"
+
+
+def row_lock_error() -> RecordError:
+    """What a record gets when another transaction holds its lock: retry it later.
+
+    In a Collections result ``{"statusCode": "UNABLE_TO_LOCK_ROW", "message": ...,
+    "fields": []}``; in a Bulk API 2.0 ``sf__Error`` cell
+    ``UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record:--``.
+    """
+    return RecordError(ROW_LOCK_CODE, ROW_LOCK_MESSAGE)
 
 
 class ApiError(Exception):
@@ -84,3 +101,34 @@ async def read_object(request: web.Request, limit: int = MAX_JSON_BODY) -> dict[
             400, "JSON_PARSER_ERROR", "Cannot deserialize instance of object from array value"
         )
     return body
+
+
+def drop_connection(request: web.Request) -> web.StreamResponse:
+    """Close the connection before a byte of the answer is sent.
+
+    The client sees ``aiohttp.ServerDisconnectedError``. Note that aiohttp's client
+    silently resends an idempotent request (GET, PUT, DELETE...) once when a reused
+    keep-alive connection drops like this, so the caller may never see the drop.
+    """
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=204)
+
+
+async def cut_answer(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Send ``response``'s status, headers and about half its body, then close the connection.
+
+    The client gets the real status and a ``Content-Length`` it never receives, so reading
+    the body raises ``aiohttp.ClientPayloadError``. An answer without a body (201 on a
+    Bulk upload, 204 on a delete) has nothing to cut: the connection drops before it.
+    """
+    body = response.body if isinstance(response, web.Response) else None
+    if response.prepared or not isinstance(body, bytes) or not body:
+        return drop_connection(request)
+    partial = web.StreamResponse(status=response.status, headers=response.headers)
+    partial.content_length = len(body)
+    await partial.prepare(request)
+    await partial.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return partial

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -1362,5 +1362,17 @@ _TRANSFORMS: Mapping[str, RecordTransform] = {
 
 
 def transform(collection: str, record: Record, ctx: MappingContext) -> TransformResult:
-    """The Dataverse payloads for one staged BackDocket record, or why there are none."""
-    return dispatch(_TRANSFORMS, collection, record, ctx)
+    """The Dataverse payloads for one staged BackDocket record, or why there are none.
+
+    Every row keeps the source record's creation time: ``overriddencreatedon`` is the
+    documented way to set ``createdon`` on create, so activity history and lineage
+    show when things really happened, not when the migration ran.
+    """
+    result = dispatch(_TRANSFORMS, collection, record, ctx)
+    if isinstance(result, Rejection):
+        return result
+    try:
+        created = tx.iso_datetime(tx.parse_datetime(record.get("created_at")))
+    except ValueError:
+        return result
+    return [replace(p, fields={**p.fields, "overriddencreatedon": created}) for p in result]

@@ -1,0 +1,44 @@
+"""What a load costs a Dataverse environment: ``$batch`` requests and the operations in them.
+
+Follows :class:`~adapters.dynamics.client.DataverseClient`: every write is a
+``$batch`` of ``batch_size`` upserts, and a ``$batch`` counts as one request toward
+the per-user window however many operations it holds, while each operation costs
+server execution time and counts toward the 24 h entitlement
+(../shared/platforms/destinations.md §2.5, §2.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from adapters.costs import LoadCost, calls, ceil_div, cycled, packed
+from adapters.dynamics.client import FILE_BATCH_BYTES, DataverseConfig
+
+
+def records_cost(table: str, records: int, per_call: int, config: DataverseConfig) -> LoadCost:
+    """Upserting ``records`` rows of ``table``, ``per_call`` to each ``upsert`` the loader
+    makes: ⌈n/batch_size⌉ ``$batch`` requests per call (§2.3: ≤1,000 operations each),
+    one operation per row."""
+    requests = sum(
+        times * ceil_div(size, config.batch_size) for size, times in calls(records, per_call)
+    )
+    return LoadCost(requests=requests, operations=records)
+
+
+def files_cost(
+    table: str, sizes: Sequence[int], records: int, per_call: int, config: DataverseConfig
+) -> LoadCost:
+    """Creating ``records`` annotations whose file sizes are like ``sizes``.
+
+    Annotations are ordinary upserts with the content base64-encoded in
+    ``documentbody`` (§2.9), ``batch_size`` and at most 8 MB of content to a ``$batch``.
+    Per loader batch of new files, a lookup by alternate key comes first: GETs in
+    ``$batch`` requests of ``batch_size``. Only the writes count as operations here;
+    the lookups' reads are light next to a ``documentbody`` upload.
+    """
+    cost = LoadCost()
+    for size, times in calls(records, per_call):
+        lookups = ceil_div(size, config.batch_size)
+        uploads = packed(cycled(sizes, size), FILE_BATCH_BYTES, config.batch_size)
+        cost += LoadCost(requests=lookups + uploads, operations=size) * times
+    return cost

@@ -1,0 +1,165 @@
+"""The source → destination pairs the engine can run, each as one value.
+
+``service/`` never asks which platform it is talking to: a migration looks its
+pair up here by the plan's destination and uses what the pair carries — the
+mapping's transform and load order, its schema plan, its owner matching, and
+how to open the destination's client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from adapters.base import Destination, Record
+from adapters.dynamics.client import DataverseClient, DataverseConfig
+from adapters.errors import ConfigError
+from adapters.salesforce.client import SalesforceClient, SalesforceConfig
+from ratelimit.governor import Governor
+from ratelimit.profiles import QuotaProfile
+from service.mapping import backdocket_dynamics as dynamics
+from service.mapping import backdocket_salesforce as salesforce
+from service.mapping.backdocket import OwnerResolution
+from service.mapping.base import MappingContext, Payload, TransformResult
+
+Transform = Callable[[str, Record, MappingContext], TransformResult]
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaPlan:
+    """What the destination's admin deploys before the run, as the gate checks it."""
+
+    fields: Mapping[str, tuple[str, ...]]
+    """Destination object → the fields the plan adds to it."""
+    lookups: Mapping[str, Mapping[str, tuple[str, ...]]]
+    """Destination object → lookup field of the plan → the objects it points at."""
+    document: bytes
+    """``schema-plan.json``: the plan in the pair's own format, for the admin."""
+
+    @property
+    def field_count(self) -> int:
+        return sum(len(f) for f in self.fields.values())
+
+
+class DestinationClient(Destination, Protocol):
+    """A destination adapter that is also the ``async with`` owning its connections."""
+
+    @property
+    def governors(self) -> list[Governor]:
+        """Every governor its calls go through (one per principal), for stats."""
+        ...
+
+    async def __aenter__(self) -> DestinationClient: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One source → destination mapping and the destination it loads."""
+
+    destination: str
+    transform: Transform
+    load_order: tuple[str, ...]
+    depends_on: Mapping[str, tuple[str, ...]]
+    objects: Callable[[Mapping[str, Any]], list[str]]
+    """Destination objects the pair writes, given the plan's ``[mapping]`` settings."""
+    schema_plan: Callable[[Sequence[Record], Mapping[str, Any]], SchemaPlan]
+    resolve_owners: Callable[[Sequence[Record], Mapping[str, str], str], OwnerResolution]
+    first_payloads: Callable[[str], list[tuple[str, Payload]]]
+    """Records the pair loads before any wave, given the fallback owner."""
+    context_settings: Callable[[Mapping[str, Sequence[Record]]], dict[str, Any]]
+    """Mapping settings worked out from staged collections (``needs``), once per run."""
+    needs: tuple[str, ...]
+    """Staged collections ``context_settings`` reads."""
+    dedupe_key: Callable[[Record], str | None]
+    open_client: Callable[[Any, QuotaProfile], DestinationClient]
+    """The destination client for the plan's destination config and quota."""
+
+
+def _salesforce_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
+    wanted = salesforce.schema_plan(definitions)
+    fields = {name: tuple(f.name for f in spec.fields) for name, spec in wanted.objects.items()}
+    lookups = {
+        name: {f.name: f.reference_to for f in spec.fields if f.reference_to}
+        for name, spec in wanted.objects.items()
+    }
+    return SchemaPlan(fields, lookups, wanted.to_json())
+
+
+def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
+    wanted = dynamics.schema_plan(definitions, _prefix(settings))
+    tables = wanted["tables"]
+    fields = {name: tuple(spec["columns"]) for name, spec in tables.items()}
+    lookups = {
+        name: {c: (col["target"],) for c, col in spec["columns"].items() if col.get("target")}
+        for name, spec in tables.items()
+    }
+    return SchemaPlan(fields, lookups, orjson.dumps(wanted, option=orjson.OPT_INDENT_2))
+
+
+def _prefix(settings: Mapping[str, Any]) -> str:
+    return str(settings.get("publisher_prefix") or dynamics.DEFAULT_PREFIX)
+
+
+def _salesforce_client(config: Any, quota: QuotaProfile) -> DestinationClient:
+    if not isinstance(config, SalesforceConfig):
+        raise ConfigError("a salesforce destination needs Salesforce settings")
+    return SalesforceClient(config, Governor(quota))
+
+
+def _dynamics_client(config: Any, quota: QuotaProfile) -> DestinationClient:
+    if not isinstance(config, DataverseConfig):
+        raise ConfigError("a dynamics destination needs Dataverse settings")
+    return DataverseClient(config, quota)
+
+
+BACKDOCKET_SALESFORCE = Pair(
+    destination="salesforce",
+    transform=salesforce.transform,
+    load_order=salesforce.LOAD_ORDER,
+    depends_on=salesforce.DEPENDS_ON,
+    objects=lambda settings: sorted(
+        {o for objs in salesforce.COLLECTION_OBJECTS.values() for o in objs}
+    ),
+    schema_plan=_salesforce_plan,
+    resolve_owners=salesforce.resolve_owners,
+    first_payloads=lambda owner: [("companies", salesforce.unassigned_account(owner))],
+    context_settings=lambda staged: {},
+    needs=(),
+    dedupe_key=salesforce.dedupe_key,
+    open_client=_salesforce_client,
+)
+
+BACKDOCKET_DYNAMICS = Pair(
+    destination="dynamics",
+    transform=dynamics.transform,
+    load_order=dynamics.LOAD_ORDER,
+    depends_on=dynamics.DEPENDS_ON,
+    objects=lambda settings: sorted(
+        {o for objs in dynamics.collection_objects(_prefix(settings)).values() for o in objs}
+    ),
+    schema_plan=_dynamics_plan,
+    resolve_owners=dynamics.resolve_owners,
+    first_payloads=lambda owner: [],
+    context_settings=lambda staged: {
+        "matter_customers": dynamics.matter_customers(staged.get("matters", ()))
+    },
+    needs=("matters",),
+    dedupe_key=salesforce.dedupe_key,
+    open_client=_dynamics_client,
+)
+
+PAIRS: dict[str, Pair] = {p.destination: p for p in (BACKDOCKET_SALESFORCE, BACKDOCKET_DYNAMICS)}
+
+
+def pair_for(destination: str) -> Pair:
+    """The BackDocket pair loading into ``destination``."""
+    try:
+        return PAIRS[destination]
+    except KeyError as exc:
+        known = ", ".join(sorted(PAIRS))
+        raise ConfigError(f"no mapping into {destination!r}; known destinations: {known}") from exc

@@ -33,9 +33,8 @@ import uvloop
 
 from adapters.backdocket.client import BackDocketConfig
 from adapters.secrets import Secret
-from service.commands import demo_org_users, read_collection, simulator
+from service.commands import dynamics_schema, prepare_org, simulator
 from service.logs import configure_logging
-from service.mapping.backdocket_dynamics import schema_plan
 from service.migrate import MigrateOutcome, run_migrate
 from service.plan import parse_plan
 
@@ -44,16 +43,6 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 WINDOW_SECONDS = 300.0
 REQUESTS_PER_WINDOW = 6000
 EXECUTION_MS_PER_WINDOW = 1_200_000
-
-
-async def prepare(source: BackDocketConfig, work: Path) -> tuple[Path, Path]:
-    """The admin's side: deploy the schema plan, license most staff."""
-    definitions = await read_collection(source, "custom_field_definitions")
-    users = await read_collection(source, "users")
-    schema, licensed = work / "schema-plan.json", work / "users.json"
-    schema.write_bytes(orjson.dumps(schema_plan(definitions)))
-    licensed.write_bytes(orjson.dumps(demo_org_users(users, ADMIN)))
-    return schema, licensed
 
 
 async def sim_state(url: str) -> dict[str, Any]:
@@ -152,7 +141,7 @@ async def bench(args: argparse.Namespace) -> None:
         async with AsyncExitStack() as stack:
             bd_url = await stack.enter_async_context(simulator("backdocket", *bd_args, env=env))
             source = BackDocketConfig(bd_url, "crmlift", Secret(env["BENCH_BD_SECRET"]))
-            schema, licensed = await prepare(source, work)
+            schema, licensed = await prepare_org(source, work, ADMIN, dynamics_schema)
             print(f"tenant {args.records} records; window {WINDOW_SECONDS:.0f} s / "
                   f"{args.time_scale:g} = {WINDOW_SECONDS / args.time_scale:.1f} s; "
                   f"{args.op_ms:g} ms per operation; batch size {args.batch_size}")  # fmt: skip

@@ -144,14 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="migrate a generated BackDocket tenant into a simulated Salesforce org",
-        description="A self-contained demonstration: starts the BackDocket and Salesforce "
+        help="migrate a generated BackDocket tenant into a simulated Salesforce or Dataverse org",
+        description="A self-contained demonstration: starts the BackDocket and destination "
         "simulators, writes a plan, migrates on the embedded journal, prints the summary "
         "and where the reports are, and stops everything it started.",
     )
     demo.add_argument("--records", type=int, default=10_000, help="tenant size (default 10000)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workdir", type=Path, default=Path("crmlift-demo"))
+    demo.add_argument(
+        "--destination",
+        choices=("salesforce", "dynamics"),
+        default="salesforce",
+        help="the simulated CRM to migrate into (default salesforce)",
+    )
     return parser
 
 

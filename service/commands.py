@@ -10,6 +10,7 @@ import secrets
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -43,7 +44,7 @@ from ratelimit.profiles import profile_for
 from service.estimate import run_estimate
 from service.extract import EPOCH
 from service.logs import configure_logging
-from service.mapping import backdocket_salesforce
+from service.mapping import backdocket_dynamics, backdocket_salesforce
 from service.migrate import MigrateOutcome, run_migrate
 from service.pairs import pair_for
 from service.pipeline import ExtractOutcome, run_extract
@@ -235,16 +236,17 @@ async def _sim_backdocket(args: argparse.Namespace) -> int:
 async def demo(args: argparse.Namespace) -> int:
     """``crmlift demo``: both simulators + embedded journal + migration + reports, then clean up.
 
-    It plays the whole cast: the firm's BackDocket tenant, the Salesforce org
-    whose admin deployed the schema plan and created most staff as users, and
+    It plays the whole cast: the firm's BackDocket tenant, the destination org
+    whose admin deployed the schema plan and licensed most staff as users, and
     the operator who writes the plan and runs the migration.
     """
+    org = DEMO_ORGS[args.destination]
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = {"CRMLIFT_DEMO_BACKDOCKET_SECRET": secrets.token_urlsafe(24),
-           "CRMLIFT_DEMO_SALESFORCE_SECRET": secrets.token_urlsafe(24)}  # fmt: skip
+           "CRMLIFT_DEMO_DESTINATION_SECRET": secrets.token_urlsafe(24)}  # fmt: skip
     os.environ.update(env)
-    console.print(f"[bold]crmlift demo[/]: a {args.records}-record BackDocket tenant → Salesforce")
+    console.print(f"[bold]crmlift demo[/]: a {args.records}-record BackDocket tenant → {org.label}")
     backdocket_args = (
         "--records", str(args.records), "--seed", str(args.seed), "--dirty",
         "--client-secret-env", "CRMLIFT_DEMO_BACKDOCKET_SECRET", "--latency-ms", "30-150",
@@ -253,15 +255,16 @@ async def demo(args: argparse.Namespace) -> int:
         source = BackDocketConfig(
             backdocket_url, "crmlift", Secret(env["CRMLIFT_DEMO_BACKDOCKET_SECRET"])
         )
-        schema_path, users_path = await prepare_org(source, workdir, DEMO_ADMIN)
-        salesforce_args = (
+        schema_path, users_path = await prepare_org(source, workdir, DEMO_ADMIN, org.schema)
+        sim_args = (
             "--schema", str(schema_path), "--users", str(users_path),
-            "--client-secret-env", "CRMLIFT_DEMO_SALESFORCE_SECRET",
+            "--client-secret-env", "CRMLIFT_DEMO_DESTINATION_SECRET",
         )  # fmt: skip
-        async with simulator("salesforce", *salesforce_args, env=env) as salesforce_url:
+        async with simulator(args.destination, *sim_args, env=env) as destination_url:
             plan_path = workdir / "plan.toml"
-            plan_path.write_text(demo_plan(backdocket_url, salesforce_url), encoding="utf-8")
-            console.print(f"BackDocket at {backdocket_url}, Salesforce at {salesforce_url}")
+            plan_text = demo_plan(backdocket_url, org.destination(destination_url))
+            plan_path.write_text(plan_text, encoding="utf-8")
+            console.print(f"BackDocket at {backdocket_url}, {org.label} at {destination_url}")
             console.print(f"plan: {plan_path}")
             plan = load_plan(plan_path)
             configure_logging(plan.output_dir / "crmlift.log.jsonl")
@@ -280,15 +283,29 @@ async def read_collection(source: BackDocketConfig, collection: str) -> list[Rec
         return [r async for page in client.pages(window, None) for r in page.records]
 
 
-async def prepare_org(source: BackDocketConfig, workdir: Path, admin: str) -> tuple[Path, Path]:
-    """Play the org's admin: deploy the schema plan and create most staff as users.
+SchemaFile = Callable[[list[Record]], bytes]
+"""The schema plan an org's admin deploys, from the source's custom field definitions."""
 
-    Returns the schema file and the users file a Salesforce simulator starts with.
+
+def salesforce_schema(definitions: list[Record]) -> bytes:
+    return backdocket_salesforce.schema_plan(definitions).to_json()
+
+
+def dynamics_schema(definitions: list[Record]) -> bytes:
+    return orjson.dumps(backdocket_dynamics.schema_plan(definitions))
+
+
+async def prepare_org(
+    source: BackDocketConfig, workdir: Path, admin: str, schema: SchemaFile = salesforce_schema
+) -> tuple[Path, Path]:
+    """Play the org's admin: deploy the schema plan and license most staff as users.
+
+    Returns the schema file and the users file a destination simulator starts with.
     """
     definitions = await read_collection(source, "custom_field_definitions")
     users = await read_collection(source, "users")
     schema_path, users_path = workdir / "org-schema.json", workdir / "org-users.json"
-    backdocket_salesforce.schema_plan(definitions).save(schema_path)
+    schema_path.write_bytes(schema(definitions))
     users_path.write_bytes(orjson.dumps(demo_org_users(users, admin)))
     return schema_path, users_path
 
@@ -307,7 +324,7 @@ def demo_org_users(users: list[Record], admin: str) -> list[tuple[str, str]]:
 DEMO_ADMIN = "admin@demo-firm.example"
 
 
-def demo_plan(backdocket_url: str, salesforce_url: str) -> str:
+def demo_plan(backdocket_url: str, destination: str) -> str:
     """The plan the demo writes: the embedded journal, both simulators.
 
     Every demo is a new migration into a new (simulated) org, so its name is
@@ -334,18 +351,56 @@ concurrency = 8
 [extract]
 window_records = 2000
 files = true
+{destination}"""
 
+
+def salesforce_destination(url: str) -> str:
+    return f"""
 [destination]
 platform = "salesforce"
-login_url = "{salesforce_url}"
+login_url = "{url}"
 client_id = "crmlift"
-client_secret = {{ env = "CRMLIFT_DEMO_SALESFORCE_SECRET" }}
+client_secret = {{ env = "CRMLIFT_DEMO_DESTINATION_SECRET" }}
 fallback_owner_email = "{DEMO_ADMIN}"
 bulk_threshold = 2000
 
 [mapping]
 max_file_bytes = 26214400
 """
+
+
+def dynamics_destination(url: str) -> str:
+    sim = DataverseSimSettings()
+    return f"""
+[destination]
+platform = "dynamics"
+environment_url = "{sim.org_url}"
+api_url = "{url}"
+authority_url = "{url}"
+tenant_id = "{sim.tenant_id}"
+client_id = "crmlift"
+client_secret = {{ env = "CRMLIFT_DEMO_DESTINATION_SECRET" }}
+fallback_owner_email = "{DEMO_ADMIN}"
+
+[mapping]
+publisher_prefix = "{sim.publisher_prefix}"
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOrg:
+    """How the demo plays one destination: its admin's schema and its plan table."""
+
+    label: str
+    schema: SchemaFile
+    destination: Callable[[str], str]
+    """The plan's ``[destination]`` (and ``[mapping]``) for the simulator at a URL."""
+
+
+DEMO_ORGS = {
+    "salesforce": DemoOrg("Salesforce", salesforce_schema, salesforce_destination),
+    "dynamics": DemoOrg("Dynamics 365 (Dataverse)", dynamics_schema, dynamics_destination),
+}
 
 
 @contextlib.asynccontextmanager

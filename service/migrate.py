@@ -104,6 +104,7 @@ async def _load(
     definitions = await _staged(journal, run, "custom_field_definitions")
     wanted = pair.schema_plan(definitions, destination.mapping)
     (out_dir / "schema-plan.json").write_bytes(wanted.document)
+    await _write_rebuild_reference(journal, run, out_dir)
     schema = await _gate_schema(client, pair.objects(destination.mapping), wanted, out_dir)
 
     users_by_email = await client.users_by_email()
@@ -211,6 +212,17 @@ async def _duplicate_emails(journal: Journal, run: Run, pair: Pair) -> list[dict
         if key is not None:
             by_email.setdefault(key, []).append(source_id)
     return [{"email": e, "contacts": ids} for e, ids in sorted(by_email.items()) if len(ids) > 1]
+
+
+REBUILD_REFERENCE = {"workflows": "workflows.json", "merge_templates": "merge-templates.json"}
+"""What does not migrate but the destination's admin rebuilds natively (automation in
+Flow or Power Automate, document templates), exported as the source defines it."""
+
+
+async def _write_rebuild_reference(journal: Journal, run: Run, out_dir: Path) -> None:
+    for collection, filename in REBUILD_REFERENCE.items():
+        records = await _staged(journal, run, collection)
+        (out_dir / filename).write_bytes(orjson.dumps(records, option=orjson.OPT_INDENT_2))
 
 
 async def _staged(journal: Journal, run: Run, collection: str) -> list[dict[str, Any]]:

@@ -50,7 +50,9 @@ class Shutdown:
 
     def _cancel(self, why: str) -> None:
         if self._task is not None and not self._task.done():
-            log.warning("run.cancelled", why=why)
+            # A plain stop of a phase that does not drain is routine; cutting a drain
+            # short is worth a warning.
+            (log.info if why == "stop" else log.warning)("run.cancelled", why=why)
             self._task.cancel()
 
     def close(self) -> None:

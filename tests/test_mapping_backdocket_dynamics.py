@@ -466,6 +466,17 @@ def test_oversized_document_is_deferred_until_sharepoint_exists(
     assert DEFAULT_MAX_ATTACHMENT_BYTES == 5 * MB
 
 
+def test_the_attachment_limit_counts_the_base64_text(tenant: Tenant, ctx: MappingContext) -> None:
+    """Dataverse measures a note's file as Base64: 4 MB of PDF is 5.4 MB on the wire."""
+    four = _record(tenant, "documents", size_bytes=4 * MB, filename="Deposition.pdf")
+    result = transform("documents", four, ctx)
+    assert isinstance(result, Rejection)
+    assert result.code == "deferred_to_sharepoint"
+    assert "(5.4 MB as Base64)" in result.reason
+    under = _record(tenant, "documents", size_bytes=int(3.7 * MB), filename="Letter.pdf")
+    assert _one("documents", under, ctx).object == "annotation"
+
+
 def test_with_sharepoint_documents_get_a_location(tenant: Tenant) -> None:
     ctx = _context(tenant, sharepoint_site="https://firm.sharepoint.com/sites/crm")
     small = _record(tenant, "documents", size_bytes=MB, matter_id="mt_3")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
@@ -25,7 +26,7 @@ from adapters.dynamics.sim import DataverseSim, DataverseSimSettings
 from adapters.dynamics.sim import serve as serve_dataverse
 from adapters.errors import SchemaMissing
 from journal import Journal, JournalSettings
-from service.mapping.backdocket_dynamics import is_organization, schema_plan
+from service.mapping.backdocket_dynamics import base64_size, is_organization, schema_plan
 from service.migrate import run_migrate
 from service.plan import MigrationPlan, parse_plan
 
@@ -231,7 +232,7 @@ async def test_a_dirty_tenant_lands_in_dataverse_with_every_record_accounted_for
     # in staging for SharePoint, reported by name.
     notes = by_source_id(dv.records("annotations"))
     for document in records["documents"]:
-        if document["size_bytes"] > 5 * 1024 * 1024:
+        if base64_size(document["size_bytes"]) > 5 * 1024 * 1024:
             assert document["id"] not in notes
             [held] = [f for f in outcome.report.failures if f.source_id == document["id"]]
             assert held.reason_code == "deferred_to_sharepoint"
@@ -251,6 +252,9 @@ async def test_a_dirty_tenant_lands_in_dataverse_with_every_record_accounted_for
     assert all(g.stats.requests > 0 for g in outcome.destination_governors)
     for path in outcome.reports:
         assert path.exists()
+    # Workflows do not migrate: the admin gets their definitions to rebuild in Power Automate.
+    exported = orjson.loads((outcome.reports[0].parent / "workflows.json").read_bytes())
+    assert [w["id"] for w in exported] == sorted(w["id"] for w in records["workflows"])
 
 
 async def test_a_second_run_of_the_same_plan_creates_nothing(world: World) -> None:

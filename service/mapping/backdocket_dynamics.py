@@ -1254,6 +1254,11 @@ def _location(
     return draft.build(ctx, external_id("documents", record["id"]), file)
 
 
+def base64_size(size: int) -> int:
+    """Bytes of ``size`` bytes once Base64-encoded: what the attachment limit measures."""
+    return 4 * -(-size // 3)
+
+
 def _document(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
     filename = str(plain(record.get("filename")) or record["id"])
@@ -1270,19 +1275,20 @@ def _document(record: Record, ctx: MappingContext) -> TransformResult:
     file = FileRef(str(sha256), size, filename, mime)
     limit = int(ctx.settings.get("max_attachment_bytes", DEFAULT_MAX_ATTACHMENT_BYTES))
     site = plain(ctx.settings.get("sharepoint_site"))
-    if size > limit:
+    if base64_size(size) > limit:
+        over = (
+            f"{filename} is {megabytes(size)} ({megabytes(base64_size(size))} as Base64), over "
+            f"the {limit / (1024 * 1024):g} MB Dataverse attachment limit, which counts the "
+            "Base64 text"
+        )
         if site is None:
             return Rejection(
                 "skipped",
                 "deferred_to_sharepoint",
-                f"{filename} is {megabytes(size)}, over the {limit / (1024 * 1024):g} MB "
-                f"Dataverse attachment limit; attached to {attached_to(record)}; held in "
-                "staging until a SharePoint site is configured (setting sharepoint_site)",
+                f"{over}; attached to {attached_to(record)}; held in staging until a "
+                "SharePoint site is configured (setting sharepoint_site)",
             )
-        note = (
-            f"{filename} is {megabytes(size)}, over the {limit / (1024 * 1024):g} MB "
-            "attachment limit; uploaded to SharePoint only, no annotation"
-        )
+        note = f"{over}; uploaded to SharePoint only, no annotation"
         return [_location(record, ctx, site, filename, file, note)]
     draft = _Draft("annotation")
     draft.text("subject", filename.rsplit(".", 1)[0] if "." in filename[1:] else filename)

@@ -86,9 +86,8 @@ async def one_run(
                 "applications": [{"client_id": a, "client_secret": {"env": "BENCH_DV_SECRET"}}
                                  for a in apps[1:]],
                 "fallback_owner_email": ADMIN, "batch_size": args.batch_size,
-                # The operator's profile for this (time-scaled) environment, per user.
-                "quota": {"window_seconds": window,
-                          "rate": REQUESTS_PER_WINDOW / window, "burst": 40},
+                # The published profile, per user, on the environment's (scaled) clock.
+                "quota": {"time_scale": args.time_scale},
             },
             "journal": {"data_dir": str(work / "data")},
         }  # fmt: skip
@@ -167,7 +166,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, action="append", help="repeatable (default 1, 3)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--time-scale", type=float, default=30.0)
-    parser.add_argument("--op-ms", type=float, default=120.0,
+    parser.add_argument("--op-ms", type=float, default=200.0,
                         help="server time per operation, platform ms")  # fmt: skip
     parser.add_argument("--source-rate", type=float, default=2000.0)
     parser.add_argument("--log", type=Path, help="keep the runs' JSON log here")

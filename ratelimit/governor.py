@@ -2,7 +2,8 @@
 
 It stacks the limits a platform sets, as its quota profile describes them:
 
-* a leaky bucket paced to the platform's rate (aiolimiter, fair, on loop time);
+* a token bucket paced to the platform's rate (at our share of it, with half its
+  burst);
 * a concurrency cap that halves on throttles and grows back while calls go
   through cleanly, with a sub-cap for heavy calls;
 * sliding windows of requests and execution time (Dataverse);
@@ -12,26 +13,37 @@ It stacks the limits a platform sets, as its quota profile describes them:
 * a shared pause that a throttle answer sets, so that no other request hammers
   the platform while it has asked us to wait.
 
-Admission is one FIFO queue per principal: every limit is asked, the call
-sleeps exactly as long as the slowest says, and all of them count it at once.
+Admission is one FIFO queue per principal that never polls: every
+limit is asked, the call sleeps exactly as long as the slowest says, and all of
+them count it at once. A call counts as in flight until its answer arrives and
+from then on as made at that moment — the latest the platform can have counted
+it — so a window's room is never reused before the platform has freed it.
+
+Counting is on ``clock`` (``time.monotonic``), sleeping on the loop: uvloop's
+loop time ticks in cached whole milliseconds, and an answer stamped a millisecond
+early would free its room in a window that much before the platform does.
+
+The profile's ``time_scale`` runs all of it faster: every period is divided by
+it and the rate multiplied, so a client and a time-scaled simulator given the
+same profile count the same windows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 from adapters.errors import QuotaExhausted
-from ratelimit.allowance import Allowance, credits
+from ratelimit.allowance import DAY, HOUR, MINUTE, Allowance, allowances
 from ratelimit.backoff import RetryPolicy
+from ratelimit.bucket import Pace, TokenBucket
 from ratelimit.concurrency import AdaptiveConcurrency
 from ratelimit.limits import Call, Limit
 from ratelimit.profiles import QuotaProfile
@@ -39,7 +51,7 @@ from ratelimit.window import WindowBudget, WindowLimits
 
 log = structlog.get_logger(__name__)
 
-DAY, HOUR, MINUTE = 86_400.0, 3_600.0, 60.0
+__all__ = ["DAY", "HOUR", "MINUTE", "Governor", "GovernorStats", "allowances", "window_limits"]
 THROTTLE_STATUSES = frozenset({429, 503})
 """Answers that mean "too much": the adaptive concurrency cap halves on them."""
 
@@ -61,26 +73,19 @@ class GovernorStats:
         return self.requests / (self.last_at - self.first_at)
 
 
-def allowances(profile: QuotaProfile) -> list[Allowance]:
-    """The rolling allocations a profile states, at its utilization."""
-    found = []
-    for name, limit, period, resolution in (
-        ("daily API requests", profile.daily_requests, DAY, 1.0),
-        ("requests per hour", profile.requests_per_hour, HOUR, 1.0),
-        ("requests per minute", profile.requests_per_minute, MINUTE, 0.1),
-    ):
-        if limit is not None:
-            found.append(
-                Allowance(name, _share(limit, profile.utilization), period, resolution=resolution)
-            )
-    if profile.daily_credits is not None:
-        share = _share(profile.daily_credits, profile.utilization)
-        found.append(Allowance("daily credits", share, DAY, credits))
-    return found
-
-
-def _share(limit: int, utilization: float) -> float:
-    return max(1.0, math.floor(limit * utilization))
+def window_limits(profile: QuotaProfile, utilization: float | None = None) -> WindowLimits | None:
+    """The profile's sliding windows (Dataverse), on the wall clock of its ``time_scale``;
+    None when it states none. ``utilization`` as in :func:`allowances`."""
+    p = profile
+    if not (p.window_seconds and p.window_requests and p.window_execution_ms):
+        return None
+    return WindowLimits(
+        p.wall(p.window_seconds),
+        p.window_requests,
+        p.window_execution_ms,
+        p.execution_ms_per_operation,
+        p.utilization if utilization is None else utilization,
+    )
 
 
 @dataclass
@@ -89,28 +94,25 @@ class Governor:
 
     profile: QuotaProfile
     stats: GovernorStats = field(default_factory=GovernorStats)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    """Seconds on a monotonic clock: what every limit counts with."""
 
     def __post_init__(self) -> None:
         p = self.profile
         # Half the platform's burst: the other half absorbs the jitter between
         # when we send and when the server counts, so pacing never trips it.
         capacity = max(1.0, p.burst / 2)
-        self._limiter = AsyncLimiter(capacity, capacity / p.effective_rate)
+        self.pace = Pace(TokenBucket(p.effective_rate * p.time_scale, capacity))
         self.concurrency = AdaptiveConcurrency(p.concurrency, p.heavy_concurrency)
         self._resume_at = 0.0
-        self.windows: WindowBudget | None = None
-        if p.window_seconds and p.window_requests and p.window_execution_ms:
-            self.windows = WindowBudget(
-                WindowLimits(
-                    p.window_seconds,
-                    p.window_requests,
-                    p.window_execution_ms,
-                    p.execution_ms_per_operation,
-                    p.utilization,
-                )
-            )
-        self.allowances = allowances(p)
-        self.limits: list[Limit] = [*([self.windows] if self.windows else []), *self.allowances]
+        windows = window_limits(p)
+        self.windows: WindowBudget | None = WindowBudget(windows) if windows else None
+        self.allowances: list[Allowance] = allowances(p)
+        self.limits: list[Limit] = [
+            self.pace,
+            *([self.windows] if self.windows else []),
+            *self.allowances,
+        ]
         self._admission = asyncio.Lock()
 
     @asynccontextmanager
@@ -126,30 +128,33 @@ class Governor:
         call = Call(cost, operations, credits, heavy)
         async with self.concurrency.slot(heavy):
             await self._wait_out_pause()
-            await self._limiter.acquire(min(cost, self._limiter.max_rate))
             await self._admit(call)
-            await self._wait_out_pause()
-            now = asyncio.get_running_loop().time()
-            self.stats.requests += 1
-            if self.stats.first_at is None:
-                self.stats.first_at = now
-            self.stats.last_at = now
-            yield
+            try:
+                await self._wait_out_pause()
+                now = self.clock()
+                self.stats.requests += 1
+                if self.stats.first_at is None:
+                    self.stats.first_at = now
+                self.stats.last_at = now
+                yield
+            finally:
+                # Answered, failed or cancelled: the platform counted it by now at the
+                # latest, so from now on it counts as made now.
+                now = self.clock()
+                for each in self.limits:
+                    each.release(now, call)
         self.concurrency.succeeded()
 
     async def _admit(self, call: Call) -> None:
-        if not self.limits:
-            return
-        loop = asyncio.get_running_loop()
         async with self._admission:
             while True:
-                now = loop.time()
+                now = self.clock()
                 wait, limit = max(((lim.wait(now, call), lim) for lim in self.limits), key=_first)
                 if wait <= 0:
                     for each in self.limits:
-                        each.take(now, call)
+                        each.hold(now, call)
                     return
-                if wait > self.profile.max_quota_wait:
+                if wait > self.profile.wall(self.profile.max_quota_wait):
                     raise self._exhausted(limit, wait)
                 await asyncio.sleep(wait)
 
@@ -165,13 +170,13 @@ class Governor:
         """A request's answer arrived; the platform's count of the window's execution
         time left (Dataverse) calibrates what an operation costs."""
         if self.windows is not None:
-            now = asyncio.get_running_loop().time()
+            now = self.clock()
             self.windows.completed(now, operations, remaining_execution_ms)
 
     def observe(self, limit_name: str, used: float) -> None:
         """The platform reported ``used`` of an allocation (Salesforce's
         ``Sforce-Limit-Info``): count what we had not seen."""
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         for allowance in self.allowances:
             if allowance.name == limit_name:
                 allowance.observe(now, used)
@@ -207,14 +212,13 @@ class Governor:
     def pause(self, seconds: float) -> None:
         """The platform said wait: hold every new request for ``seconds``."""
         self.stats.throttled += 1
-        resume_at = asyncio.get_running_loop().time() + seconds
+        resume_at = self.clock() + seconds
         self._resume_at = max(self._resume_at, resume_at)
 
     async def _wait_out_pause(self) -> None:
-        loop = asyncio.get_running_loop()
         # A deadline, not a poll: each sleep ends exactly when the pause does,
         # and loops only if another throttle extended it meanwhile.
-        while (remaining := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
+        while (remaining := self._resume_at - self.clock()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -50,6 +51,19 @@ class QuotaProfile:
     max_quota_wait: float = 3600.0
     """Longest wait for a rolling allocation to free up; a longer one stops the run
     (resumable) with the time it frees, instead of holding a process for hours."""
+    rate_enforced: bool = False
+    """Whether ``rate`` and ``burst`` are the platform's own limit, refused beyond
+    (BackDocket's 20/s, burst 40), rather than only the pace we keep under its other
+    limits (Dataverse, Freshsales, Salesforce, Zoho). A server enforcing this profile
+    (``ratelimit.enforce``) applies a token bucket only when it is."""
+    time_scale: float = 1.0
+    """Platform seconds per wall second. Every duration here — ``window_seconds``,
+    the hour, minute and day of the rolling allocations, ``max_quota_wait`` — lasts
+    ``1 / time_scale`` as long on the wall clock, and ``rate`` is that many times
+    higher; counts (requests, operations, credits, milliseconds of server execution
+    time) are unchanged. 1 for a real platform; a simulator run faster (the Dataverse
+    simulator's ``time_scale``, the quota simulator's profile) and the client talking to
+    it set the same value, so both count the same windows."""
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1 or self.concurrency < 1:
@@ -79,11 +93,17 @@ class QuotaProfile:
             raise ConfigError(
                 f"quota profile {self.platform}: execution_ms_per_operation must be positive"
             )
+        if not (0 < self.time_scale < math.inf):
+            raise ConfigError(f"quota profile {self.platform}: time_scale must be positive")
 
     @property
     def effective_rate(self) -> float:
-        """The request rate the governor actually paces to."""
+        """The request rate the governor actually paces to, per platform second."""
         return self.rate * self.utilization
+
+    def wall(self, platform_seconds: float) -> float:
+        """How long ``platform_seconds`` last on the wall clock at ``time_scale``."""
+        return platform_seconds / self.time_scale
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> QuotaProfile:
         """A copy with an operator's overrides applied; unknown keys are an error."""
@@ -112,7 +132,9 @@ def _edition(table: Mapping[str, _T], platform: str, name: str) -> _T:
         ) from exc
 
 
-BACKDOCKET = QuotaProfile(platform="backdocket", rate=20.0, burst=40.0, concurrency=8)
+BACKDOCKET = QuotaProfile(
+    platform="backdocket", rate=20.0, burst=40.0, concurrency=8, rate_enforced=True
+)
 """BackDocket: 20 requests/s sustained, burst 40, per token.
 
 Source: ../shared/sources/backdocket-api.md, "Transport and auth".
@@ -160,7 +182,6 @@ DYNAMICS = QuotaProfile(
     rate=20.0,
     burst=40.0,
     concurrency=16,
-    utilization=0.95,
     window_seconds=300.0,
     window_requests=6000,
     window_execution_ms=1_200_000.0,
@@ -169,8 +190,12 @@ DYNAMICS = QuotaProfile(
 """Dataverse service protection, per application user and web server: 6,000 requests
 and 1,200,000 ms of execution time per sliding 300 s, 52 concurrent requests (we keep
 16 in flight per user; a ``$batch`` of up to 1,000 operations counts as one request).
-The rate paces the 6,000 evenly; 95 % leaves room for the requests in flight when the
-server counts. Every setting is per user: a pool of application users multiplies them.
+The rate paces the 6,000 evenly. The whole of each window is used: the governor counts
+a request as in flight until its answer and from then on as made at that moment, so it
+never reuses room before the server has freed it (a share of the window used to be kept
+back for that), and the execution estimate follows the server's remaining-time header.
+An operator whose application user other tools share sets ``utilization`` below 1.
+Every setting is per user: a pool of application users multiplies them.
 Source: ../shared/platforms/destinations.md §2.5."""
 
 ZOHO_EDITIONS: Mapping[str, tuple[int, int, int | None, int]] = {

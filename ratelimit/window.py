@@ -27,6 +27,12 @@ class SlidingWindow:
     what a server should put in ``Retry-After``. ``resolution`` > 0 merges the
     amounts of one such slice of time into one event (a day of calls stays
     small) and makes the window that much more conservative.
+
+    A client may also ``hold`` amounts — requests in flight — which count at once
+    but start their window only when released (``release``): a server counts a request
+    somewhere between its sending and its answer, so the client's count of it must
+    last until a full window after the answer, or the client reuses the room
+    before the server has freed it.
     """
 
     limit: float
@@ -34,6 +40,7 @@ class SlidingWindow:
     resolution: float = 0.0
     _events: deque[list[float]] = field(default_factory=deque)
     _total: float = 0.0
+    _held: float = 0.0
 
     def __post_init__(self) -> None:
         if self.limit <= 0 or self.window <= 0 or self.resolution < 0:
@@ -47,9 +54,23 @@ class SlidingWindow:
             self._total = 0.0
 
     def total(self, now: float) -> float:
-        """The sum recorded in ``(now - window, now]``."""
+        """The sum recorded in ``(now - window, now]``, and what is held."""
         self._expire(now)
-        return self._total
+        return self._total + self._held
+
+    @property
+    def held(self) -> float:
+        """What is held (in flight), not yet released."""
+        return self._held
+
+    def hold(self, amount: float = 1.0) -> None:
+        """Count ``amount`` from now until a window after its ``release``."""
+        self._held += amount
+
+    def release(self, now: float, amount: float = 1.0) -> None:
+        """``amount`` held is done: it counts for one window from ``now``."""
+        self._held = max(0.0, self._held - amount)
+        self.add(now, amount)
 
     def add(self, now: float, amount: float = 1.0) -> None:
         self._expire(now)
@@ -66,7 +87,9 @@ class SlidingWindow:
     def wait(self, now: float, amount: float = 1.0) -> float:
         """Seconds until ``total + amount <= limit``; 0 if that holds now.
 
-        An amount larger than the whole limit fits only into an empty window.
+        An amount larger than the whole limit fits only into an empty window. When
+        only the release of held amounts would make room, the wait is a whole window
+        (they count that long once released): a lower bound, to ask again after.
         """
         total = self.total(now)
         excess = total + min(amount, self.limit) - self.limit
@@ -76,6 +99,8 @@ class SlidingWindow:
             excess -= recorded
             if excess <= _EPSILON:
                 return max(0.0, moment + self.window - now)
+        if self._held > 0:
+            return self.window
         return max(0.0, self._events[-1][0] + self.window - now) if self._events else 0.0
 
     def try_add(self, now: float, amount: float = 1.0) -> float:
@@ -99,8 +124,9 @@ class WindowLimits:
     """First estimate of the server time one operation costs; calibrated from the
     platform's remaining-time header as answers arrive."""
     utilization: float = 1.0
-    """Share of each allowance we aim for; the rest absorbs clock skew and the
-    requests still in flight when the server counts."""
+    """Share of each allowance we aim for; below 1 leaves the rest to other tools
+    that call as the same principal. (Requests in flight need no share of their own:
+    the budget holds them until their answer, see :meth:`WindowBudget.hold`.)"""
 
 
 class WindowBudget:
@@ -136,6 +162,14 @@ class WindowBudget:
     def take(self, now: float, call: Call) -> None:
         self._requests.add(now, call.requests)
         self._operations.add(now, call.operations)
+
+    def hold(self, now: float, call: Call) -> None:
+        self._requests.hold(call.requests)
+        self._operations.hold(call.operations)
+
+    def release(self, now: float, call: Call) -> None:
+        self._requests.release(now, call.requests)
+        self._operations.release(now, call.operations)
 
     def completed(self, now: float, operations: int, remaining_ms: float | None) -> None:
         """A request's answer arrived; ``remaining_ms`` is the server's count of the

@@ -158,15 +158,18 @@ class BackDocketClient(SessionClient):
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A 200 response to ``GET path``, after whatever retries the policy allows.
 
-        The governor's slot is held until the caller has read the body.
+        The governor's slot is held until the caller has read the body. A token that
+        expired is renewed without spending a retry: a call that waits out long back-offs
+        may outlive several tokens.
         """
-        token = await self._bearer()
-        reauthed = False
-        attempt = 0
+        attempt = 1
+        renewed = 0
         yielded = False
         while True:
-            attempt += 1
             async with self.governor.slot():
+                # The token is taken once the governor lets the call go: a call can wait
+                # out a pause or a back-off longer than a token has left to live.
+                token = await self._bearer()
                 try:
                     async with self.session.get(
                         path, params=params, headers={"Authorization": f"Bearer {token}"}
@@ -188,9 +191,11 @@ class BackDocketClient(SessionClient):
                     # Lost before the answer came: GETs are idempotent, so try again.
                     status, body, retry_after = 0, str(exc).encode(), None
             code = _error_code(body)
-            if status == 401 and code == "invalid_token" and not reauthed:
-                reauthed = True
-                token = await self._bearer(stale=token)
+            if status == 401 and code == "invalid_token" and renewed < self.policy.attempts:
+                # Refused credentials fail at the token endpoint; the bound only stops a
+                # server that refuses every fresh token.
+                renewed += 1
+                await self._bearer(stale=token)
                 continue
             if status == 401:
                 raise AuthError(PLATFORM, code or "unauthorized")
@@ -202,6 +207,7 @@ class BackDocketClient(SessionClient):
                 if attempt >= self.policy.attempts:
                     raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'reset'}")
                 await self._back_off(what, status, attempt, retry_after)
+                attempt += 1
                 continue
             raise PlatformUnavailable(PLATFORM, what, f"HTTP {status} {code or ''}".strip())
 

@@ -54,7 +54,8 @@ DEFAULT_BATCH_SIZE = 100
 FILE_BATCH_BYTES = 8 * 1024 * 1024
 """Raw file bytes per ``$batch`` of annotations: base64 in memory stays small."""
 TOKEN_MARGIN_SECONDS = 120.0
-"""A token is renewed this long before it expires, so no request carries a stale one."""
+"""A token is renewed this long before it expires, so no request carries a stale one
+(or halfway through its life, if it lives shorter than twice this)."""
 REMAINING_TIME_HEADER = "x-ms-ratelimit-time-remaining-xrm-requests"
 """Execution time left in the user's window, in seconds, comma-grouped (``1,199.46``):
 §2.5 names the header; the unit is what live traces show."""
@@ -64,6 +65,10 @@ systemusers here (the mapping resolves BackDocket users to them)."""
 OWNER_TARGET = "systemuser"
 RETRIABLE = (0, 429, 500, 502, 503, 504)
 """Statuses worth another try; 0 is a connection lost before an answer."""
+UNCERTAIN = (0, 500, 502, 504)
+"""Statuses after which a request may have been carried out: the connection was lost
+after sending, or the server failed without saying how far it got. A 429 or 503 is a
+refusal up front."""
 ENTRY = {"Content-Type": "application/json; type=entry"}
 WRITE_HEADERS = {**ENTRY, "Prefer": "return=representation"}
 """Ask for 201 (created) or 200 (updated) with the row, instead of 204 for both."""
@@ -138,7 +143,8 @@ class _AppUser:
     application: Application
     governor: Governor
     token: str | None = None
-    expires_at: float = 0.0
+    renew_at: float = 0.0
+    """When to fetch the next token (``time.monotonic``)."""
     busy: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -148,6 +154,9 @@ class _Answer:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    uncertain: bool = False
+    """An earlier attempt may have been carried out before its answer was lost: an
+    upsert answered "updated" (200) may then be updating our own earlier create."""
 
 
 class DataverseClient(SessionClient):
@@ -190,7 +199,7 @@ class DataverseClient(SessionClient):
     async def _token(self, user: _AppUser, stale: str | None = None) -> str:
         async with user.lock:
             fresh = user.token is not None and user.token != stale
-            if fresh and time.monotonic() < user.expires_at - TOKEN_MARGIN_SECONDS:
+            if fresh and time.monotonic() < user.renew_at:
                 assert user.token is not None
                 return user.token
             app = user.application
@@ -212,7 +221,8 @@ class DataverseClient(SessionClient):
                 raise AuthError(PLATFORM, f"{app.client_id}: {_identity_error(body, status)}")
             answer = orjson.loads(body)
             user.token = str(answer["access_token"])
-            user.expires_at = time.monotonic() + float(answer.get("expires_in", 3599))
+            lifetime = float(answer.get("expires_in", 3599))
+            user.renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 2)
             return user.token
 
     # -- one governed, retried request -----------------------------------------
@@ -259,18 +269,21 @@ class DataverseClient(SessionClient):
         operations: int,
         ok: tuple[int, ...],
     ) -> _Answer:
-        token = await self._token(user)
         reauthed = False
+        uncertain = False
         status = 0
         for attempt in range(1, self.policy.attempts + 1):
-            sent = {
-                "Authorization": f"Bearer {token}",
-                "OData-MaxVersion": "4.0",
-                "OData-Version": "4.0",
-                **(headers or {}),
-            }
             retry_after: float | None = None
             async with user.governor.slot(operations=operations):
+                # The token is taken once the governor lets the request go: a request can
+                # wait out a throttle longer than a token has left to live.
+                token = await self._token(user)
+                sent = {
+                    "Authorization": f"Bearer {token}",
+                    "OData-MaxVersion": "4.0",
+                    "OData-Version": "4.0",
+                    **(headers or {}),
+                }
                 try:
                     # A fresh stream per attempt: aiohttp sends large bodies without copying.
                     data = io.BytesIO(body) if body is not None else None
@@ -285,11 +298,12 @@ class DataverseClient(SessionClient):
                 if 200 <= status < 300:
                     user.governor.completed(operations, _remaining_ms(answer_headers))
             if status in ok:
-                return _Answer(status, answer_headers, payload)
+                return _Answer(status, answer_headers, payload, uncertain)
             if status == 401 and not reauthed:
                 reauthed = True
-                token = await self._token(user, stale=token)
+                await self._token(user, stale=token)
                 continue
+            uncertain = uncertain or status in UNCERTAIN
             if status in RETRIABLE and attempt < self.policy.attempts:
                 await user.governor.back_off(
                     self.policy, attempt, retry_after, status=status, what=what, rng=self._rng
@@ -297,13 +311,23 @@ class DataverseClient(SessionClient):
                 continue
             if status in RETRIABLE or status == 401:
                 break
-            return _Answer(status, answer_headers, payload)
+            return _Answer(status, answer_headers, payload, uncertain)
         raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'connection lost'}")
 
     async def _batch(self, requests: Sequence[BatchRequest], what: str) -> list[BatchResponse]:
         """Send operations as one ``$batch`` (each write its own changeset); one answer per
         operation, in order. Operations answered 5xx/429 inside the batch go again."""
-        answers: dict[int, BatchResponse] = {}
+        return [part for part, _ in await self._batch_parts(requests, what)]
+
+    async def _batch_parts(
+        self, requests: Sequence[BatchRequest], what: str
+    ) -> list[tuple[BatchResponse, bool]]:
+        """``_batch``, each answer with whether its operation may have been carried out by
+        an earlier ``$batch`` whose answer was lost. A part answered 5xx was rolled back,
+        but the same operation in a lost ``$batch`` before it may not have been: once in
+        doubt, an operation stays in doubt."""
+        answers: dict[int, tuple[BatchResponse, bool]] = {}
+        in_doubt: set[int] = set()
         pending = list(range(len(requests)))
         for attempt in range(1, self.policy.attempts + 1):
             groups = [
@@ -340,12 +364,14 @@ class DataverseClient(SessionClient):
                 raise PlatformUnavailable(
                     PLATFORM, what, f"{len(parts)} answers for {len(pending)} operations"
                 )
+            if answer.uncertain:
+                in_doubt.update(pending)
             retry: list[int] = []
             for index, part in zip(pending, parts, strict=True):
                 if part.status in RETRIABLE and attempt < self.policy.attempts:
                     retry.append(index)
                 else:
-                    answers[index] = part
+                    answers[index] = (part, index in in_doubt)
             if not retry:
                 break
             log.info("dataverse.batch_parts_retry", what=what, parts=len(retry), attempt=attempt)
@@ -506,9 +532,10 @@ class DataverseClient(SessionClient):
             )
             for r in records
         ]
-        parts = await self._batch(requests, f"upsert {len(records)} {info.logical_name}")
+        parts = await self._batch_parts(requests, f"upsert {len(records)} {info.logical_name}")
         return [
-            _write_result(str(r[key]), info, part) for r, part in zip(records, parts, strict=True)
+            _write_result(str(r[key]), info, part, uncertain)
+            for r, (part, uncertain) in zip(records, parts, strict=True)
         ]
 
     def _body(self, info: _TableInfo, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -655,10 +682,15 @@ def _remaining_ms(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def _write_result(external_id: str, info: _TableInfo, part: BatchResponse) -> WriteResult:
+def _write_result(
+    external_id: str, info: _TableInfo, part: BatchResponse, uncertain: bool = False
+) -> WriteResult:
+    """One upsert's outcome. After a lost answer, "updated" (200) may be our own earlier
+    create: ``created`` is then None (the platform cannot say; the id map can)."""
     if part.status in (200, 201) and part.body:
         row = orjson.loads(part.body)
-        return WriteResult(external_id, str(row[info.primary_id]), part.status == 201)
+        created = True if part.status == 201 else (None if uncertain else False)
+        return WriteResult(external_id, str(row[info.primary_id]), created)
     if part.status == 204:
         entity_id = part.header("OData-EntityId") or ""
         guid = entity_id[entity_id.rfind("(") + 1 : -1] if entity_id.endswith(")") else None

@@ -124,6 +124,8 @@ UNEXPECTED_MESSAGE = "An unexpected error occurred."
 ERR_BATCH_SIZE = "0x8006088a"
 """More than 1,000 requests in a batch (limit: destinations.md §2.3; code [INFER])."""
 _OPERATIONS = web.RequestKey("operations", int)
+_WORK_SECONDS = web.RequestKey("work_seconds", float)
+"""Wall seconds the server spent working on a request (charged as execution time)."""
 """Operations a request carried (a ``$batch`` many), for execution-time charging."""
 
 
@@ -154,7 +156,8 @@ class DataverseSimSettings:
     execution_ms_per_operation: float = 5.0
     """Platform milliseconds charged per operation at least: server work (SQL, plug-ins,
     auditing) the in-memory simulator does not really spend. A request is charged
-    max(elapsed wall ms × time_scale, this × operations)."""
+    max(the simulator's own work in wall ms × time_scale, this × operations): time a
+    request waits behind others or on the wire is not execution."""
     users: tuple[tuple[str, str], ...] = (("Ada Admin", "ada.admin@example.com"),)
     """Licensed systemusers as ``(fullname, email)``; the email is also the UPN."""
     disabled_users: tuple[tuple[str, str], ...] = ()
@@ -340,17 +343,21 @@ class DataverseSim:
     ) -> web.StreamResponse:
         """Run the request as one in flight, then charge its execution time."""
         caller.in_flight += 1
-        started = self._clock()
+        slow = 0.0
         try:
             if self.settings.latency_seconds:
-                await asyncio.sleep(self.settings.latency_seconds)
+                await asyncio.sleep(self.settings.latency_seconds)  # the network's, not charged
             if self._draw(self.settings.fault_slow_rate):
                 self.stats.faults_slow += 1
-                await asyncio.sleep(self.settings.fault_slow_seconds)
+                slow = self.settings.fault_slow_seconds  # a slow server is charged for it
+                await asyncio.sleep(slow)
             return await handler(request)
         finally:
             caller.in_flight -= 1
-            elapsed_ms = (self._clock() - started) * 1000 * self.settings.time_scale
+            # Execution time is the server's own work, never time spent queued behind
+            # other requests or on the wire: that is what Dataverse counts (§2.5).
+            work = slow + request.get(_WORK_SECONDS, 0.0)
+            elapsed_ms = work * 1000 * self.settings.time_scale
             operations = request.get(_OPERATIONS, 1)
             self._protection.charge(caller, self._platform_now(), elapsed_ms, operations)
 
@@ -478,15 +485,20 @@ class DataverseSim:
         body = await request.read()
         headers = dict(request.headers)
         origin = f"{request.scheme}://{request.host}"
-        if tail == "$batch":
-            if request.method != "POST":
-                return to_web(
-                    error_result(DataverseError(405, ERR_BAD_PROPERTY, "Use POST for $batch."))
-                )
-            return self._batch(request, headers, body, origin)
-        self.stats.operations += 1
-        result = self._execute(request.method, tail, dict(request.query), headers, body, origin)
-        return to_web(result)
+        # The server's work is what follows, synchronous: reading the body was network.
+        started = self._clock()
+        try:
+            if tail == "$batch":
+                if request.method != "POST":
+                    return to_web(
+                        error_result(DataverseError(405, ERR_BAD_PROPERTY, "Use POST for $batch."))
+                    )
+                return self._batch(request, headers, body, origin)
+            self.stats.operations += 1
+            result = self._execute(request.method, tail, dict(request.query), headers, body, origin)
+            return to_web(result)
+        finally:
+            request[_WORK_SECONDS] = self._clock() - started
 
     def _execute(
         self,

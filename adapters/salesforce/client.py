@@ -17,7 +17,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -46,6 +46,15 @@ INLINE_BATCHES_IN_FLIGHT = 2
 SOQL_IN_CHUNK = 200
 """Ids per ``IN (...)`` clause: keeps the query URL short."""
 TERMINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
+RETRIABLE_STATUSES = (0, 429, 500, 502, 503, 504)
+"""Answers worth another try; 0 is a connection lost before the answer was read."""
+UNCERTAIN_STATUSES = (0, 500, 502, 504)
+"""Answers after which a write may or may not have been applied: the connection was lost,
+or the server failed without saying how far it got (a 503 or 429 refuses up front)."""
+TRANSIENT_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW"})
+"""Per-record errors that say "not now", not "never": another transaction held a lock on
+the record (or its parent), and nothing of it was written. Salesforce's advice is to send
+the record again, so the client does, instead of failing a good record for good."""
 
 log = structlog.get_logger(__name__)
 
@@ -156,18 +165,50 @@ class SalesforceClient(SessionClient):
         idempotent: bool = True,
     ) -> tuple[int, bytes]:
         """Send one request; retry what is safe to retry; classify the rest."""
-        token, instance = await self._login()
-        reauthed = False
-        for attempt in range(1, self.policy.attempts + 1):
-            sent_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+        reply = await self._send(
+            method, path, what, json=json, data=data, headers=headers, params=params, ok=ok,
+            idempotent=idempotent,
+        )  # fmt: skip
+        return reply.status, reply.body
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json: Any = None,
+        data: bytes | aiohttp.FormData | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+        idempotent: bool = True,
+    ) -> _Reply:
+        """``_call``, also telling whether an earlier attempt may have been applied.
+
+        A call that is not idempotent is never sent twice: a lost answer, or a 5xx or
+        429 (whose body is no answer to it), raises ``AnswerLost`` so the caller finds
+        out what landed before anything is sent again. An expired session is renewed
+        without spending a retry: a call that waits out long back-offs may outlive
+        several sessions.
+        """
+        uncertain = False
+        attempt = 1
+        renewed = 0
+        while True:
             body_data: Any = data
+            extra = dict(headers or {})
             if json is not None:
                 body_data = orjson.dumps(json)
-                sent_headers.setdefault("Content-Type", "application/json")
+                extra.setdefault("Content-Type", "application/json")
             if isinstance(body_data, bytes):
                 # A fresh stream per attempt: aiohttp sends it without blocking the loop.
                 body_data = io.BytesIO(body_data)
             async with self.governor.slot():
+                # The session is taken once the governor lets the call go: a call can wait
+                # out a throttle or a back-off longer than a session has left to live.
+                token, instance = await self._login()
+                sent_headers = {"Authorization": f"Bearer {token}", **extra}
                 try:
                     async with self.session.request(
                         method,
@@ -188,26 +229,33 @@ class SalesforceClient(SessionClient):
                         raise AnswerLost(PLATFORM, what, f"connection lost: {exc!r}") from exc
                     status, body, retry_after = 0, b"", None
             if status in ok:
-                return status, body
+                return _Reply(status, body, uncertain)
             code = _error_code(body)
-            if status == 401 and not reauthed:
-                reauthed = True
-                token, instance = await self._login(stale=token)
+            if status == 401:
+                # Refused credentials fail at login; the bound only stops an org that
+                # refuses every fresh session.
+                if renewed == self.policy.attempts:
+                    raise AuthError(PLATFORM, code or "INVALID_SESSION_ID")
+                renewed += 1
+                await self._login(stale=token)
                 continue
             if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
                 raise QuotaExhausted(
                     f"{PLATFORM}: the org's daily API allocation is spent "
                     f"({self._usage_text()}); it frees up over the rolling 24 hours"
                 )
-            if status in (0, 429, 500, 502, 503, 504) and idempotent:
+            if status in RETRIABLE_STATUSES and not idempotent:
+                raise AnswerLost(PLATFORM, what, f"HTTP {status}: {_error_text(body)}")
+            if status in RETRIABLE_STATUSES:
+                uncertain = uncertain or (method != "GET" and status in UNCERTAIN_STATUSES)
                 if attempt == self.policy.attempts:
-                    break
+                    raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'connection lost'}")
                 await self.governor.back_off(
                     self.policy, attempt, retry_after, status=status, what=what, rng=self._rng
                 )
+                attempt += 1
                 continue
-            return status, body
-        raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'connection lost'}")
+            return _Reply(status, body, uncertain)
 
     def _note_usage(self, header: str | None) -> None:
         if header and "api-usage=" in header:
@@ -302,38 +350,77 @@ class SalesforceClient(SessionClient):
     async def upsert(
         self, sobject: str, records: Sequence[Mapping[str, Any]], ledger: JobLedger
     ) -> list[WriteResult]:
-        """Upsert on the external id: Bulk API 2.0 for big loads, Collections otherwise."""
+        """Upsert on the external id: Bulk API 2.0 for big loads, Collections otherwise.
+
+        Records refused with a transient error (a locked row) are upserted again, as the
+        policy allows: an upsert on the external id never duplicates, and the records
+        that went through stay as they are. A record an earlier call may have written
+        before its answer was lost is "in doubt": an "updated" for it may be about our own
+        create, so its ``created`` is None (the platform cannot say; the id map can).
+        """
+        results: dict[str, WriteResult] = {}
+        pending = list(records)
+        in_doubt: set[str] = set()
+        for attempt in range(1, self.policy.attempts + 1):
+            for result in await self._upsert_once(sobject, pending, ledger, in_doubt):
+                if result.created is False and result.external_id in in_doubt:
+                    result = replace(result, created=None)
+                results[result.external_id] = result
+            again = {ext for ext, r in results.items() if r.error_code in TRANSIENT_RECORD_ERRORS}
+            pending = [r for r in pending if str(r[EXTERNAL_ID_FIELD]) in again]
+            if not pending or attempt == self.policy.attempts:
+                break
+            log.info(
+                "salesforce.records_retry", what=f"upsert {sobject}", records=len(pending),
+                attempt=attempt, reason=sorted({results[e].error_code or "" for e in again}),
+            )  # fmt: skip
+            await asyncio.sleep(self.policy.delay(attempt, None, self._rng))
+        return list(results.values())
+
+    async def _upsert_once(
+        self,
+        sobject: str,
+        records: list[Mapping[str, Any]],
+        ledger: JobLedger,
+        in_doubt: set[str],
+    ) -> list[WriteResult]:
         if len(records) >= self.config.bulk_threshold:
+            # A job's data is processed once (a resent upload is refused), so its
+            # results are certain.
             results: list[WriteResult] = []
-            for chunk in _chunks(list(records), BULK_RECORDS_PER_JOB):
+            for chunk in _chunks(records, BULK_RECORDS_PER_JOB):
                 results.extend(await self._bulk_upsert(sobject, chunk, ledger))
             return results
-        return await self._collections_upsert(sobject, records)
+        return await self._collections_upsert(sobject, records, in_doubt)
 
     async def _collections_upsert(
-        self, sobject: str, records: Sequence[Mapping[str, Any]]
+        self, sobject: str, records: Sequence[Mapping[str, Any]], in_doubt: set[str]
     ) -> list[WriteResult]:
         chunks = _chunks(list(records), COLLECTION_LIMIT)
-        answers = await asyncio.gather(*(self._collections_call(sobject, c) for c in chunks))
+        answers = await asyncio.gather(
+            *(self._collections_call(sobject, c, in_doubt) for c in chunks)
+        )
         return [result for answer in answers for result in answer]
 
     async def _collections_call(
-        self, sobject: str, chunk: list[Mapping[str, Any]]
+        self, sobject: str, chunk: list[Mapping[str, Any]], in_doubt: set[str]
     ) -> list[WriteResult]:
         body = {
             "allOrNone": False,
             "records": [{"attributes": {"type": sobject}, **_json_ready(r)} for r in chunk],
         }
-        status, raw = await self._call(
+        reply = await self._send(
             "PATCH",
             f"composite/sobjects/{sobject}/{EXTERNAL_ID_FIELD}",
             f"upsert {sobject}",
             json=body,
             ok=(200, 400),
         )
-        answer = orjson.loads(raw)
+        answer = orjson.loads(reply.body)
         ext_ids = [str(r[EXTERNAL_ID_FIELD]) for r in chunk]
-        if status == 400:  # the whole request was refused (e.g. an unknown field)
+        if reply.uncertain:
+            in_doubt.update(ext_ids)
+        if reply.status == 400:  # the whole request was refused (e.g. an unknown field)
             code, message = _first_error(answer)
             return [WriteResult(e, None, None, code, message) for e in ext_ids]
         results = []
@@ -491,31 +578,46 @@ class SalesforceClient(SessionClient):
         batch: list[FileUpload],
         create: Callable[[str, list[FileUpload]], Awaitable[list[WriteResult]]],
     ) -> list[WriteResult]:
-        """Create files, surviving lost answers: the files that landed anyway are found by
-        external id, and only the others are sent again — a file is never made twice."""
+        """Create files, surviving lost answers and locked rows: the files that landed
+        anyway are found by external id, and only the others are sent again — a file is
+        never made twice, and a file refused with a transient error is not failed for good.
+        """
         results: dict[str, WriteResult] = {}
         pending = batch
+        lost: AnswerLost | None = None
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 results.update((r.external_id, r) for r in await create(sobject, pending))
-                return [results[_file_ext(u)] for u in batch]
-            except AnswerLost as lost:
+                lost = None
+            except AnswerLost as exc:
+                lost = exc
                 found = await self.find(sobject, [_file_ext(u) for u in pending])
                 results.update((e, WriteResult(e, i, True)) for e, i in found.items())
                 pending = [u for u in pending if _file_ext(u) not in found]
                 log.warning(
-                    "files.answer_lost", platform=PLATFORM, what=lost.what,
+                    "files.answer_lost", platform=PLATFORM, what=exc.what,
                     landed=len(found), again=len(pending),
                 )  # fmt: skip
-                if not pending:
-                    return [results[_file_ext(u)] for u in batch]
-                if attempt < self.policy.attempts:
-                    await self.governor.back_off(
-                        self.policy, attempt, None, status=0, what=lost.what, rng=self._rng
-                    )
-        raise PlatformUnavailable(
-            PLATFORM, f"create {len(pending)} files", "answers kept being lost"
-        )
+            else:
+                pending = [
+                    u for u in pending
+                    if results[_file_ext(u)].error_code in TRANSIENT_RECORD_ERRORS
+                ]  # fmt: skip
+                if pending:
+                    log.info(
+                        "salesforce.records_retry", what=f"create {sobject}",
+                        records=len(pending), attempt=attempt,
+                    )  # fmt: skip
+            if not pending or attempt == self.policy.attempts:
+                break
+            await self.governor.back_off(
+                self.policy, attempt, None, status=0, what=f"create {sobject}", rng=self._rng
+            )
+        if lost is not None and pending:
+            raise PlatformUnavailable(
+                PLATFORM, f"create {len(pending)} files", "answers kept being lost"
+            )
+        return [results[_file_ext(u)] for u in batch]
 
     async def _create_inline(self, sobject: str, batch: list[FileUpload]) -> list[WriteResult]:
         records = [
@@ -570,6 +672,18 @@ class SalesforceClient(SessionClient):
             return WriteResult(ext, orjson.loads(body)["id"], True)
         code, message = _first_error(orjson.loads(body))
         return WriteResult(ext, None, None, code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One request's final answer."""
+
+    status: int
+    body: bytes
+    uncertain: bool
+    """An earlier attempt of this write may have been applied before its answer was lost,
+    so what this answer says about creating (``created: false``) may be about our own
+    earlier attempt."""
 
 
 def _file_ext(upload: FileUpload) -> str:

@@ -1,8 +1,8 @@
 """Each destination's budget: what a load costs it, how long its quotas allow, and when
 the load would overrun them.
 
-``service/`` picks a destination's rules from :data:`BUDGETS` by platform; the costs
-themselves are platform facts and live beside each client (``adapters/*/costs.py``).
+Each pair carries its destination's rules (``Pair.budget``); the costs themselves are
+platform facts and live beside each client (``adapters/*/costs.py``).
 Times are the shortest the quotas allow: latency and server processing come on top.
 """
 
@@ -15,11 +15,9 @@ from typing import Any, Literal
 
 from adapters.costs import LoadCost
 from adapters.dynamics import costs as dynamics
-from adapters.dynamics.client import DataverseConfig
-from adapters.errors import ConfigError
 from adapters.salesforce import costs as salesforce
-from adapters.salesforce.client import SalesforceConfig
 from ratelimit.profiles import QuotaProfile
+from service.plan import dataverse_config, salesforce_config
 
 DAY_SECONDS = 86_400.0
 
@@ -54,18 +52,6 @@ class PlatformBudget:
     """What an operator changes when the load takes longer than the cutover allows."""
 
 
-def _salesforce_config(config: Any) -> SalesforceConfig:
-    if not isinstance(config, SalesforceConfig):
-        raise ConfigError("a salesforce destination needs Salesforce settings")
-    return config
-
-
-def _dataverse_config(config: Any) -> DataverseConfig:
-    if not isinstance(config, DataverseConfig):
-        raise ConfigError("a dynamics destination needs Dataverse settings")
-    return config
-
-
 def salesforce_seconds(cost: LoadCost, quota: QuotaProfile, config: Any) -> float:
     """Calls at the governor's pace (Salesforce sets no per-second limit, destinations.md
     §1.6; the daily allocation is checked separately)."""
@@ -76,7 +62,7 @@ def dataverse_seconds(cost: LoadCost, quota: QuotaProfile, config: Any) -> float
     """The per-user windows (§2.5): requests against ``window_requests``, operations'
     execution time against ``window_execution_ms``, whichever binds, shared by the pool of
     application users (each has its own window)."""
-    users = len(_dataverse_config(config).applications)
+    users = len(dataverse_config(config).applications)
     if not (quota.window_seconds and quota.window_requests and quota.window_execution_ms):
         return cost.requests / (quota.effective_rate * users)
     by_requests = cost.requests / (quota.window_requests * quota.utilization)
@@ -88,38 +74,26 @@ def dataverse_seconds(cost: LoadCost, quota: QuotaProfile, config: Any) -> float
     return max(by_requests, by_time) * quota.window_seconds / users
 
 
-BUDGETS: dict[str, PlatformBudget] = {
-    "salesforce": PlatformBudget(
-        records=lambda o, n, per, c: salesforce.records_cost(o, n, per, _salesforce_config(c)),
-        files=lambda o, sizes, n, per, c: salesforce.files_cost(o, sizes, n, per),
-        seconds=salesforce_seconds,
-        daily_units=lambda cost: cost.requests,
-        daily_unit="API calls",
-        speedup="raise the org's allocation ([destination.quota] daily_requests: licences or "
-        "API add-ons) or send more objects through Bulk API 2.0 (lower bulk_threshold)",
-    ),
-    "dynamics": PlatformBudget(
-        records=lambda o, n, per, c: dynamics.records_cost(o, n, per, _dataverse_config(c)),
-        files=lambda o, sizes, n, per, c: dynamics.files_cost(
-            o, sizes, n, per, _dataverse_config(c)
-        ),
-        seconds=dataverse_seconds,
-        # The 24 h Power Platform entitlement counts every operation inside a $batch (§2.6).
-        daily_units=lambda cost: cost.operations,
-        daily_unit="operations (Power Platform requests)",
-        speedup="add application users ([[destination.applications]]: each brings its own "
-        "service protection window)",
-    ),
-}
-"""Destination platform → its budget rules."""
+SALESFORCE = PlatformBudget(
+    records=lambda o, n, per, c: salesforce.records_cost(o, n, per, salesforce_config(c)),
+    files=lambda o, sizes, n, per, c: salesforce.files_cost(o, sizes, n, per),
+    seconds=salesforce_seconds,
+    daily_units=lambda cost: cost.requests,
+    daily_unit="API calls",
+    speedup="raise the org's allocation ([destination.quota] daily_requests: licences or "
+    "API add-ons) or send more objects through Bulk API 2.0 (lower bulk_threshold)",
+)
 
-
-def budget_for(platform: str) -> PlatformBudget:
-    try:
-        return BUDGETS[platform]
-    except KeyError as exc:
-        known = ", ".join(sorted(BUDGETS))
-        raise ConfigError(f"no budget rules for {platform!r}; known: {known}") from exc
+DYNAMICS = PlatformBudget(
+    records=lambda o, n, per, c: dynamics.records_cost(o, n, per, dataverse_config(c)),
+    files=lambda o, sizes, n, per, c: dynamics.files_cost(o, sizes, n, per, dataverse_config(c)),
+    seconds=dataverse_seconds,
+    # The 24 h Power Platform entitlement counts every operation inside a $batch (§2.6).
+    daily_units=lambda cost: cost.operations,
+    daily_unit="operations (Power Platform requests)",
+    speedup="add application users ([[destination.applications]]: each brings its own "
+    "service protection window)",
+)
 
 
 def allocation_days(cost: LoadCost, quota: QuotaProfile, budget: PlatformBudget) -> float | None:

@@ -28,7 +28,6 @@ from service.budget import (
     BudgetWarning,
     PlatformBudget,
     allocation_days,
-    budget_for,
     budget_warnings,
     load_seconds,
 )
@@ -114,8 +113,7 @@ async def run_estimate(plan: MigrationPlan) -> Estimate:
     """Read counts and samples from the plan's source and work out the load's budget."""
     if plan.destination is None:
         raise ConfigError("the plan has no [destination] table: an estimate is a destination's")
-    pair = pair_for(plan.destination.platform)
-    budget_for(plan.destination.platform)  # refuse an unknown platform before any call
+    pair = pair_for(plan.destination.platform)  # an unknown platform fails before any call
     wanted = (*pair.load_order, *pair.needs, "custom_field_definitions")
     sampled = [c for c in dict.fromkeys(wanted) if c in plan.extract.collections]
     return plan_estimate(plan, await read_source(plan, sampled))
@@ -152,7 +150,7 @@ def plan_estimate(plan: MigrationPlan, figures: SourceFigures) -> Estimate:
         raise ConfigError("the plan has no [destination] table: an estimate is a destination's")
     destination = plan.destination
     pair = pair_for(destination.platform)
-    budget = budget_for(destination.platform)
+    budget = pair.budget
     batches = loader_batches(pair, figures.counts, destination)
     shares, rejected = split(pair, _context(pair, destination, figures), figures, batches)
     objects = _objects(shares, destination, budget)

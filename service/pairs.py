@@ -15,15 +15,18 @@ from typing import Any, Protocol
 import orjson
 
 from adapters.base import Destination, Record
-from adapters.dynamics.client import DataverseClient, DataverseConfig
+from adapters.dynamics.client import DataverseClient
 from adapters.errors import ConfigError
-from adapters.salesforce.client import SalesforceClient, SalesforceConfig
+from adapters.salesforce.client import SalesforceClient
 from ratelimit.governor import Governor
 from ratelimit.profiles import QuotaProfile
+from service import budget
+from service.budget import PlatformBudget
 from service.mapping import backdocket_dynamics as dynamics
 from service.mapping import backdocket_salesforce as salesforce
 from service.mapping.backdocket import OwnerResolution
 from service.mapping.base import MappingContext, Payload, TransformResult
+from service.plan import dataverse_config, salesforce_config
 
 Transform = Callable[[str, Record, MappingContext], TransformResult]
 
@@ -78,6 +81,8 @@ class Pair:
     dedupe_key: Callable[[Record], str | None]
     open_client: Callable[[Any, QuotaProfile], DestinationClient]
     """The destination client for the plan's destination config and quota."""
+    budget: PlatformBudget
+    """What a load costs the destination and how long its quotas allow (the estimate)."""
 
 
 def _salesforce_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
@@ -106,15 +111,11 @@ def _prefix(settings: Mapping[str, Any]) -> str:
 
 
 def _salesforce_client(config: Any, quota: QuotaProfile) -> DestinationClient:
-    if not isinstance(config, SalesforceConfig):
-        raise ConfigError("a salesforce destination needs Salesforce settings")
-    return SalesforceClient(config, Governor(quota))
+    return SalesforceClient(salesforce_config(config), Governor(quota))
 
 
 def _dynamics_client(config: Any, quota: QuotaProfile) -> DestinationClient:
-    if not isinstance(config, DataverseConfig):
-        raise ConfigError("a dynamics destination needs Dataverse settings")
-    return DataverseClient(config, quota)
+    return DataverseClient(dataverse_config(config), quota)
 
 
 BACKDOCKET_SALESFORCE = Pair(
@@ -132,6 +133,7 @@ BACKDOCKET_SALESFORCE = Pair(
     needs=(),
     dedupe_key=salesforce.dedupe_key,
     open_client=_salesforce_client,
+    budget=budget.SALESFORCE,
 )
 
 BACKDOCKET_DYNAMICS = Pair(
@@ -151,6 +153,7 @@ BACKDOCKET_DYNAMICS = Pair(
     needs=("matters",),
     dedupe_key=salesforce.dedupe_key,
     open_client=_dynamics_client,
+    budget=budget.DYNAMICS,
 )
 
 PAIRS: dict[str, Pair] = {p.destination: p for p in (BACKDOCKET_SALESFORCE, BACKDOCKET_DYNAMICS)}

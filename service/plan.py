@@ -256,6 +256,20 @@ _DESTINATION_CONFIGS: dict[
 """Destination platform → how its ``[destination]`` table is read."""
 
 
+def salesforce_config(config: object) -> SalesforceConfig:
+    """``config`` as a Salesforce org's settings; a mismatched plan is a ConfigError."""
+    if not isinstance(config, SalesforceConfig):
+        raise ConfigError("a salesforce destination needs Salesforce settings")
+    return config
+
+
+def dataverse_config(config: object) -> DataverseConfig:
+    """``config`` as a Dataverse environment's settings; a mismatch is a ConfigError."""
+    if not isinstance(config, DataverseConfig):
+        raise ConfigError("a dynamics destination needs Dataverse settings")
+    return config
+
+
 _MISSING = object()
 
 

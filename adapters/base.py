@@ -122,6 +122,23 @@ class FileUpload:
     size_bytes: int
 
 
+def pack(
+    items: Sequence[T], size: Callable[[T], int], max_bytes: int, max_count: int
+) -> list[list[T]]:
+    """``items`` in order, in requests of at most ``max_count`` items and ``max_bytes`` of
+    ``size``; an item larger than ``max_bytes`` travels alone. How clients batch files, and
+    how the estimate counts those requests."""
+    batches: list[list[T]] = []
+    total = 0
+    for item in items:
+        if not batches or len(batches[-1]) >= max_count or total + size(item) > max_bytes:
+            batches.append([])
+            total = 0
+        batches[-1].append(item)
+        total += size(item)
+    return batches
+
+
 class JobLedger(Protocol):
     """Where a destination journals its asynchronous jobs before sending data."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from adapters.base import pack
+
 
 @dataclass(frozen=True, slots=True)
 class LoadCost:
@@ -64,16 +66,8 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def packed(sizes: Sequence[int], max_bytes: int, max_count: int) -> int:
-    """How many requests carry files of ``sizes`` when a request takes at most
-    ``max_count`` files and ``max_bytes`` of content, filled in order (a file larger
-    than ``max_bytes`` travels alone): the packing both clients use."""
-    requests, count, size = 0, 0, 0
-    for file_size in sizes:
-        if requests == 0 or count >= max_count or size + file_size > max_bytes:
-            requests, count, size = requests + 1, 0, 0
-        count += 1
-        size += file_size
-    return requests
+    """How many requests carry files of ``sizes``, batched as the clients batch them."""
+    return len(pack(sizes, int, max_bytes, max_count))
 
 
 def cycled(sample: Sequence[int], count: int) -> list[int]:

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,7 @@ import aiohttp
 import orjson
 import structlog
 
-from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult
+from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult, pack
 from adapters.dynamics.batch import (
     MAX_BATCH_REQUESTS,
     BatchFormatError,
@@ -624,7 +625,9 @@ class DataverseClient(SessionClient):
                 for u in uploads
             ]
         results: list[WriteResult] = []
-        for batch in _by_bytes(uploads, FILE_BATCH_BYTES, self.config.batch_size):
+        for batch in pack(
+            uploads, attrgetter("size_bytes"), FILE_BATCH_BYTES, self.config.batch_size
+        ):
             rows = [
                 {
                     **u.fields,
@@ -656,20 +659,6 @@ def _literal(value: str) -> str:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _by_bytes(
-    uploads: Sequence[FileUpload], max_bytes: int, max_count: int
-) -> list[list[FileUpload]]:
-    batches: list[list[FileUpload]] = []
-    size = 0
-    for upload in uploads:
-        if not batches or len(batches[-1]) >= max_count or size + upload.size_bytes > max_bytes:
-            batches.append([])
-            size = 0
-        batches[-1].append(upload)
-        size += upload.size_bytes
-    return batches
 
 
 def _remaining_ms(headers: Mapping[str, str]) -> float | None:

@@ -18,13 +18,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 import aiohttp
 import orjson
 import structlog
 
-from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult
+from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult, pack
 from adapters.errors import AnswerLost, AuthError, PlatformUnavailable, QuotaExhausted
 from adapters.http import SessionClient
 from adapters.secrets import Secret
@@ -550,15 +551,7 @@ class SalesforceClient(SessionClient):
         inline (one API call instead of 200), large ones one multipart upload each."""
         small = [u for u in uploads if u.size_bytes <= INLINE_FILE_BYTES]
         large = [u for u in uploads if u.size_bytes > INLINE_FILE_BYTES]
-        batches: list[list[FileUpload]] = []
-        batch_bytes = 0
-        for upload in small:
-            full = len(batches[-1]) == COLLECTION_LIMIT if batches else True
-            if full or batch_bytes + upload.size_bytes > INLINE_BATCH_BYTES:
-                batches.append([])
-                batch_bytes = 0
-            batches[-1].append(upload)
-            batch_bytes += upload.size_bytes
+        batches = pack(small, attrgetter("size_bytes"), INLINE_BATCH_BYTES, COLLECTION_LIMIT)
         # Two inline batches at a time: each holds its files base64-encoded in memory.
         slots = asyncio.Semaphore(INLINE_BATCHES_IN_FLIGHT)
 

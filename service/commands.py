@@ -179,14 +179,17 @@ async def _sim_dynamics(args: argparse.Namespace) -> int:
     if args.users is not None:
         users = tuple((name, email) for name, email in orjson.loads(args.users.read_bytes()))
     (client_id, secret), *extra = applications
-    settings = DataverseSimSettings(
-        org_url=args.org_url, client_id=client_id, client_secret=secret,
-        applications=tuple(extra), users=users, time_scale=args.time_scale,
-        requests_per_window=args.requests_per_window,
-        execution_ms_per_window=args.execution_ms_per_window,
-        execution_ms_per_operation=args.execution_ms_per_operation,
-        max_concurrent=args.max_concurrent,
-    )  # fmt: skip
+    try:
+        settings = DataverseSimSettings(
+            org_url=args.org_url, client_id=client_id, client_secret=secret,
+            applications=tuple(extra), users=users, time_scale=args.time_scale,
+            requests_per_window=args.requests_per_window,
+            execution_ms_per_window=args.execution_ms_per_window,
+            execution_ms_per_operation=args.execution_ms_per_operation,
+            max_concurrent=args.max_concurrent,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"simulator settings: {exc}") from exc
     schema = load_schema(args.schema) if args.schema is not None else None
     with contextlib.suppress(asyncio.CancelledError):
         await run_dynamics_sim(schema, settings, args.host, args.port, _ready)

@@ -108,21 +108,6 @@ class ObjectInfo:
     """Fields an insert must carry."""
     references: Mapping[str, tuple[str, ...]]
     """Lookup field → objects it may point to."""
-    create_only: frozenset[str] = frozenset()
-    """Fields an insert may carry but an update may not (Salesforce ``updateable`` false,
-    Dataverse ``IsValidForUpdate`` false): the loader leaves them out of updates."""
-    features: frozenset[str] = frozenset()
-    """Org settings the object has on, named as ``FEATURES`` lists them."""
-
-
-FEATURES = {
-    "activities": "tasks, events and appointments may point at its records "
-    "(Salesforce: Allow Activities; Dataverse: HasActivities)",
-    "notes": "notes may be attached to its records (Dataverse: HasNotes)",
-    "documents": "documents may be filed under its records "
-    "(Dataverse: document management, IsDocumentManagementEnabled)",
-}
-"""Object settings a schema plan may ask for and the schema gate checks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +120,6 @@ class FileUpload:
     filename: str
     mime_type: str
     size_bytes: int
-    replaces: str | None = None
-    """Destination id of the file record this content supersedes (a changed document):
-    Salesforce uploads a new ContentVersion on the same ContentDocument, Dataverse
-    rewrites the note's ``documentbody``. None: a new file record."""
 
 
 def pack(

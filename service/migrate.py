@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import structlog
 
-from adapters.base import FEATURES, ObjectInfo
+from adapters.base import ObjectInfo
 from adapters.errors import ConfigError, SchemaMissing
 from journal import Journal, open_journal
 from journal.runs import Run
@@ -195,16 +195,9 @@ async def _gate_schema(
             for f in wanted.fields.get(name, ())
             if f not in info.fields and not (set(lookups.get(f, ())) & absent)
         ]
-    missing_fields += [
-        f"{name}: {feature} ({FEATURES[feature]})"
-        for name, wanted_features in wanted.features.items()
-        if (info := schema.get(name)) is not None
-        for feature in sorted(wanted_features - info.features)
-    ]
     if missing_fields:
         raise SchemaMissing(
-            f"the destination lacks {len(missing_fields)} field(s) or setting(s) of the "
-            "schema plan "
+            f"the destination lacks {len(missing_fields)} field(s) of the schema plan "
             f"({', '.join(missing_fields[:8])}{'…' if len(missing_fields) > 8 else ''}); "
             f"deploy {out_dir / 'schema-plan.json'} and run again"
         )

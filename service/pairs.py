@@ -9,7 +9,7 @@ how to open the destination's client.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -41,8 +41,6 @@ class SchemaPlan:
     """Destination object → lookup field of the plan → the objects it points at."""
     document: bytes
     """``schema-plan.json``: the plan in the pair's own format, for the admin."""
-    features: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    """Destination object → org settings it must have on (``adapters.base.FEATURES``)."""
 
     @property
     def field_count(self) -> int:

@@ -56,10 +56,6 @@ class FieldSpec:
     scale: int | None = None
     createable: bool = True
     updateable: bool = True
-    master_detail: bool = False
-    """A master-detail relationship (describe: ``cascadeDelete`` true, not nillable)."""
-    reparentable: bool = False
-    """"Allow reparenting" on a master-detail field; without it the field is create-only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +68,6 @@ class ObjectSpec:
     fields: tuple[FieldSpec, ...] = ()
     key_prefix: str = ""
     """The three characters every record id of this object starts with."""
-    allow_activities: bool = False
-    """"Allow Activities" on a custom object: tasks and events may point at it (WhatId)."""
 
     def field(self, name: str) -> FieldSpec | None:
         """The field called ``name`` (case-insensitive, as Salesforce matches)."""
@@ -103,12 +97,7 @@ class OrgSchema:
             known = {f.name.lower() for f in mine.fields}
             extra = tuple(f for f in spec.fields if f.name.lower() not in known)
             objects[name] = ObjectSpec(
-                mine.name,
-                mine.label,
-                mine.custom,
-                mine.fields + extra,
-                mine.key_prefix,
-                mine.allow_activities or spec.allow_activities,
+                mine.name, mine.label, mine.custom, mine.fields + extra, mine.key_prefix
             )
         return OrgSchema(objects)
 
@@ -141,7 +130,6 @@ class OrgSchema:
                 custom=spec.get("custom", name.endswith("__c")),
                 fields=fields,
                 key_prefix=spec.get("key_prefix", ""),
-                allow_activities=bool(spec.get("allow_activities", False)),
             )
         return cls(objects)
 

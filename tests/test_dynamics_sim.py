@@ -955,16 +955,15 @@ async def test_alternate_key_index_follows_updates_deletes_and_rollbacks() -> No
         assert sorted(r["crm_sourceid"] for r in org.sim.records("contacts")) == ["k2", "k3"]
 
 
-def test_a_large_load_is_linear() -> None:
-    """20,000 upserts by alternate key through the request path: key lookups are O(1)."""
+def test_20k_upserts_by_alternate_key_each_land_once() -> None:
+    """20,000 upserts by alternate key through the request path, matched case-insensitively.
+    Correctness at scale only; the speed is measured by `./dev bench dynamics`."""
     sim = DataverseSim(SCHEMA)
-    started = time.perf_counter()
     for index in range(20_000):
         body = orjson.dumps({"lastname": f"L{index}"})
         result = sim.execute("PATCH", f"contacts(crm_sourceid='c-{index}')", body)
         assert result.status == 204
     assert sim.execute("PATCH", "contacts(crm_sourceid='C-7')", b'{"firstname":"F"}').status == 204
-    assert time.perf_counter() - started < 20
     assert len(sim.records("contacts")) == 20_000
     assert sim.records("contacts")[7]["firstname"] == "F"
 

@@ -1158,17 +1158,16 @@ async def test_bulk_batch_allocation_fails_the_job_and_leaves_rows_unprocessed()
         assert limits["DailyBulkApiBatches"] == {"Max": 1, "Remaining": 0}
 
 
-async def test_bulk_upsert_of_100k_records_takes_seconds() -> None:
+async def test_bulk_upsert_of_100k_records_processes_every_row() -> None:
+    """Correctness at scale only; the simulator's speed is measured by `./dev bench migrate`."""
     async with running() as (sim, api):
         rows = "".join(f"K-{n},Person {n},k{n}@example.com\n" for n in range(100_000))
         content = f"Source_System_ID__c,LastName,Email\n{rows}"
-        started = time.monotonic()
         _, info = await bulk_job(
             api, "upsert", "Contact", content, externalIdFieldName="Source_System_ID__c"
         )
         assert info["numberRecordsProcessed"] == 100_000
         assert info["numberRecordsFailed"] == 0
-        assert time.monotonic() - started < 10
         assert len(sim.records("Contact")) == 100_000
 
 

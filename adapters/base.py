@@ -108,6 +108,13 @@ class ObjectInfo:
     """Fields an insert must carry."""
     references: Mapping[str, tuple[str, ...]]
     """Lookup field → objects it may point to."""
+    create_only: frozenset[str] = frozenset()
+    """Fields an update must leave out: the platform takes them only on create
+    (Salesforce describe: createable, not updateable; Dataverse: IsValidForUpdate false)."""
+    settings: frozenset[str] = frozenset()
+    """Org settings switched on for the object, named as the platform's metadata names
+    them (Salesforce ``enableActivities``; Dataverse ``HasActivities``, ``HasNotes``,
+    ``IsDocumentManagementEnabled``), checked against the plan's by the schema gate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,9 @@ class FileUpload:
     filename: str
     mime_type: str
     size_bytes: int
+    replaces: str | None = None
+    """Destination id of the file record this content supersedes (the source changed the
+    file after an earlier run): a new version of it, not a second file."""
 
 
 def pack(
@@ -156,8 +166,6 @@ class Destination(Protocol):
 
     platform: str
     external_id_field: str
-    create_only_fields: frozenset[str]
-    """Fields a record takes only when created (an update that carries them fails)."""
 
     async def describe(self, sobject: str) -> ObjectInfo | None:
         """The object's fields, or None when the org does not have it."""

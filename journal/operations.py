@@ -32,6 +32,8 @@ class Operation:
     pre_image: dict[str, Any] | None = None
     """The destination record as it was before we updated it: what rollback restores."""
     payload_hash: str | None = None
+    content_sha256: str | None = None
+    """A file record's content as written (None: not a file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +42,26 @@ class Mapped:
 
     destination_id: str
     payload_hash: str
+    content_sha256: str | None = None
+    """A file record's content as last written; None for records and older entries."""
 
 
 _ID_MAP_COLUMNS = [
     "migration", "object", "external_id", "collection", "source_id", "destination_id",
-    "payload_hash", "run_id",
+    "payload_hash", "run_id", "content_sha256",
 ]  # fmt: skip
 _INCOMING_ID_MAP = """CREATE TEMP TABLE IF NOT EXISTS incoming_id_map
     (LIKE id_map INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
 _MERGE_ID_MAP = """INSERT INTO id_map (migration, object, external_id, collection, source_id,
-                                    destination_id, payload_hash, run_id)
+                                    destination_id, payload_hash, run_id, content_sha256)
 SELECT DISTINCT ON (migration, object, external_id)
        migration, object, external_id, collection, source_id, destination_id, payload_hash,
-       run_id
+       run_id, content_sha256
 FROM incoming_id_map
 ON CONFLICT (migration, object, external_id) DO UPDATE
 SET destination_id = EXCLUDED.destination_id, payload_hash = EXCLUDED.payload_hash,
-    run_id = EXCLUDED.run_id, updated_at = now()"""
+    run_id = EXCLUDED.run_id, updated_at = now(),
+    content_sha256 = coalesce(EXCLUDED.content_sha256, id_map.content_sha256)"""
 
 RefKey = tuple[str, str, str | None]
 """(source collection, source id, destination object or None for any)."""
@@ -97,7 +102,7 @@ class Operations:
             )  # fmt: skip
             mapped = [
                 (migration, op.object, op.external_id, op.collection, op.source_id,
-                 op.destination_id, op.payload_hash, run_id)
+                 op.destination_id, op.payload_hash, run_id, op.content_sha256)
                 for op in ops
                 if op.action in ("created", "updated", "unchanged")
                 and op.destination_id and op.object and op.external_id and op.payload_hash
@@ -115,13 +120,16 @@ class Operations:
     ) -> dict[str, Mapped]:
         """Id-map entries of these external ids of one object."""
         rows = await self._pool.fetch(
-            """SELECT external_id, destination_id, payload_hash FROM id_map
+            """SELECT external_id, destination_id, payload_hash, content_sha256 FROM id_map
                WHERE migration = $1 AND object = $2 AND external_id = ANY($3::text[])""",
             migration,
             sobject,
             list(external_ids),
         )
-        return {r["external_id"]: Mapped(r["destination_id"], r["payload_hash"]) for r in rows}
+        return {
+            r["external_id"]: Mapped(r["destination_id"], r["payload_hash"], r["content_sha256"])
+            for r in rows
+        }
 
     async def resolve(self, migration: str, refs: Iterable[RefKey]) -> dict[RefKey, str]:
         """Destination ids of the source records these lookups point to."""
@@ -148,8 +156,10 @@ class Operations:
         """(collection, object) → action → count of the records of one run.
 
         A resumed run meets records it already wrote and journals them again as
-        unchanged; a record counts once, by what was done to it. Records that
-        became no destination object are counted under object ``-``.
+        unchanged; a record counts once, by what was done to it (created before
+        updated: a record created, then given its self-references in the second
+        pass, was created). Records that became no destination object are counted
+        under object ``-``.
         """
         rows = await self._pool.fetch(
             """WITH outcome AS (
@@ -157,7 +167,8 @@ class Operations:
                           collection, coalesce(object, '-') AS object, action
                    FROM operations WHERE run_id = $1
                    ORDER BY collection, object, coalesce(external_id, source_id),
-                            (action IN ('created', 'updated')) DESC, op_id DESC)
+                            CASE action WHEN 'created' THEN 0 WHEN 'updated' THEN 1 ELSE 2 END,
+                            op_id DESC)
                SELECT collection, object, action, count(*) AS n FROM outcome GROUP BY 1, 2, 3""",
             run_id,
         )
@@ -180,13 +191,3 @@ class Operations:
             run_id,
         )
         return [Operation(**dict(r)) for r in rows]
-
-    async def set_hash(
-        self, migration: str, sobject: str, hashes: Sequence[tuple[str, str]]
-    ) -> None:
-        """Record what a second pass wrote (deferred lookups) as the id map's last payload."""
-        await self._pool.executemany(
-            """UPDATE id_map SET payload_hash = $4, updated_at = now()
-               WHERE migration = $1 AND object = $2 AND external_id = $3""",
-            [(migration, sobject, ext, h) for ext, h in hashes],
-        )

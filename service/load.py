@@ -73,6 +73,10 @@ class PendingWrite:
     mapped: Mapped | None = None
 
 
+Deferred = tuple[str, str, Payload]
+"""A payload whose self-references wait for its wave: (collection, source id, payload)."""
+
+
 class Loader:
     """Loads one run's staging into one destination through one pair's mapping."""
 
@@ -142,7 +146,7 @@ class Loader:
     async def _wave(self, collection: str, batch_records: int) -> None:
         bound = log.bind(run_id=self.run.run_id, phase=PHASE, collection=collection)
         started = time.perf_counter()
-        deferred: list[Payload] = []  # payloads whose self-references wait for the wave
+        deferred: list[Deferred] = []  # payloads whose self-references wait for the wave
         slots = self._slots
 
         async def write(batch: list[tuple[str, str]]) -> None:
@@ -203,7 +207,7 @@ class Loader:
     async def _write_batch(
         self,
         transformed: Iterable[tuple[str, str, TransformResult]],
-        deferred: list[Payload] | None = None,
+        deferred: list[Deferred] | None = None,
     ) -> None:
         ops: list[Operation] = []
         notes: list[RecordIssue] = []
@@ -220,7 +224,7 @@ class Loader:
                     )  # fmt: skip
                 by_object[payload.object].append((collection, source_id, payload))
                 if payload.deferred_refs and deferred is not None:
-                    deferred.append(payload)
+                    deferred.append((collection, source_id, payload))
         with self._timed("journal"):
             await self.journal.operations.record(self.run.run_id, self.migration, ops)
             if notes:
@@ -292,13 +296,15 @@ class Loader:
             else:
                 to_write.append(w)
         if to_write:
-            ops.extend(await self._send(sobject, to_write, ledgers))
+            ops.extend(await self._send(info, to_write, ledgers))
         return ops
 
     async def _send(
-        self, sobject: str, writes: list[PendingWrite], ledgers: list[_Ledger]
+        self, info: ObjectInfo, writes: list[PendingWrite], ledgers: list[_Ledger]
     ) -> list[Operation]:
+        sobject = info.name
         pre_images = await self._pre_images(sobject, writes)
+        await self._note_create_only_changes(info, writes, pre_images)
         files = [w for w in writes if w.payload.file is not None]
         records = [w for w in writes if w.payload.file is None]
         results: dict[str, WriteResult] = {}
@@ -306,16 +312,13 @@ class Loader:
             members = [(w.payload.external_id, w.source_id, w.payload_hash) for w in records]
             ledger = _Ledger(self.jobs, self.destination.platform, records[0].collection, members)
             ledgers.append(ledger)
-            rows = [
-                {self.destination.external_id_field: w.payload.external_id, **w.payload.fields}
-                for w in records
-            ]
+            rows = [self._row(info, w) for w in records]
             with self._timed("destination"):
                 answers = await self.destination.upsert(sobject, rows, ledger)
             results.update((r.external_id, r) for r in answers)
         if files:
             with self._timed("destination"):
-                results.update(await self._upload_files(sobject, files, ledgers))
+                results.update(await self._upload_files(info, files, ledgers))
         ops = []
         for w in writes:
             result = results.get(w.payload.external_id)
@@ -342,11 +345,48 @@ class Loader:
         with self._timed("destination"):
             return await self.destination.fetch(sobject, ids, fields)
 
+    def _row(self, info: ObjectInfo, w: PendingWrite) -> dict[str, Any]:
+        """What the destination is sent for one write: an update leaves out the fields
+        the platform takes only on create (it would refuse the whole record)."""
+        fields = w.payload.fields
+        if w.mapped is not None and info.create_only:
+            fields = {k: v for k, v in fields.items() if k not in info.create_only}
+        return {self.destination.external_id_field: w.payload.external_id, **fields}
+
+    async def _note_create_only_changes(
+        self, info: ObjectInfo, writes: list[PendingWrite], pre_images: Mapping[str, Any]
+    ) -> None:
+        """Name every update whose source changed a field the platform will not change:
+        the record keeps its old value, and the operator should know which and why."""
+        notes = []
+        for w in writes:
+            if w.mapped is None or not info.create_only:
+                continue
+            before = pre_images.get(w.mapped.destination_id) or {}
+            changed = sorted(
+                f for f in info.create_only & w.payload.fields.keys()
+                if f in before and _differs(before[f], w.payload.fields[f])
+            )  # fmt: skip
+            if changed:
+                notes.append(
+                    RecordIssue(PHASE, w.collection, w.source_id, "warning",
+                                f"create_only:{info.name}",
+                                f"{', '.join(changed)} changed in the source, but "
+                                f"{self.destination.platform} sets "
+                                f"{'it' if len(changed) == 1 else 'them'} only when "
+                                f"{info.name} {w.mapped.destination_id} is created; "
+                                "the record keeps the old value")
+                )  # fmt: skip
+        if notes:
+            await self.journal.issues.record_many(self.run.run_id, notes)
+
     async def _upload_files(
-        self, sobject: str, writes: list[PendingWrite], ledgers: list[_Ledger]
+        self, info: ObjectInfo, writes: list[PendingWrite], ledgers: list[_Ledger]
     ) -> dict[str, WriteResult]:
         """Upload file records; a file that already exists (a crash after upload) is found,
-        not uploaded twice."""
+        not uploaded twice; a file whose content changed since the last run uploads as a
+        new version of the one written then."""
+        sobject = info.name
         new = [w.payload.external_id for w in writes if w.mapped is None]
         found = await self.destination.find(sobject, new) if new else {}
         results: dict[str, WriteResult] = {}
@@ -356,30 +396,31 @@ class Loader:
             ext, file = w.payload.external_id, w.payload.file
             assert file is not None
             path = self.journal.blobs.path_for(file.sha256)
+            replaces = None
             if ext in found:
                 results[ext] = WriteResult(ext, found[ext], True)
-            elif w.mapped is not None:
-                metadata_only.append(w)
-            elif not path.exists():
+                continue
+            if w.mapped is not None:
+                if w.mapped.content_sha256 in (None, file.sha256):
+                    metadata_only.append(w)
+                    continue
+                replaces = w.mapped.destination_id
+            if not path.exists():
                 results[ext] = WriteResult(
                     ext, None, None, "content_missing",
                     f"{file.filename}: content was not extracted (see the extract report)",
                 )  # fmt: skip
             else:
+                # A new file or a new version of one: a record created, so every field.
                 fields = {self.destination.external_id_field: ext, **w.payload.fields}
                 uploads.append(FileUpload(fields, path, file.filename, file.mime_type,
-                                          file.size_bytes))  # fmt: skip
+                                          file.size_bytes, replaces))  # fmt: skip
         if uploads:
             for r in await self.destination.upload_files(sobject, uploads):
                 results[r.external_id] = r
         if metadata_only:
-            # Content is immutable once uploaded; a changed record updates its fields.
-            rows = [
-                {self.destination.external_id_field: w.payload.external_id,
-                 **{k: v for k, v in w.payload.fields.items()
-                    if k not in self.destination.create_only_fields}}
-                for w in metadata_only
-            ]  # fmt: skip
+            # Same content: a changed record updates its fields, the create-only left out.
+            rows = [self._row(info, w) for w in metadata_only]
             ledger = _Ledger(self.jobs, self.destination.platform, metadata_only[0].collection, [])
             ledgers.append(ledger)
             for r in await self.destination.upsert(sobject, rows, ledger):
@@ -388,25 +429,30 @@ class Loader:
 
     # -- second pass: self-references --------------------------------------
 
-    async def _second_pass(self, deferred: list[Payload]) -> None:
-        """Set the self-references of a wave's records once every record of it exists."""
-        by_object: dict[str, list[Payload]] = defaultdict(list)
-        for payload in deferred:
-            by_object[payload.object].append(payload)
-        for sobject, payloads in by_object.items():
+    async def _second_pass(self, deferred: list[Deferred]) -> None:
+        """Set the self-references of a wave's records once every record of it exists.
+
+        These are updates like any other: each is journaled with its pre-image (what
+        rollback restores) and moves the id map's hash; a failure is a record issue.
+        """
+        by_object: dict[str, list[Deferred]] = defaultdict(list)
+        for item in deferred:
+            by_object[item[2].object].append(item)
+        for sobject, items in by_object.items():
             info = self.schema.get(sobject)
             if info is None:
                 continue
             keys = [
-                _ref_key(r) for p in payloads for r in (*p.refs.values(), *p.deferred_refs.values())
+                _ref_key(r)
+                for *_, p in items
+                for r in (*p.refs.values(), *p.deferred_refs.values())
             ]
             refs = await self.journal.operations.resolve(self.migration, keys)
             existing = await self.journal.operations.existing(
-                self.migration, sobject, [p.external_id for p in payloads]
+                self.migration, sobject, [p.external_id for *_, p in items]
             )
-            rows: list[dict[str, Any]] = []
-            hashes: list[tuple[str, str]] = []
-            for p in payloads:
+            writes: list[tuple[PendingWrite, dict[str, Any]]] = []
+            for collection, source_id, p in items:
                 mapped = existing.get(p.external_id)
                 resolved = _resolve(p, refs, info)
                 if mapped is None or isinstance(resolved, str):
@@ -414,20 +460,37 @@ class Loader:
                 _, values, full_hash = resolved
                 if full_hash == mapped.payload_hash:
                     continue
-                rows.append({self.destination.external_id_field: p.external_id, **values})
-                hashes.append((p.external_id, full_hash))
-            if rows:
-                ledger = _Ledger(self.jobs, self.destination.platform, sobject, [])
-                results = await self.destination.upsert(sobject, rows, ledger)
-                await ledger.done()
-                ok = {r.external_id for r in results if r.ok}
-                await self.journal.operations.set_hash(
-                    self.migration, sobject, [h for h in hashes if h[0] in ok]
-                )
-                for r in results:
-                    if not r.ok:
-                        log.warning("load.second_pass_failed", object=sobject,
-                                    external_id=r.external_id, error=r.error_message)  # fmt: skip
+                w = PendingWrite(replace(p, fields=values, refs={}, deferred_refs={}),
+                                 source_id, collection, full_hash, mapped)  # fmt: skip
+                writes.append((w, values))
+            if writes:
+                await self._second_pass_write(sobject, writes)
+
+    async def _second_pass_write(
+        self, sobject: str, writes: list[tuple[PendingWrite, dict[str, Any]]]
+    ) -> None:
+        pre_images = await self._pre_images(sobject, [w for w, _ in writes])
+        rows = [{self.destination.external_id_field: w.payload.external_id, **values}
+                for w, values in writes]  # fmt: skip
+        ledger = _Ledger(self.jobs, self.destination.platform, writes[0][0].collection, [])
+        results = {r.external_id: r for r in await self.destination.upsert(sobject, rows, ledger)}
+        ops, issues = [], []
+        for w, _ in writes:
+            assert w.mapped is not None
+            r = results.get(w.payload.external_id)
+            if r is not None and r.ok:
+                ops.append(_op(w, "updated", w.mapped.destination_id,
+                               pre_image=pre_images.get(w.mapped.destination_id)))  # fmt: skip
+                continue
+            message = r.error_message if r else "the destination returned no result"
+            issues.append(
+                RecordIssue(PHASE, w.collection, w.source_id, "warning", f"second_pass:{sobject}",
+                            f"self-references not set: {message}")
+            )  # fmt: skip
+        await self.journal.operations.record(self.run.run_id, self.migration, ops)
+        if issues:
+            await self.journal.issues.record_many(self.run.run_id, issues)
+        await ledger.done()
 
     # -- recovery -------------------------------------------------------------
 
@@ -559,7 +622,17 @@ def _op(
         external_id=w.payload.external_id, destination_id=destination_id, reason_code=code,
         message=message, pre_image=pre_image,
         payload_hash=w.payload_hash if action in ("created", "updated", "unchanged") else None,
+        content_sha256=w.payload.file.sha256 if w.payload.file else None,
     )  # fmt: skip
+
+
+def _differs(before: Any, after: Any) -> bool:
+    """Whether a destination value and the one we would write differ (case-insensitive
+    for ids: Salesforce answers 18-character ids where we may hold 15)."""
+    if before is None or after is None:
+        return before is not after
+    a, b = str(before), str(after)
+    return a != b and not (len(a) in (15, 18) and a[:15].lower() == b[:15].lower())
 
 
 def _rejected(collection: str, source_id: str, rejection: Rejection) -> Operation:

@@ -184,24 +184,42 @@ async def _gate_schema(
     """
     described = await asyncio.gather(*(client.describe(o) for o in objects))
     schema = dict(zip(objects, described, strict=True))
+    missing = schema_gaps(schema, wanted)
+    if missing:
+        raise SchemaMissing(
+            f"the destination lacks {len(missing)} part(s) of the schema plan "
+            f"({', '.join(missing[:8])}{'…' if len(missing) > 8 else ''}); "
+            f"deploy {out_dir / 'schema-plan.json'} and run again"
+        )
+    return schema
+
+
+def schema_gaps(schema: dict[str, ObjectInfo | None], wanted: SchemaPlan) -> list[str]:
+    """What the plan needs of each object the destination has but lacks, by name.
+
+    A field, a lookup that cannot point at its planned target (on Dataverse a lookup
+    binds through its relationship, so one the metadata does not know would fail every
+    write), and an org setting (Allow Activities, HasNotes, …). A lookup to a missing
+    object is exempt: it cannot exist before its target.
+    """
     absent = {name for name, info in schema.items() if info is None}
-    missing_fields = []
+    gaps: list[str] = []
     for name, info in schema.items():
         if info is None:
             continue
         lookups = wanted.lookups.get(name, {})
-        missing_fields += [
-            f"{name}.{f}"
-            for f in wanted.fields.get(name, ())
-            if f not in info.fields and not (set(lookups.get(f, ())) & absent)
+        for f in wanted.fields.get(name, ()):
+            targets = set(lookups.get(f, ())) - absent
+            if f in lookups and not targets:
+                continue
+            if f not in info.fields:
+                gaps.append(f"{name}.{f}")
+            elif targets - set(info.references.get(f, ())):
+                gaps.append(f"{name}.{f} → {', '.join(sorted(targets))}")
+        gaps += [
+            f"{name}: {s}" for s in sorted(wanted.settings.get(name, frozenset()) - info.settings)
         ]
-    if missing_fields:
-        raise SchemaMissing(
-            f"the destination lacks {len(missing_fields)} field(s) of the schema plan "
-            f"({', '.join(missing_fields[:8])}{'…' if len(missing_fields) > 8 else ''}); "
-            f"deploy {out_dir / 'schema-plan.json'} and run again"
-        )
-    return schema
+    return gaps
 
 
 async def _duplicate_emails(journal: Journal, run: Run, pair: Pair) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ how to open the destination's client.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -41,6 +41,9 @@ class SchemaPlan:
     """Destination object → lookup field of the plan → the objects it points at."""
     document: bytes
     """``schema-plan.json``: the plan in the pair's own format, for the admin."""
+    settings: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Destination object → org settings the admin must switch on for it, named as
+    ``ObjectInfo.settings`` names them (Allow Activities, HasNotes, …)."""
 
     @property
     def field_count(self) -> int:
@@ -85,6 +88,14 @@ class Pair:
     """What a load costs the destination and how long its quotas allow (the estimate)."""
 
 
+SALESFORCE_ACTIVITIES = "enableActivities"
+"""Allow Activities, as the Metadata API names it: tasks and events may point at the object."""
+
+DATAVERSE_SETTINGS = ("HasActivities", "HasNotes", "IsDocumentManagementEnabled")
+"""Table options the Dataverse plan may require, as EntityMetadata names them; a plan
+table asks for one with ``"HasNotes": true``."""
+
+
 def _salesforce_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
     wanted = salesforce.schema_plan(definitions)
     fields = {name: tuple(f.name for f in spec.fields) for name, spec in wanted.objects.items()}
@@ -92,7 +103,12 @@ def _salesforce_plan(definitions: Sequence[Record], settings: Mapping[str, Any])
         name: {f.name: f.reference_to for f in spec.fields if f.reference_to}
         for name, spec in wanted.objects.items()
     }
-    return SchemaPlan(fields, lookups, wanted.to_json())
+    settings = {
+        name: frozenset({SALESFORCE_ACTIVITIES})
+        for name, spec in wanted.objects.items()
+        if spec.enable_activities
+    }
+    return SchemaPlan(fields, lookups, wanted.to_json(), settings)
 
 
 def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
@@ -103,7 +119,12 @@ def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -
         name: {c: (col["target"],) for c, col in spec["columns"].items() if col.get("target")}
         for name, spec in tables.items()
     }
-    return SchemaPlan(fields, lookups, orjson.dumps(wanted, option=orjson.OPT_INDENT_2))
+    settings = {
+        name: frozenset(s for s in DATAVERSE_SETTINGS if spec.get(s))
+        for name, spec in tables.items()
+        if any(spec.get(s) for s in DATAVERSE_SETTINGS)
+    }
+    return SchemaPlan(fields, lookups, orjson.dumps(wanted, option=orjson.OPT_INDENT_2), settings)
 
 
 def _prefix(settings: Mapping[str, Any]) -> str:

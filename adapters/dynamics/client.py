@@ -476,8 +476,9 @@ class DataverseClient(SessionClient):
         }
         required |= {nav for nav, (attr, _) in info.navigation.items() if attr in required}
         by_nav: dict[str, list[str]] = {}
-        for nav, (_, target) in info.navigation.items():
+        for nav, (attribute, target) in info.navigation.items():
             by_nav.setdefault(nav, []).append(target)
+            by_nav.setdefault(attribute, []).append(target)
         return ObjectInfo(
             name=info.logical_name,
             fields=frozenset(info.attributes) | frozenset(info.navigation),

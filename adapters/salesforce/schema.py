@@ -56,6 +56,10 @@ class FieldSpec:
     scale: int | None = None
     createable: bool = True
     updateable: bool = True
+    master_detail: bool = False
+    """A master-detail relationship (``reference_to`` is the master): required, and not
+    updateable unless ``reparentable`` (Metadata API ``CustomField.reparentableMasterDetail``)."""
+    reparentable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,9 @@ class ObjectSpec:
     fields: tuple[FieldSpec, ...] = ()
     key_prefix: str = ""
     """The three characters every record id of this object starts with."""
+    enable_activities: bool = False
+    """"Allow Activities" (Metadata API ``CustomObject.enableActivities``): tasks and events
+    may point at its records (``WhatId``). Standard objects that take activities have it."""
 
     def field(self, name: str) -> FieldSpec | None:
         """The field called ``name`` (case-insensitive, as Salesforce matches)."""
@@ -97,7 +104,12 @@ class OrgSchema:
             known = {f.name.lower() for f in mine.fields}
             extra = tuple(f for f in spec.fields if f.name.lower() not in known)
             objects[name] = ObjectSpec(
-                mine.name, mine.label, mine.custom, mine.fields + extra, mine.key_prefix
+                mine.name,
+                mine.label,
+                mine.custom,
+                mine.fields + extra,
+                mine.key_prefix,
+                mine.enable_activities or spec.enable_activities,
             )
         return OrgSchema(objects)
 
@@ -130,6 +142,7 @@ class OrgSchema:
                 custom=spec.get("custom", name.endswith("__c")),
                 fields=fields,
                 key_prefix=spec.get("key_prefix", ""),
+                enable_activities=bool(spec.get("enable_activities", False)),
             )
         return cls(objects)
 

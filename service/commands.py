@@ -92,6 +92,8 @@ async def schema(args: argparse.Namespace) -> int:
     out.print(
         f"schema plan: {len(wanted.fields)} objects, {wanted.field_count} fields → {args.out}"
     )
+    for name, settings in sorted(wanted.settings.items()):
+        out.print(f"  org setting the admin switches on: {name}: {', '.join(sorted(settings))}")
     return 0
 
 

@@ -103,12 +103,13 @@ def _salesforce_plan(definitions: Sequence[Record], settings: Mapping[str, Any])
         name: {f.name: f.reference_to for f in spec.fields if f.reference_to}
         for name, spec in wanted.objects.items()
     }
-    settings = {
+    org_settings = {
         name: frozenset({SALESFORCE_ACTIVITIES})
         for name, spec in wanted.objects.items()
         if spec.enable_activities
     }
-    return SchemaPlan(fields, lookups, wanted.to_json(), settings)
+    document = {**orjson.loads(wanted.to_json()), **_settings_section(org_settings)}
+    return SchemaPlan(fields, lookups, _indented(document), org_settings)
 
 
 def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
@@ -119,12 +120,23 @@ def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -
         name: {c: (col["target"],) for c, col in spec["columns"].items() if col.get("target")}
         for name, spec in tables.items()
     }
-    settings = {
+    org_settings = {
         name: frozenset(s for s in DATAVERSE_SETTINGS if spec.get(s))
         for name, spec in tables.items()
         if any(spec.get(s) for s in DATAVERSE_SETTINGS)
     }
-    return SchemaPlan(fields, lookups, orjson.dumps(wanted, option=orjson.OPT_INDENT_2), settings)
+    document = {**wanted, **_settings_section(org_settings)}
+    return SchemaPlan(fields, lookups, _indented(document), org_settings)
+
+
+def _settings_section(org_settings: Mapping[str, frozenset[str]]) -> dict[str, Any]:
+    """The plan's checklist of org settings, beside the objects that carry them: what the
+    admin switches on before the run (the gate refuses to start without them)."""
+    return {"org_settings": {name: sorted(s) for name, s in sorted(org_settings.items())}}
+
+
+def _indented(document: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
 
 def _prefix(settings: Mapping[str, Any]) -> str:

@@ -118,3 +118,20 @@ class SchemaMissing(FatalError):
     """The destination lacks objects or fields the schema plan needs."""
 
     exit_code = 7
+
+
+class PlatformUnreachable(PlatformUnavailable):
+    """A platform could not be reached at all: no answer, only the network's reason.
+
+    It names the URL and the cause (connection refused, DNS failure, TLS
+    verification, timeout), because "failed after retries" alone leaves the
+    operator guessing whether the address, the network or the certificate is wrong.
+    """
+
+    def __init__(self, platform: str, what: str, url: str, cause: str, *, tries: int) -> None:
+        super().__init__(platform, what, cause)
+        self.url = url
+        self.cause = cause
+        self.tries = tries
+        attempts = "1 try" if tries == 1 else f"{tries} tries"
+        self.args = (f"{platform}: {what} could not reach {url}: {cause} ({attempts})",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -28,3 +29,15 @@ async def serve_app(
     shown_host = f"[{host}]" if ":" in host else host
     scheme = "https" if ssl_context is not None else "http"
     return runner, f"{scheme}://{shown_host}:{bound_port}"
+
+
+def server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A server TLS context from a PEM certificate (and key), or None to serve plain HTTP.
+
+    Real platforms serve HTTPS only, and their official SDKs refuse anything else.
+    """
+    if cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context

@@ -3,11 +3,16 @@
 pgserver ships the PostgreSQL binaries in a wheel, so a fresh machine needs
 nothing but pip. The data directory is kept and reused across runs; the server
 stops when the last crmlift process using it exits.
+
+pgserver logs every command it runs, initdb's and pg_ctl's output included, at
+INFO on the ``pgserver`` logger. That is the server's business, not the run's:
+it goes to ``postgres.log`` beside the data directory, never to crmlift's audit log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,34 @@ def _load_pgserver() -> Any:
         import pgserver
 
     return pgserver
+
+
+PGSERVER_LOGGER = "pgserver"
+
+
+class _PostgresLog(logging.FileHandler):
+    """The file pgserver's own log lines (and initdb's output) are kept in."""
+
+
+def route_pgserver_log(path: Path) -> None:
+    """Send the ``pgserver`` logger to ``path`` only, not up to the root's handlers.
+
+    One file at a time: starting another embedded server moves the lines there.
+    """
+    logger = logging.getLogger(PGSERVER_LOGGER)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    target = str(path.absolute())
+    for handler in list(logger.handlers):
+        if isinstance(handler, _PostgresLog):
+            if handler.baseFilename == target:
+                return
+            logger.removeHandler(handler)
+            handler.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _PostgresLog(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -56,11 +89,17 @@ class EmbeddedPostgres:
     data_dir: Path
     _server: Any = field(default=None, init=False, repr=False)
 
+    @property
+    def log_file(self) -> Path:
+        """pgserver's log lines and initdb's output: ``postgres.log`` beside the data."""
+        return self.data_dir.parent / "postgres.log"
+
     async def start(self) -> str:
         """Start (or join) the server and return a DSN for it."""
         return await anyio.to_thread.run_sync(self._start_blocking)
 
     def _start_blocking(self) -> str:
+        route_pgserver_log(self.log_file)
         pgserver = _load_pgserver()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(self.data_dir)
@@ -69,8 +108,8 @@ class EmbeddedPostgres:
                 warnings.simplefilter("ignore")
                 self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         except Exception as exc:
-            log = self.data_dir / "log"
-            hint = f"; see {log}" if log.exists() else ""
+            logs = [p for p in (self.data_dir / "log", self.log_file) if p.exists()]
+            hint = f"; see {' and '.join(map(str, logs))}" if logs else ""
             raise JournalUnavailable(
                 f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}{hint}"
             ) from exc

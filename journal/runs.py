@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
 import orjson
+import psutil
 
 from adapters.errors import ConfigError
 
 RunStatus = Literal["running", "interrupted", "failed", "extracted", "completed"]
+
+START_TIME_TOLERANCE = 1.0
+"""Seconds two readings of one process's start time may differ (clock-tick rounding)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunProcess:
+    """The process that last started or resumed a run.
+
+    A run killed with SIGKILL never says goodbye, so its status stays ``running``;
+    the pid alone cannot prove it is gone (pids are reused), but the pid with the
+    process's start time can.
+    """
+
+    pid: int
+    host: str
+    started_at: datetime
+    """When the OS started that process (not when the run started)."""
+
+    @classmethod
+    def current(cls) -> RunProcess:
+        me = psutil.Process()
+        return cls(me.pid, socket.gethostname(), datetime.fromtimestamp(me.create_time(), UTC))
+
+    def alive(self) -> bool | None:
+        """Whether the process still runs; None when it ran on another host (cannot tell)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            process = psutil.Process(self.pid)
+            created = process.create_time()
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False  # dead, only not yet reaped by its parent
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied:
+            return True  # it exists and we may not inspect it: never call a live run gone
+        return abs(created - self.started_at.timestamp()) <= START_TIME_TOLERANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +69,15 @@ class Run:
     started_at: datetime
     finished_at: datetime | None
     message: str | None
+    process: RunProcess | None = None
+    """Who last started or resumed it; None for runs journaled before crmlift recorded it."""
+
+    @property
+    def process_gone(self) -> bool:
+        """The run says ``running`` but the process that ran it is known to be dead."""
+        return (
+            self.status == "running" and self.process is not None and self.process.alive() is False
+        )
 
 
 def new_run_id(now: datetime) -> str:
@@ -54,16 +103,21 @@ class Runs:
         """Start a run; its snapshot bounds what the main extraction reads."""
         snapshot = snapshot_at or datetime.now(UTC)
         run_id = new_run_id(snapshot)
+        me = RunProcess.current()
         await self._pool.execute(
             """INSERT INTO runs
-                   (run_id, migration, source, destination, status, snapshot_at, settings)
-               VALUES ($1, $2, $3, $4, 'running', $5, $6::jsonb)""",
+                   (run_id, migration, source, destination, status, snapshot_at, settings,
+                    pid, host, process_started_at)
+               VALUES ($1, $2, $3, $4, 'running', $5, $6::jsonb, $7, $8, $9)""",
             run_id,
             migration,
             source,
             destination,
             snapshot,
             orjson.dumps(settings).decode(),
+            me.pid,
+            me.host,
+            me.started_at,
         )
         return await self.get(run_id)
 
@@ -85,16 +139,25 @@ class Runs:
         return [_run_from_row(r) for r in rows]
 
     async def set_status(self, run_id: str, status: RunStatus, message: str | None = None) -> None:
-        """Move a run to ``status``; a final status also stamps ``finished_at``."""
+        """Move a run to ``status``; a final status also stamps ``finished_at``.
+
+        ``running`` (a resume) records this process as the one working on the run.
+        """
         final = status in ("failed", "extracted", "completed")
+        me = RunProcess.current() if status == "running" else None
         await self._pool.execute(
             """UPDATE runs SET status = $2, message = $3, updated_at = now(),
-                   finished_at = CASE WHEN $4 THEN now() ELSE NULL END
+                   finished_at = CASE WHEN $4 THEN now() ELSE NULL END,
+                   pid = COALESCE($5, pid), host = COALESCE($6, host),
+                   process_started_at = COALESCE($7, process_started_at)
                WHERE run_id = $1""",
             run_id,
             status,
             message,
             final,
+            None if me is None else me.pid,
+            None if me is None else me.host,
+            None if me is None else me.started_at,
         )
 
 
@@ -110,4 +173,7 @@ def _run_from_row(row: asyncpg.Record) -> Run:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         message=row["message"],
+        process=None
+        if row["pid"] is None
+        else RunProcess(row["pid"], row["host"], row["process_started_at"]),
     )

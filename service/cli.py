@@ -1,7 +1,8 @@
 """``crmlift``: the operator's commands.
 
 Exit codes: 0 done; 1 unexpected error; 2 bad plan or arguments; 3 credentials
-refused; 4 a platform kept failing; 5 journal unavailable; 6 quota exhausted;
+refused; 4 a platform kept failing or could not be reached; 5 journal unavailable;
+6 quota exhausted; 7 an object the destination has lacks part of the schema plan;
 75 stopped by the operator (the run is resumable).
 """
 
@@ -30,10 +31,13 @@ EXIT_CODES = """exit codes:
   1   unexpected error (see the log file)
   2   bad plan, arguments or run id
   3   credentials refused by a platform
-  4   a platform kept failing after every retry
+  4   a platform kept failing after every retry, or could not be reached
+      (the message names the URL and the cause: refused, DNS, TLS, timeout)
   5   the journal database is unavailable
   6   a platform quota is exhausted (resumable once it frees up)
-  7   the destination lacks objects or fields of the schema plan
+  7   an object the destination has lacks a field, a lookup to its planned target
+      or an org setting (Allow Activities, HasNotes, ...) of the schema plan;
+      a missing custom object does not stop the run: its records wait
   75  stopped by SIGINT/SIGTERM; the run is resumable with --resume RUN_ID
 """
 
@@ -66,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         help="extract, gate the schema, resolve owners and load into the destination",
         description="The full run: extract the source into staging, check the destination "
-        "has the schema plan's objects and fields, resolve owners by email, then load every "
-        "object in dependency order, upserting on the source id so a rerun duplicates nothing. "
-        "Per-record failures never stop the run; they land in failures.csv.",
+        "has the schema plan's fields, lookups and org settings on every object it has (a "
+        "missing custom object only makes its records wait), resolve owners by email, then "
+        "load every object in dependency order, upserting on the source id so a rerun "
+        "duplicates nothing. Per-record failures never stop the run; they land in failures.csv.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -94,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
     estimate.add_argument("--out", type=Path, help="also write the estimate as JSON")
 
-    runs = commands.add_parser("runs", help="list the plan's runs and their status")
+    runs = commands.add_parser(
+        "runs",
+        help="list the plan's runs and their status",
+        description="List the plan's recent runs. A run whose process is gone (killed, out of "
+        "memory, its container lost) shows as interrupted, with the command that resumes it.",
+    )
     runs.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
 
     sim = commands.add_parser("sim", help="serve a platform simulator for demos and the bench")
@@ -135,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of Collections/Bulk records failing UNABLE_TO_LOCK_ROW",
     )  # fmt: skip
     salesforce.add_argument("--fault-seed", type=int, default=0, help="seed of the fault RNG")
+    salesforce.add_argument(
+        "--state-country-picklists", action="store_true",
+        help="turn on State and Country/Territory Picklists (ISO-code address picklists)",
+    )  # fmt: skip
 
     dynamics = sims.add_parser(
         "dynamics",
@@ -233,6 +247,8 @@ def _add_dynamics_sim_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execution-ms-per-operation", type=float, default=5.0,
                         help="server time each operation costs, platform ms")  # fmt: skip
     parser.add_argument("--max-concurrent", type=int, default=52)
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,7 +38,9 @@ from adapters.errors import ConfigError, PlatformUnavailable
 from adapters.salesforce.sim import SfSimSettings
 from adapters.salesforce.sim import run_forever as run_salesforce_sim
 from adapters.secrets import Secret
+from adapters.simserver import server_tls
 from journal import open_journal
+from journal.runs import Run
 from ratelimit.governor import Governor
 from ratelimit.profiles import profile_for
 from service.estimate import run_estimate
@@ -46,11 +48,12 @@ from service.extract import EPOCH
 from service.logs import configure_logging
 from service.mapping import backdocket_dynamics, backdocket_salesforce
 from service.migrate import MigrateOutcome, run_migrate
-from service.pairs import pair_for
+from service.pairs import pair_for, setting_help
 from service.pipeline import ExtractOutcome, run_extract
 from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
 from service.reports.estimate import estimate_lines, estimate_table
+from service.reports.extract import run_total_line, this_process_line
 
 T = TypeVar("T")
 
@@ -90,10 +93,11 @@ async def schema(args: argparse.Namespace) -> int:
     wanted = pair_for(plan.destination.platform).schema_plan(definitions, plan.destination.mapping)
     args.out.write_bytes(wanted.document)
     out.print(
-        f"schema plan: {len(wanted.fields)} objects, {wanted.field_count} fields → {args.out}"
+        f"schema plan: {len(wanted.deployed)} objects, {wanted.field_count} fields → {args.out}"
     )
     for name, settings in sorted(wanted.settings.items()):
-        out.print(f"  org setting the admin switches on: {name}: {', '.join(sorted(settings))}")
+        for setting in sorted(settings):
+            out.print(f"  org setting for {name}: {setting} — {setting_help(setting)}")
     return 0
 
 
@@ -111,22 +115,43 @@ async def estimate(args: argparse.Namespace) -> int:
 
 
 async def runs(args: argparse.Namespace) -> int:
-    """``crmlift runs``: the plan's recent runs."""
+    """``crmlift runs``: the plan's recent runs, and whether a ``running`` one still runs."""
     plan: MigrationPlan = args.loaded_plan
     table = Table(title=f"runs of {plan.name}")
     for column in ("run", "status", "started (UTC)", "finished (UTC)", "message"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     async with open_journal(plan.journal) as journal:
-        for run in await journal.runs.recent(plan.name):
-            table.add_row(
-                run.run_id,
-                run.status,
-                f"{run.started_at:%Y-%m-%d %H:%M:%S}",
-                f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
-                run.message or "",
-            )
+        recent = await journal.runs.recent(plan.name)
+    for run in recent:
+        table.add_row(
+            run.run_id,
+            run_status_text(run),
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
+            run.message or "",
+        )
     out.print(table)
+    # One unwrapped line per run that needs the operator, whatever the terminal's width.
+    for run in recent:
+        if run.process_gone:
+            out.print(f"{run.run_id}: {run_status_text(run)}", markup=False, highlight=False)
     return 0
+
+
+def run_status_text(run: Run) -> str:
+    """A run's status as the operator needs it: a ``running`` run whose process is gone
+    (killed, out of memory, its container lost) says so, and how to resume it."""
+    command = "migrate" if run.destination is not None else "extract"
+    resume = f"crmlift {command} --resume {run.run_id}"
+    if run.status == "interrupted":
+        return f"interrupted (resumable: {resume})"
+    if run.status != "running" or run.process is None:
+        return run.status
+    if run.process_gone:
+        return f"interrupted (process gone, resumable: {resume})"
+    if run.process.alive() is None:
+        return f"running (pid {run.process.pid} on {run.process.host}; cannot check from here)"
+    return f"running (pid {run.process.pid})"
 
 
 async def sim(args: argparse.Namespace) -> int:
@@ -157,6 +182,7 @@ async def _sim_salesforce(args: argparse.Namespace) -> int:
             fault_reset_after_write_rate=args.fault_reset_after_write,
             fault_slow_rate=args.fault_slow, fault_slow_seconds=args.fault_slow_seconds,
             fault_partial_rate=args.fault_partial, fault_seed=args.fault_seed,
+            state_country_picklists=args.state_country_picklists,
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"simulator settings: {exc}") from exc
@@ -194,7 +220,8 @@ async def _sim_dynamics(args: argparse.Namespace) -> int:
         raise ConfigError(f"simulator settings: {exc}") from exc
     schema = load_schema(args.schema) if args.schema is not None else None
     with contextlib.suppress(asyncio.CancelledError):
-        await run_dynamics_sim(schema, settings, args.host, args.port, _ready)
+        tls = server_tls(args.tls_cert, args.tls_key)
+        await run_dynamics_sim(schema, settings, args.host, args.port, _ready, tls)
     return 0
 
 
@@ -488,7 +515,7 @@ def _print_migrate_summary(outcome: MigrateOutcome) -> None:
                       str(r.unchanged), str(r.skipped), str(r.failed))  # fmt: skip
     out.print(table)
     out.print(
-        f"{outcome.extract.staged} records extracted; {report.created} created, "
+        f"{outcome.extract.staged} records extracted (run total); {report.created} created, "
         f"{len(report.failures)} skipped or failed (failures.csv); owners: "
         f"{report.owners_matched} matched, {len(report.owners_fell_back)} fell back"
     )
@@ -521,12 +548,14 @@ def _print_extract_summary(outcome: ExtractOutcome) -> None:
     )
     out.print(table)
     g = outcome.governor.stats
+    for line in (run_total_line(s), this_process_line(s)):
+        out.print(line, markup=False, highlight=False)
     out.print(
-        f"{s.staged} records staged in {s.elapsed:.1f} s "
-        f"({s.staged / max(s.elapsed, 1e-9):.0f}/s); "
-        f"{g.requests} requests ({g.observed_rate():.1f}/s), {g.throttled} throttled, "
-        f"{g.retries} retries; {s.deletions} deletions; files stored {s.files_stored}, "
-        f"failed {s.files_failed}"
+        f"This process: {g.requests} requests ({g.observed_rate():.1f}/s), "
+        f"{g.throttled} throttled, {g.retries} retries; {s.deletions} deletions; "
+        f"files stored {s.files_stored}, failed {s.files_failed}",
+        markup=False,
+        highlight=False,
     )
     out.print(f"reports: {outcome.reports[0]}  {outcome.reports[1]}")
 

@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -63,7 +64,12 @@ class CollectionSummary:
 
 @dataclass(slots=True)
 class ExtractSummary:
-    """What one run's extraction produced, for the report and the CLI."""
+    """What one run's extraction produced, for the report and the CLI.
+
+    A resumed run is read by several processes: the run's totals come from the
+    journal, while ``read``, ``pages_read`` and ``elapsed`` are this process's
+    own work, so the rate never divides a whole run by one process's time.
+    """
 
     run_id: str
     collections: list[CollectionSummary] = field(default_factory=list)
@@ -71,14 +77,39 @@ class ExtractSummary:
     files_stored: int = 0
     files_failed: int = 0
     elapsed: float = 0.0
+    """Seconds this process spent extracting."""
+    read: int = 0
+    """Records this process read from the source and staged."""
+    pages_read: int = 0
+    """Pages this process read from the source."""
+    resumed: bool = False
+    """An earlier process of this run had already planned (and maybe read) windows."""
+    tokens_fetched: int = 0
+    """Access tokens this process was granted, the first one included."""
+    token_renewals: int = 0
+    """Tokens fetched again because the source refused an expired one."""
 
     @property
     def staged(self) -> int:
+        """Records of the whole run in staging, whichever process read them."""
         return sum(c.staged for c in self.collections)
 
     @property
     def issues(self) -> int:
         return sum(c.issues for c in self.collections)
+
+    @property
+    def rate(self) -> float:
+        """Records per second this process read."""
+        return self.read / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A source that says how many access tokens it fetched (BackDocket's OAuth does)."""
+
+    token_fetches: int
+    token_renewals: int
 
 
 class Extractor:
@@ -98,6 +129,8 @@ class Extractor:
         self.settings = settings
         self.readers = readers
         self.progress = progress or ProgressBoard()
+        self._read = 0
+        self._pages = 0
 
     async def run(self, run: Run) -> ExtractSummary:
         """Extract everything the run still lacks; safe to call again after a crash."""
@@ -107,7 +140,8 @@ class Extractor:
         bound.info("extract.start", snapshot=run.snapshot_at.isoformat())
         for collection in self.settings.collections:
             self.progress.track(collection, 0)  # bars appear in the plan's order
-        await self._restore_progress(run)
+        self._read = self._pages = 0
+        resumed = await self._restore_progress(run)
 
         await self._read_windows(run, "main")
         await self._plan_catchup(run)
@@ -119,22 +153,30 @@ class Extractor:
         summary.deletions = deletions
         summary.files_stored, summary.files_failed = stored, failed
         summary.elapsed = loop.time() - started
+        summary.read, summary.pages_read, summary.resumed = self._read, self._pages, resumed
+        if isinstance(self.source, CountsTokens):
+            summary.tokens_fetched = self.source.token_fetches
+            summary.token_renewals = self.source.token_renewals
         bound.info(
             "extract.done",
-            staged=summary.staged,
+            run_staged=summary.staged,
+            read_by_this_process=summary.read,
+            resumed=resumed,
             issues=summary.issues,
             files=stored,
+            renewals=summary.token_renewals,
             elapsed=round(summary.elapsed, 2),
         )
         return summary
 
     # -- windows ----------------------------------------------------------
 
-    async def _restore_progress(self, run: Run) -> None:
-        for w in await self.journal.checkpoints.windows(run.run_id):
-            track = self.progress.track(w.collection, 0)
-            track.total = (track.total or 0) + (w.expected or 0)
-            track.done += w.records
+    async def _restore_progress(self, run: Run) -> bool:
+        """Show what earlier processes of the run read; True when there were any."""
+        windows = await self.journal.checkpoints.windows(run.run_id)
+        for w in windows:
+            self.progress.restore(w.collection, w.records, w.expected or 0)
+        return bool(windows)
 
     async def _read_windows(self, run: Run, kind: str) -> None:
         """Plan what is unplanned and read every unfinished window of ``kind``."""
@@ -265,6 +307,8 @@ class Extractor:
                 for issue in issues:
                     await self.journal.issues.record(run.run_id, issue)
                 self.progress.advance(checkpoint.collection, len(page.records))
+                self._read += len(page.records)
+                self._pages += 1
                 page_no += 1
         except CursorRejected:
             if cursor is None:

@@ -273,13 +273,17 @@ class Loader:
                 ops.append(Operation(collection, source_id, "failed", sobject, payload.external_id,
                                      reason_code="parent_missing", message=resolved))  # fmt: skip
                 continue
-            fields, _, full_hash = resolved
+            fields, deferred, full_hash = resolved
             dangling += [
                 RecordIssue(PHASE, collection, source_id, "warning", f"lookup:{sobject}",
                             f"{name} points at {ref.collection}/{ref.source_id}, which was not "
                             "migrated (yet); left empty")
                 for name, ref in payload.refs.items() if fields.get(name) is None
             ]  # fmt: skip
+            # A self-reference whose target already exists (an earlier batch, an earlier
+            # run) travels now, so the hash — which counts it — says what was written; one
+            # still missing is left out (not cleared) for the wave's second pass.
+            fields.update((k, v) for k, v in deferred.items() if v is not None)
             written = replace(payload, fields=fields, refs={})
             pending.append(PendingWrite(written, source_id, collection, full_hash))
         with self._timed("journal"):

@@ -2,6 +2,10 @@
 
 Secrets never reach either: values under secret-looking keys are masked and any
 known secret value inside a string is replaced.
+
+The JSON file is the run's audit log: crmlift's own events only. Libraries'
+INFO chatter stays out of it (their warnings and errors get in); the embedded
+PostgreSQL's lines go to their own ``postgres.log`` (``journal.embedded``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ def _redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 def _redact_rendered(_: Any, __: str, line: Any) -> Any:
     """Last pass over the rendered line: tracebacks are rendered after the event."""
     return redact(line) if isinstance(line, str) else line
+
+
+OWN_LOGGERS = ("service", "adapters", "journal", "ratelimit", "bench", "__main__")
+"""Top-level logger names of crmlift's own code: their events are the audit log."""
+FOREIGN_QUIET = ("pgserver",)
+"""Libraries whose lines never belong in the audit log, whatever their level."""
+
+
+def is_own_event(record: logging.LogRecord) -> bool:
+    """Whether a log record belongs in the audit log."""
+    top = record.name.split(".", 1)[0]
+    if top in OWN_LOGGERS:
+        return True
+    return top not in FOREIGN_QUIET and record.levelno >= logging.WARNING
 
 
 _SHARED: list[Any] = [
@@ -76,6 +94,7 @@ def configure_logging(log_file: Path | None, *, console_level: int = logging.WAR
         log_file.parent.mkdir(parents=True, exist_ok=True)
         to_file = logging.FileHandler(log_file, encoding="utf-8")
         to_file.setLevel(logging.INFO)
+        to_file.addFilter(is_own_event)
         to_file.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 processors=[

@@ -25,7 +25,7 @@ from service.extract import ExtractSummary
 from service.load import PHASE as LOAD_PHASE
 from service.load import Loader, LoadSettings
 from service.mapping.base import MappingContext
-from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for
+from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for, setting_help
 from service.pipeline import extract_into, guarded, run_dir, start_or_resume
 from service.plan import DestinationSettings, MigrationPlan
 from service.progress import ProgressBoard
@@ -156,6 +156,9 @@ async def _load(
         owners_fell_back=[
             {"user_id": u, "name": n, "email": e, "reason": r} for u, n, e, r in owners.fell_back
         ],
+        owners_matches=[
+            {"user_id": u, "email": e, "destination_user": d} for u, e, d in owners.matched
+        ],
         schema_missing=sorted(name for name, info in schema.items() if info is None),
     )
     phases["report"] = time.perf_counter() - reporting
@@ -217,7 +220,8 @@ def schema_gaps(schema: dict[str, ObjectInfo | None], wanted: SchemaPlan) -> lis
             elif targets - set(info.references.get(f, ())):
                 gaps.append(f"{name}.{f} → {', '.join(sorted(targets))}")
         gaps += [
-            f"{name}: {s}" for s in sorted(wanted.settings.get(name, frozenset()) - info.settings)
+            f"{name}: {s} — {setting_help(s)}"
+            for s in sorted(wanted.settings.get(name, frozenset()) - info.settings)
         ]
     return gaps
 

@@ -41,6 +41,9 @@ class SchemaPlan:
     """Destination object → lookup field of the plan → the objects it points at."""
     document: bytes
     """``schema-plan.json``: the plan in the pair's own format, for the admin."""
+    deployed: tuple[str, ...] = ()
+    """The objects the plan's document has the admin deploy or change (on Salesforce,
+    Activity's fields appear on Task and Event, which ``fields`` checks)."""
     settings: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Destination object → org settings the admin must switch on for it, named as
     ``ObjectInfo.settings`` names them (Allow Activities, HasNotes, …)."""
@@ -96,28 +99,52 @@ DATAVERSE_SETTINGS = ("HasActivities", "HasNotes", "IsDocumentManagementEnabled"
 table asks for one with ``"HasNotes": true``."""
 
 
+SETTING_HELP: Mapping[str, str] = {
+    SALESFORCE_ACTIVITIES: "Allow Activities (Setup → Object Manager → the object → Edit)",
+    "StateCountryPicklists": "State and Country/Territory Picklists on (Setup → State and "
+    "Country/Territory Picklists), as [mapping] state_country_picklists = true expects",
+    "StateCountryText": "free-text states and countries; an org with State and "
+    "Country/Territory Picklists on needs [mapping] state_country_picklists = true",
+    "HasActivities": "Activities (table properties → Enable for activities)",
+    "HasNotes": "Notes (table properties → Enable attachments, including notes and files)",
+    "IsDocumentManagementEnabled": "Document management (table properties → Enable for "
+    "SharePoint document management)",
+}
+"""What each org setting a plan may require means to the admin, and where it is switched on."""
+
+
+def setting_help(setting: str) -> str:
+    """How the admin gets ``setting``, for the gate's refusal and ``crmlift schema``."""
+    return SETTING_HELP.get(setting, setting)
+
+
 def _salesforce_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
     wanted = salesforce.schema_plan(definitions)
-    fields = {name: tuple(f.name for f in spec.fields) for name, spec in wanted.objects.items()}
+    # Fields deployed on Activity are checked on Task and Event, where describe shows them.
+    specs = salesforce.gate_fields(wanted)
+    fields = {name: tuple(f.name for f in fs) for name, fs in specs.items()}
     lookups = {
-        name: {f.name: f.reference_to for f in spec.fields if f.reference_to}
-        for name, spec in wanted.objects.items()
+        name: {f.name: f.reference_to for f in fs if f.reference_to} for name, fs in specs.items()
     }
-    org_settings = {
-        name: frozenset({SALESFORCE_ACTIVITIES})
-        for name, spec in wanted.objects.items()
-        if spec.enable_activities
-    }
+    # Allow Activities (SALESFORCE_ACTIVITIES) where the plan asks for it, and the state and
+    # country fields that [mapping] state_country_picklists expects.
+    org_settings = salesforce.required_settings(wanted, settings)
     document = {**orjson.loads(wanted.to_json()), **_settings_section(org_settings)}
-    return SchemaPlan(fields, lookups, _indented(document), org_settings)
+    return SchemaPlan(fields, lookups, _indented(document), tuple(wanted.objects), org_settings)
 
 
 def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -> SchemaPlan:
-    wanted = dynamics.schema_plan(definitions, _prefix(settings))
+    sharepoint = bool(settings.get("sharepoint_site"))
+    wanted = dynamics.schema_plan(definitions, _prefix(settings), sharepoint=sharepoint)
     tables = wanted["tables"]
-    fields = {name: tuple(spec["columns"]) for name, spec in tables.items()}
+    # A table's "lookups" are standard ones the load binds: checked like planned columns.
+    fields = {name: (*spec["columns"], *spec.get("lookups", {})) for name, spec in tables.items()}
     lookups = {
-        name: {c: (col["target"],) for c, col in spec["columns"].items() if col.get("target")}
+        name: {
+            c: (col["target"],)
+            for c, col in (*spec["columns"].items(), *spec.get("lookups", {}).items())
+            if col.get("target")
+        }
         for name, spec in tables.items()
     }
     org_settings = {
@@ -126,13 +153,18 @@ def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -
         if any(spec.get(s) for s in DATAVERSE_SETTINGS)
     }
     document = {**wanted, **_settings_section(org_settings)}
-    return SchemaPlan(fields, lookups, _indented(document), org_settings)
+    return SchemaPlan(fields, lookups, _indented(document), tuple(tables), org_settings)
 
 
 def _settings_section(org_settings: Mapping[str, frozenset[str]]) -> dict[str, Any]:
     """The plan's checklist of org settings, beside the objects that carry them: what the
     admin switches on before the run (the gate refuses to start without them)."""
-    return {"org_settings": {name: sorted(s) for name, s in sorted(org_settings.items())}}
+    return {
+        "org_settings": {
+            name: [{"setting": s, "how": setting_help(s)} for s in sorted(settings)]
+            for name, settings in sorted(org_settings.items())
+        }
+    }
 
 
 def _indented(document: Mapping[str, Any]) -> bytes:
@@ -175,7 +207,13 @@ BACKDOCKET_DYNAMICS = Pair(
     load_order=dynamics.LOAD_ORDER,
     depends_on=dynamics.DEPENDS_ON,
     objects=lambda settings: sorted(
-        {o for objs in dynamics.collection_objects(_prefix(settings)).values() for o in objs}
+        {
+            o
+            for objs in dynamics.collection_objects(
+                _prefix(settings), bool(settings.get("sharepoint_site"))
+            ).values()
+            for o in objs
+        }
     ),
     schema_plan=_dynamics_plan,
     resolve_owners=dynamics.resolve_owners,

@@ -18,6 +18,7 @@ import platformdirs
 from adapters.backdocket.client import COLLECTIONS, MAX_PAGE_SIZE, BackDocketConfig
 from adapters.dynamics.batch import MAX_BATCH_REQUESTS
 from adapters.dynamics.client import DEFAULT_BATCH_SIZE, Application, DataverseConfig
+from adapters.dynamics.sharepoint import SharePointConfig
 from adapters.errors import ConfigError
 from adapters.salesforce.client import SalesforceConfig
 from adapters.secrets import Secret
@@ -243,7 +244,27 @@ def _dynamics(
         ),
         batch_size=batch_size,
         ca_file=_get(table, "destination.ca_file", str, None),
+        sharepoint=_sharepoint(table, mapping),
     )
+
+
+def _sharepoint(table: Mapping[str, Any], mapping: Mapping[str, Any]) -> SharePointConfig | None:
+    """Where files over the attachment limit go: ``[mapping] sharepoint_site`` (the site
+    document management uses; ``sharepoint_site_id`` optional), reached at
+    ``destination.sharepoint_url`` (default: the site's host) with a token for
+    ``destination.sharepoint_scope`` (default: ``<that host>/.default``)."""
+    site = _get(mapping, "mapping.sharepoint_site", str, None)
+    if not site:
+        return None
+    try:
+        return SharePointConfig(
+            site_url=site.rstrip("/"),
+            api_url=_get(table, "destination.sharepoint_url", str, None),
+            scope=_get(table, "destination.sharepoint_scope", str, None),
+            site_id=_get(mapping, "mapping.sharepoint_site_id", str, None),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"plan mapping.sharepoint_site: {exc}") from exc
 
 
 _DESTINATION_CONFIGS: dict[

@@ -20,11 +20,15 @@ class Track:
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    resumed_from: int = 0
+    """Units an earlier process of the same run already did: counted in ``done``, not in
+    the rate, which is this process's own speed."""
 
     def rate(self, now: float | None = None) -> float:
-        """Units per second since the track started."""
+        """Units per second this process did since the track started."""
         elapsed = (now or time.monotonic()) - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        mine = max(0, self.done - self.resumed_from)
+        return mine / elapsed if elapsed > 0 else 0.0
 
     def eta(self, now: float | None = None) -> float | None:
         """Seconds left at the current rate, when a total is known."""
@@ -47,6 +51,13 @@ class ProgressBoard:
             existing = self.tracks[name] = Track(name=name, total=total, done=done)
         return existing
 
+    def restore(self, name: str, done: int, total: int) -> None:
+        """Count work an earlier process of the run did: it shows as done, not as speed."""
+        track = self.track(name, 0)
+        track.total = (track.total or 0) + total
+        track.done += done
+        track.resumed_from += done
+
     def add_total(self, name: str, more: int) -> None:
         """Grow a track's total as more work is discovered."""
         track = self.track(name, 0)
@@ -68,6 +79,7 @@ class ProgressBoard:
                 "name": t.name,
                 "done": t.done,
                 "total": t.total,
+                "resumed_from": t.resumed_from,
                 "rate": round(t.rate(now), 1),
                 "eta_seconds": None if (eta := t.eta(now)) is None else round(eta, 1),
                 "finished": t.finished,

@@ -122,6 +122,58 @@ async def test_a_killed_extraction_resumes_and_stages_every_record_once(
     assert (tmp_path / "reports" / run_id / "extract-summary.md").exists()
 
 
+async def crmlift_runs(plan: Path, env: dict[str, str]) -> str:
+    """``crmlift runs`` as the operator types it; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "runs", "--plan", str(plan),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
+async def test_runs_shows_a_sigkilled_run_as_interrupted_and_resumable(
+    journal: Journal, database_dsn: str, slow_source: tuple[BackDocketSim, str], tmp_path: Path
+) -> None:
+    _, url = slow_source
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text(url))
+    env = cli_env(database_dsn)
+
+    proc = await start_extract(plan, env)
+    try:
+        run_id = await wait_for_pages(journal, 6)
+        run = await journal.runs.get(run_id)
+        assert run.process is not None
+        assert run.process.pid == proc.pid  # the journal knows which process runs it
+        assert f"running (pid {proc.pid})" in await crmlift_runs(plan, env)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)  # this test's own child, by its pid
+        await asyncio.wait_for(proc.wait(), timeout=60)
+
+    assert (await journal.runs.get(run_id)).status == "running"  # it never said goodbye
+    resumable = f"resumable: crmlift extract --resume {run_id}"
+    shown = await crmlift_runs(plan, env)
+    assert f"{run_id}: interrupted (process gone, {resumable})" in shown
+
+    resumed = await start_extract(plan, env, "--resume", run_id)
+    stdout, stderr = await asyncio.wait_for(resumed.communicate(), timeout=300)
+    assert resumed.returncode == 0, stderr.decode()
+    # The resumed process reports its own records and time, and the run's total apart.
+    staged = sum((await journal.staging.counts(run_id)).values())
+    summary = orjson.loads((tmp_path / "reports" / run_id / "extract-summary.json").read_bytes())
+    assert summary["resumed"] is True
+    assert summary["run_total"]["staged"] == staged
+    assert 0 < summary["this_process"]["records_read"] < staged
+    text = " ".join(stdout.decode().split())
+    assert f"Run total: {staged} records staged" in text
+    read = summary["this_process"]["records_read"]
+    assert f"This process (resumed run): {read} records read" in text
+    assert "gone" not in await crmlift_runs(plan, env)
+
+
 async def test_sigterm_stops_gracefully_and_says_how_to_resume(
     journal: Journal, database_dsn: str, slow_source: tuple[BackDocketSim, str], tmp_path: Path
 ) -> None:
@@ -165,7 +217,7 @@ def test_a_bad_plan_exits_2_naming_the_problem(
 ) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(plan_text("http://127.0.0.1:9").replace("page_size = 50", "page_size = 900"))
-    os.environ.setdefault(SECRET_ENV, "x")
+    os.environ.setdefault(SECRET_ENV, "s3cret-x")
     assert main(["extract", "--plan", str(plan)]) == 2
     assert "page_size must be 1..500" in capsys.readouterr().err
 
@@ -179,6 +231,10 @@ def test_help_explains_every_command_and_the_exit_codes() -> None:
     )
     for word in ("extract", "runs", "sim", "demo", "exit codes", "75"):
         assert word in result.stdout
+    # Exit 7 says what it covers: a missing custom object only makes its records wait.
+    exit_codes = " ".join(result.stdout.split())
+    assert "a missing custom object does not stop the run: its records wait" in exit_codes
+    assert "org setting" in exit_codes
 
 
 DESTINATIONS = {
@@ -232,3 +288,10 @@ async def test_schema_writes_the_plan_the_admin_deploys(
         assert tables["contact"]["alternate_keys"] == ["hw_sourceid"]
         objects = len(tables)
     assert stdout.decode().startswith(f"schema plan: {objects} objects")
+    # The org settings the admin switches on are in the plan and on screen.
+    settings = orjson.loads(out.read_bytes())["org_settings"]
+    matter = "Case_Matter__c" if destination == "salesforce" else "hw_matter"
+    wanted = {"enableActivities"} if destination == "salesforce" else {"HasActivities", "HasNotes"}
+    assert {s["setting"] for s in settings[matter]} >= wanted
+    for setting in wanted:
+        assert f"org setting for {matter}: {setting}" in stdout.decode()

@@ -148,6 +148,7 @@ async def test_salesforce_a_session_that_expires_at_every_retry_is_renewed_each_
 async def test_salesforce_a_lost_answer_is_not_reported_as_updating_what_it_created() -> None:
     async with salesforce(fault_reset_after_write_rate=0.5) as (sim, client):
         rows = accounts("A", 5, "Source_System_ID__c", "Name")
+        await client.describe("Account")  # the upsert checks values against it: read it first
         sim._fault_rng = Script(0.0)  # the first upsert lands; its answer is cut
         lost = await client.upsert("Account", rows, Ledger())
         assert sim.stats.faults_reset_after_write == 1
@@ -157,6 +158,29 @@ async def test_salesforce_a_lost_answer_is_not_reported_as_updating_what_it_crea
         # Without a lost answer, an update is an update.
         again = await client.upsert("Account", rows, Ledger())
         assert all(r.ok and r.created is False for r in again), again
+
+
+async def test_salesforce_a_lost_create_is_not_sent_again_with_its_create_only_fields() -> None:
+    """The retry of a create whose answer was lost updates our own record, and a real org
+    refuses AccountContactRelation's AccountId and ContactId on an update
+    (INVALID_FIELD_FOR_INSERT_UPDATE; Object Reference: createable, not updateable)."""
+    async with salesforce(fault_reset_after_write_rate=0.5) as (sim, client):
+        [account] = await client.upsert(
+            "Account", accounts("A", 1, "Source_System_ID__c", "Name"), Ledger()
+        )
+        [contact] = await client.upsert(
+            "Contact", [{"Source_System_ID__c": "C-0", "LastName": "Okafor"}], Ledger()
+        )
+        relation = {"Source_System_ID__c": "R-0", "AccountId": account.destination_id,
+                    "ContactId": contact.destination_id, "Roles": "Client"}  # fmt: skip
+        await client.describe("AccountContactRelation")
+        sim._fault_rng = Script(0.0)  # the relation is created; the answer is cut
+        [result] = await client.upsert("AccountContactRelation", [relation], Ledger())
+        assert sim.stats.faults_reset_after_write == 1
+        assert result.ok, result
+        assert result.created is None  # the id map tells: it was not there before
+        [stored] = sim.records("AccountContactRelation")
+        assert stored["AccountId"] == account.destination_id
 
 
 async def test_salesforce_a_file_create_refused_with_a_5xx_is_looked_up_then_sent_again(
@@ -232,6 +256,20 @@ async def test_dataverse_a_lost_batch_answer_is_not_reported_as_updating_what_it
         assert len(sim.records("accounts")) == 5
         again = await client.upsert("account", rows, Ledger())
         assert all(r.ok and r.created is False for r in again), again
+
+
+async def test_dataverse_a_lost_create_is_not_sent_again_with_overriddencreatedon() -> None:
+    """The retry of a lost create updates our own row, and overriddencreatedon is valid
+    on create only (attribute metadata: IsValidForUpdate false; Dataverse refuses it on
+    update): the retry leaves it out, and the row keeps the date the create set."""
+    async with dataverse(fault_reset_rate=0.5) as (sim, client):
+        rows = [{**row, "overriddencreatedon": "2019-03-04T05:06:07Z"}
+                for row in accounts("A", 3, "crm_sourceid", "name")]  # fmt: skip
+        sim._fault_rng = Script(0.0)  # the first $batch is carried out; its answer is cut
+        results = await client.upsert("account", rows, Ledger())
+        assert sim.stats.faults_reset == 1
+        assert all(r.ok and r.created is None for r in results), results
+        assert {r["createdon"] for r in sim.records("accounts")} == {"2019-03-04T05:06:07Z"}
 
 
 async def test_dataverse_a_changeset_rolled_back_is_sent_again_and_created() -> None:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,11 +109,19 @@ batch_size = 40
         yield Org(
             "dynamics",
             objects,
-            lambda name: [str(r["crm_sourceid"]) for r in sim.records(name)],
+            lambda name: [dataverse_key(name, r) for r in sim.records(name)],
             plan,
         )
     finally:
         await runner.cleanup()
+
+
+def dataverse_key(table: str, row: dict[str, Any]) -> str:
+    """What makes a row the same record on a rerun: its alternate key, or for a note
+    (annotation takes no custom column, so no crm_sourceid) its deterministic primary key.
+    https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation
+    """
+    return str(row["annotationid"] if table == "annotations" else row["crm_sourceid"])
 
 
 ORGS = {"salesforce": salesforce_org, "dynamics": dynamics_org}

@@ -38,9 +38,9 @@ from service.plan import MigrationPlan, parse_plan
 
 MB = 1024 * 1024
 SECRET_ENV = "CRMLIFT_TEST_ESTIMATE_SECRET"
-ORG = SalesforceConfig("https://firm.my.salesforce.com", "crmlift", Secret("x"))
+ORG = SalesforceConfig("https://firm.my.salesforce.com", "crmlift", Secret("s3cret-x"))
 ENVIRONMENT = DataverseConfig(
-    "https://firm.crm.dynamics.com", "tenant", (Application("crmlift", Secret("x")),)
+    "https://firm.crm.dynamics.com", "tenant", (Application("crmlift", Secret("s3cret-x")),)
 )
 
 
@@ -111,7 +111,7 @@ def test_the_per_user_window_time_halves_with_a_second_application_user() -> Non
     pool = DataverseConfig(
         ENVIRONMENT.environment_url,
         "tenant",
-        (*ENVIRONMENT.applications, Application("crmlift-2", Secret("y"))),
+        (*ENVIRONMENT.applications, Application("crmlift-2", Secret("s3cret-y"))),
     )
     assert dataverse_seconds(cost, DYNAMICS, pool) == pytest.approx(one / 2)
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
+import pytest
+import structlog
 
 from adapters.backdocket.client import COLLECTIONS, BackDocketClient, BackDocketConfig
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
@@ -20,6 +23,8 @@ from ratelimit.governor import Governor
 from ratelimit.profiles import profile_for
 from service.extract import Extractor, ExtractSummary
 from service.plan import ExtractSettings
+from service.progress import ProgressBoard
+from service.reports.extract import render_markdown, write_extract_report
 
 FAST_RETRIES = RetryPolicy(attempts=12, base=0.01, cap=0.1, max_retry_after=5)
 
@@ -45,6 +50,7 @@ async def extract(
     page_size: int = 100,
     window_records: int = 150,
     resume_run: str | None = None,
+    collections: tuple[str, ...] = COLLECTIONS,
 ) -> tuple[ExtractSummary, BackDocketClient, str]:
     governor = Governor(profile_for("backdocket", {"rate": rate, "burst": 40, "concurrency": 6}))
     client = BackDocketClient(
@@ -58,9 +64,8 @@ async def extract(
         )
     else:
         run = await journal.runs.get(resume_run)
-    extractor = Extractor(
-        client, journal, ExtractSettings(window_records=window_records), readers=6
-    )
+    settings = ExtractSettings(window_records=window_records, collections=collections)
+    extractor = Extractor(client, journal, settings, readers=6)
     async with client:
         summary = await extractor.run(run)
     return summary, client, run.run_id
@@ -111,10 +116,23 @@ async def test_an_expired_token_is_renewed_mid_run(journal: Journal) -> None:
     tenant = generate_tenant(800, seed=4)
     settings = SimSettings(rate=500, token_ttl=0.25, latency_min=0.01, latency_max=0.03)
     async with backdocket(tenant, settings) as (sim, url):
-        _, client, run_id = await extract(journal, url, page_size=50)
+        with structlog.testing.capture_logs() as events:
+            summary, client, run_id = await extract(journal, url, page_size=50)
         await assert_staged_exactly(journal, run_id, sim)
     assert client.token_fetches >= 2
     assert sim.stats.tokens_issued == client.token_fetches
+    # Every renewal is logged (where, why, how many so far) and counted in the report.
+    renewals = [e for e in events if e["event"] == "backdocket.token_renewed"]
+    assert len(renewals) == client.token_renewals == client.token_fetches - 1
+    assert [e["renewals"] for e in renewals] == list(range(1, len(renewals) + 1))
+    assert all(e["endpoint"] == f"{url}/oauth/token" for e in renewals)
+    assert all("access_token" not in str(e) and "Bearer" not in str(e) for e in events)
+    assert (summary.tokens_fetched, summary.token_renewals) == (
+        client.token_fetches,
+        client.token_renewals,
+    )
+    markdown = render_markdown(summary, [])
+    assert f"{client.token_renewals} token renewal" in markdown
 
 
 async def test_records_changed_mid_run_are_staged_at_their_newest_version(
@@ -149,3 +167,39 @@ async def test_a_resumed_run_skips_finished_windows(journal: Journal) -> None:
         assert sim.stats.requests - served <= len(COLLECTIONS) + 2
         await assert_staged_exactly(journal, run_id, sim)
     assert again.staged == summary.staged
+
+
+async def test_a_resumed_run_reports_this_process_apart_from_the_run(
+    journal: Journal, tmp_path: Path
+) -> None:
+    # A first process reads users and companies, then stops; the resumed one reads
+    # the rest. The rate is the resumed process's records over its own time, never
+    # the whole run's records over it ("30001 records in 0.1 s (326098/s)").
+    tenant = generate_tenant(900, seed=12)
+    async with backdocket(tenant, SimSettings(rate=500)) as (sim, url):
+        first, _, run_id = await extract(journal, url, collections=("users", "companies"))
+        again, _, _ = await extract(journal, url, resume_run=run_id)
+        await assert_staged_exactly(journal, run_id, sim)
+
+    assert not first.resumed
+    assert first.read == first.staged
+    assert again.resumed
+    assert again.staged == sum(len(sim.current_records(c)) for c in COLLECTIONS)
+    assert again.read == again.staged - first.staged  # only what the first one left
+    assert again.rate == again.read / again.elapsed
+    json_path, md_path = write_extract_report(again, [], tmp_path)
+    report = orjson.loads(json_path.read_bytes())
+    assert report["this_process"]["records_read"] == again.read
+    assert report["run_total"]["staged"] == again.staged
+    markdown = md_path.read_text()
+    assert f"Run total: {again.staged} records staged" in markdown
+    assert f"This process (resumed run): {again.read} records read" in markdown
+
+
+def test_progress_rate_counts_only_this_processs_work() -> None:
+    board = ProgressBoard()
+    board.restore("contacts", done=30_000, total=30_001)
+    board.advance("contacts", 1)
+    track = board.tracks["contacts"]
+    assert track.done == 30_001  # the bar shows the run's progress
+    assert track.rate(now=track.started + 0.1) == pytest.approx(10.0)  # this process: 1 record

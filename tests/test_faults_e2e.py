@@ -158,7 +158,10 @@ async def salesforce_org(tenant: Tenant, faults: dict[str, Any]) -> AsyncIterato
             "partial": stats.faults_partial, "sessions_expired": stats.sessions_expired,
         }  # fmt: skip
 
-    volatile = frozenset({"CreatedDate", "LastModifiedDate", "SystemModstamp", "ContentDocumentId"})
+    # Stamped by the org when the write happens, not migrated: CompletedDateTime is when
+    # the task was closed in Salesforce (Task object reference: read-only).
+    volatile = frozenset({"CreatedDate", "LastModifiedDate", "SystemModstamp",
+                          "ContentDocumentId", "CompletedDateTime"})  # fmt: skip
     try:
         yield Org(objects, "Source_System_ID__c", sim.records, names, volatile, destination,
                   injected)  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 
 from adapters.backdocket.tenant import Tenant, generate_tenant
 from adapters.base import Record
+from adapters.dynamics.keys import SHAREPOINT_FILES, library_ref
 from service.mapping.backdocket_dynamics import (
     COLLECTION_OBJECTS,
     DEFAULT_MAX_ATTACHMENT_BYTES,
@@ -156,12 +157,18 @@ def test_whole_dirty_tenant_transforms_and_fits_the_schema_plan(
                 continue
             for payload in result:
                 assert payload.object in objects[collection]
-                assert payload.fields["crm_sourceid"] == payload.external_id
-                known = STANDARD_COLUMNS[payload.object] | set(
-                    plan["tables"][payload.object]["columns"]
-                )
+                table = plan["tables"][payload.object]
+                if payload.object == "annotation":
+                    assert "crm_sourceid" not in payload.fields
+                else:
+                    assert payload.fields["crm_sourceid"] == payload.external_id
+                known = STANDARD_COLUMNS[payload.object] | set(table["columns"])
                 assert set(payload.fields) <= known, set(payload.fields) - known
-                assert all(ref.object for ref in payload.refs.values())
+                # Every lookup the load binds is one the plan names with its target, so
+                # the schema gate checks the org's relationship before any write.
+                planned = {**table["columns"], **table.get("lookups", {})}
+                for name, ref in (*payload.refs.items(), *payload.deferred_refs.items()):
+                    assert planned[name]["target"] == ref.object, (payload.object, name)
                 produced.add(payload.object)
     assert produced == {
         "account",
@@ -218,7 +225,7 @@ def test_person_contact_becomes_contact_bound_to_its_latest_company(
     assert payload.fields["firstname"] == "Ana"
     assert payload.fields["lastname"] == "de la Cruz"
     assert payload.fields["emailaddress1"] == "ana@example.com"
-    assert payload.refs["parentcustomerid_account"] == Ref("companies", "co_2", "account")
+    assert payload.refs["parentcustomerid.account"] == Ref("companies", "co_2", "account")
     assert any("co_1" in note for note in payload.notes)
 
 
@@ -325,7 +332,7 @@ def test_revenue_claim_is_an_opportunity_for_the_matters_customer(
     assert payload.object == "opportunity"
     assert payload.fields["estimatedvalue"] == 125000.5
     assert payload.fields["estimatedclosedate"] == "2026-03-31"
-    assert payload.refs["customerid_account"] == Ref(
+    assert payload.refs["customerid.account"] == Ref(
         "companies", matter["client_company_id"], "account"
     )
     assert payload.refs["crm_matterid"] == Ref("matters", matter["id"], "crm_matter")
@@ -349,11 +356,9 @@ def test_other_claim_is_a_custom_claim_under_its_matter(
 
 def test_task_regards_its_matter_or_else_its_contact(tenant: Tenant, ctx: MappingContext) -> None:
     on_matter = _one("tasks", _record(tenant, "tasks", matter_id="mt_1", contact_id="ct_1"), ctx)
-    assert on_matter.refs == {
-        "regardingobjectid_crm_matter_task": Ref("matters", "mt_1", "crm_matter")
-    }
+    assert on_matter.refs == {"regardingobjectid.crm_matter": Ref("matters", "mt_1", "crm_matter")}
     on_contact = _one("tasks", _record(tenant, "tasks", matter_id=None, contact_id="ct_1"), ctx)
-    assert on_contact.refs == {"regardingobjectid_contact_task": Ref("contacts", "ct_1", "contact")}
+    assert on_contact.refs == {"regardingobjectid.contact": Ref("contacts", "ct_1", "contact")}
 
 
 def test_task_due_date_priority_and_state(tenant: Tenant, ctx: MappingContext) -> None:
@@ -430,7 +435,7 @@ def test_note_is_a_text_annotation_on_its_matter(tenant: Tenant, ctx: MappingCon
     assert payload.file is None
     assert "Call & email the adjuster." in str(payload.fields["notetext"])
     assert "[inline image: document doc_9]" in str(payload.fields["notetext"])
-    assert payload.refs == {"objectid_contact": Ref("contacts", "ct_5", "contact")}
+    assert payload.refs == {"objectid.contact": Ref("contacts", "ct_5", "contact")}
 
 
 # --- documents -----------------------------------------------------------------------------
@@ -448,7 +453,7 @@ def test_document_within_the_limit_is_an_annotation_with_its_file(
     assert payload.fields["filename"] == record["filename"]
     assert payload.fields["mimetype"] == record["mime_type"]
     assert payload.fields["subject"]
-    assert payload.refs["objectid_crm_matter"] == Ref("matters", "mt_3", "crm_matter")
+    assert payload.refs["objectid.crm_matter"] == Ref("matters", "mt_3", "crm_matter")
 
 
 def test_oversized_document_is_deferred_until_sharepoint_exists(
@@ -477,21 +482,94 @@ def test_the_attachment_limit_counts_the_base64_text(tenant: Tenant, ctx: Mappin
     assert _one("documents", under, ctx).object == "annotation"
 
 
-def test_with_sharepoint_documents_get_a_location(tenant: Tenant) -> None:
+def test_with_sharepoint_each_record_gets_one_folder_under_its_table_library(
+    tenant: Tenant,
+) -> None:
+    """A SharePoint location is a folder (issue 9): one row per matter or contact, under
+    its table's document library location (site → library → record folder, as
+    learn.microsoft.com "Manage your documents using SharePoint" sets it up), regarding
+    the record; every document of it names the same row. The library's id is the org's:
+    the mapping names the library by table and the client binds it."""
     ctx = _context(tenant, sharepoint_site="https://firm.sharepoint.com/sites/crm")
-    small = _record(tenant, "documents", size_bytes=MB, matter_id="mt_3")
-    annotation, location = _payloads(transform("documents", small, ctx))
-    assert (annotation.object, location.object) == ("annotation", "sharepointdocumentlocation")
+    first = _record(tenant, "documents", id="doc_a", size_bytes=MB, matter_id="mt_3")
+    second = _record(tenant, "documents", id="doc_b", size_bytes=MB, matter_id="mt_3")
+    annotation, folder = _payloads(transform("documents", first, ctx))
+    _, same_folder = _payloads(transform("documents", second, ctx))
+    assert (annotation.object, folder.object) == ("annotation", "sharepointdocumentlocation")
     assert annotation.file is not None
-    assert location.file is None
-    assert location.refs["regardingobjectid_crm_matter"] == Ref("matters", "mt_3", "crm_matter")
-    big = _record(tenant, "documents", size_bytes=30 * MB, matter_id=None, contact_id="ct_2")
-    [only] = _payloads(transform("documents", big, ctx))
-    assert only.object == "sharepointdocumentlocation"
-    assert only.file is not None
-    assert only.file.size_bytes == 30 * MB
-    assert only.refs["regardingobjectid_contact"] == Ref("contacts", "ct_2", "contact")
-    assert str(only.fields["absoluteurl"]).startswith("https://firm.sharepoint.com/sites/crm/")
+    assert folder.file is None
+    assert folder.external_id == same_folder.external_id == "folder:crm_matter:mt_3"
+    assert folder.fields["relativeurl"] == "crm_matter_mt_3"
+    assert "absoluteurl" not in folder.fields
+    assert folder.fields["parentsiteorlocation.sharepointdocumentlocation"] == library_ref(
+        "crm_matter"
+    )
+    assert "parentsiteorlocation.sharepointsite" not in folder.fields
+    assert folder.refs["regardingobjectid.crm_matter"] == Ref("matters", "mt_3", "crm_matter")
+    on_contact = _record(tenant, "documents", size_bytes=MB, matter_id=None, contact_id="ct_2")
+    _, contact_folder = _payloads(transform("documents", on_contact, ctx))
+    assert contact_folder.refs["regardingobjectid.contact"] == Ref("contacts", "ct_2", "contact")
+    assert contact_folder.fields["parentsiteorlocation.sharepointdocumentlocation"] == library_ref(
+        "contact"
+    )
+
+
+def test_oversized_document_with_a_site_becomes_a_file_in_its_records_folder(
+    tenant: Tenant,
+) -> None:
+    """Over the attachment limit with a site configured, the file goes to SharePoint: the
+    record's folder row first, then the file for it, named uniquely in the folder."""
+    ctx = _context(tenant, sharepoint_site="https://firm.sharepoint.com/sites/crm")
+    big = _record(
+        tenant, "documents", id="doc_9", size_bytes=30 * MB, matter_id="mt_3",
+        filename="Scan: page 1?.pdf", created_at="2024-01-02T03:04:05Z",
+    )  # fmt: skip
+    folder, file = _payloads(transform("documents", big, ctx))
+    assert (folder.object, file.object) == ("sharepointdocumentlocation", SHAREPOINT_FILES)
+    assert file.external_id == "doc_9"
+    assert file.fields == {"library": "crm_matter", "folder": "crm_matter_mt_3"}
+    assert file.file is not None
+    assert file.file.filename == "doc_9_Scan_ page 1_.pdf"
+    assert (file.file.sha256, file.file.size_bytes) == (big["sha256"], 30 * MB)
+    # SharePoint keeps its own times; only the Dataverse row takes overriddencreatedon.
+    assert "overriddencreatedon" in folder.fields
+
+
+def test_a_file_attached_to_nothing_fails_with_a_reason_instead_of_waiting(
+    tenant: Tenant,
+) -> None:
+    ctx = _context(tenant, sharepoint_site="https://firm.sharepoint.com/sites/crm")
+    orphan = _record(tenant, "documents", size_bytes=30 * MB, matter_id=None, contact_id=None)
+    result = transform("documents", orphan, ctx)
+    assert isinstance(result, Rejection)
+    assert (result.outcome, result.code) == ("failed", "no_sharepoint_folder")
+
+
+def test_sharepoint_documents_all_sends_every_file_of_a_record_to_sharepoint(
+    tenant: Tenant,
+) -> None:
+    site = "https://firm.sharepoint.com/sites/crm"
+    small = _record(tenant, "documents", size_bytes=MB, matter_id="mt_3")
+    default = _context(tenant, sharepoint_site=site)
+    assert [p.object for p in _payloads(transform("documents", small, default))] == [
+        "annotation",
+        "sharepointdocumentlocation",
+    ]
+    everything = _context(tenant, sharepoint_site=site, sharepoint_documents="all")
+    assert [p.object for p in _payloads(transform("documents", small, everything))] == [
+        "sharepointdocumentlocation",
+        SHAREPOINT_FILES,
+    ]
+
+
+def test_with_a_site_documents_also_write_sharepoint_files() -> None:
+    assert SHAREPOINT_FILES not in collection_objects("crm")["documents"]
+    assert SHAREPOINT_FILES in collection_objects("crm", sharepoint=True)["documents"]
+    lookups = schema_plan([], sharepoint=True)["tables"]["sharepointdocumentlocation"]["lookups"]
+    assert lookups["parentsiteorlocation.sharepointdocumentlocation"] == {
+        "attribute": "parentsiteorlocation",
+        "target": "sharepointdocumentlocation",
+    }
 
 
 def test_dirty_tenant_oversized_documents_are_all_deferred(
@@ -562,8 +640,9 @@ def test_schema_plan_has_custom_tables_keys_and_columns(tenant: Tenant) -> None:
     assert tables["crm_matter"]["custom"]
     assert tables["crm_claim"]["custom"]
     assert plan["custom_table_count"] == 2
-    for spec in tables.values():
-        assert spec["alternate_keys"] == ["crm_sourceid"]
+    for name, spec in tables.items():
+        if name != "annotation":
+            assert spec["alternate_keys"] == ["crm_sourceid"]
     matter = tables["crm_matter"]["columns"]
     assert {"crm_mattertype", "crm_status", "crm_courtjurisdiction", "crm_openingdate"} <= set(
         matter
@@ -666,3 +745,67 @@ def test_long_text_is_truncated_to_the_column_length_with_a_note(
     payload = _one("tasks", record, ctx)
     assert len(str(payload.fields["subject"]).encode("utf-16-le")) // 2 <= 200
     assert any("subject: truncated" in note for note in payload.notes)
+
+
+# --- what real Dataverse needs of the plan (issue 9) ----------------------------------------
+
+DOCUMENT_FIELD = {
+    "id": "cfd_doc",
+    "entity": "documents",
+    "key": "cf_bates_range",
+    "label": "Bates range",
+    "type": "text",
+}
+
+
+def test_notes_get_no_custom_columns_and_no_alternate_key(tenant: Tenant) -> None:
+    """The Note table takes no custom columns (annotation: CanCreateAttributes false,
+    learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation)."""
+    plan = schema_plan([*tenant.records["custom_field_definitions"], DOCUMENT_FIELD])
+    note = plan["tables"]["annotation"]
+    assert note["columns"] == {}
+    assert note["alternate_keys"] == []
+    assert plan["custom_fields_in_note_text"] == ["documents.cf_bates_range"]
+
+
+def test_document_custom_values_are_kept_in_the_note_text(tenant: Tenant) -> None:
+    ctx = _context(tenant)
+    ctx = MappingContext(
+        ctx.owners, ctx.fallback_owner, {"documents": (DOCUMENT_FIELD,)}, ctx.settings
+    )
+    record = _record(
+        tenant, "documents", size_bytes=MB, version=3, custom_fields={"cf_bates_range": "B-1"}
+    )
+    [note] = _payloads(transform("documents", record, ctx))
+    text = str(note.fields["notetext"])
+    assert "Version 3 in BackDocket" in text
+    assert "Bates range: B-1" in text
+    assert not any(name.startswith("crm_") for name in note.fields)
+    definition = transform("custom_field_definitions", DOCUMENT_FIELD, ctx)
+    assert isinstance(definition, Rejection)
+    assert "note's text" in definition.reason
+
+
+def test_plan_asks_activities_notes_and_documents_of_the_tables_they_regard(
+    tenant: Tenant,
+) -> None:
+    """Activities, notes and document locations exist only on tables that have them on
+    (EntityMetadata HasActivities, HasNotes, IsDocumentManagementEnabled)."""
+    plain = schema_plan([])["tables"]
+    assert plain["crm_matter"]["HasActivities"] is True
+    assert plain["crm_matter"]["HasNotes"] is True
+    assert "IsDocumentManagementEnabled" not in plain["crm_matter"]
+    shared = schema_plan([], sharepoint=True)["tables"]
+    for table in ("crm_matter", "contact"):
+        assert shared[table]["IsDocumentManagementEnabled"] is True
+
+
+def test_plan_lookups_name_their_schema_name_and_every_polymorphic_target() -> None:
+    tables = schema_plan([])["tables"]
+    assert tables["crm_claim"]["columns"]["crm_matterid"]["schema_name"] == "crm_MatterId"
+    for table in ("task", "appointment"):
+        assert tables[table]["lookups"]["regardingobjectid.crm_matter"] == {
+            "attribute": "regardingobjectid",
+            "target": "crm_matter",
+        }
+    assert set(tables["annotation"]["lookups"]) == {"objectid.crm_matter", "objectid.contact"}

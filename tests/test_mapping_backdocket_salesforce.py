@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from adapters.backdocket.tenant import CLAIM_TEMPLATES, Tenant, generate_tenant
 from adapters.base import Record
-from adapters.salesforce.schema import FieldSpec, FieldType, ObjectSpec, OrgSchema
+from adapters.salesforce.schema import ACTIVITY, FieldSpec, FieldType, ObjectSpec, OrgSchema
+from adapters.salesforce.standard_objects import STANDARD_OBJECTS
 from service.mapping import transforms as tx
 from service.mapping.backdocket_salesforce import (
     CASE_TYPE_MAP,
@@ -29,6 +30,8 @@ from service.mapping.backdocket_salesforce import (
     UNASSIGNED_ACCOUNT_ID,
     custom_field_api_name,
     dedupe_key,
+    gate_fields,
+    required_settings,
     resolve_owners,
     schema_plan,
     transform,
@@ -197,9 +200,19 @@ def ctx(tenant: Tenant) -> MappingContext:
     return _context(tenant)
 
 
+def as_described(plan: OrgSchema) -> OrgSchema:
+    """The plan as describe shows it once deployed: a field deployed on Activity is a field
+    of Task and of Event (Object Reference, Activity)."""
+    return OrgSchema(
+        {name: ObjectSpec(name, name, name.endswith("__c"), fields, "",
+                          bool((o := plan.get(name)) and o.enable_activities))
+         for name, fields in gate_fields(plan).items()}
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def org(tenant: Tenant) -> OrgSchema:
-    return STANDARD.merged(schema_plan(_definitions(tenant)))
+    return STANDARD.merged(as_described(schema_plan(_definitions(tenant))))
 
 
 def _record(tenant: Tenant, collection: str, record_id: str) -> Record:
@@ -265,7 +278,35 @@ def test_every_record_of_a_dirty_tenant_becomes_valid_payloads_or_a_rejection(
     assert produced["intake_submissions"] == {"Lead", "Case_Matter__c"}
 
 
+def test_payloads_write_only_fields_a_real_describe_lets_a_create_set(
+    tenant: Tenant, ctx: MappingContext
+) -> None:
+    """Against the standard objects as a real org describes them (Task.IsClosed is not
+    createable: a task closes through Status), every field a payload writes exists and is
+    createable; those not updateable are exactly the ones the loader leaves out of updates."""
+    real = STANDARD_OBJECTS.merged(as_described(schema_plan(_definitions(tenant))))
+    create_only: set[str] = set()
+    for collection in LOAD_ORDER:
+        for record in tenant.records[collection]:
+            for payload in _payloads_or_none(transform(collection, record, ctx)):
+                for name in (*payload.fields, *payload.refs, *payload.deferred_refs):
+                    spec = _spec(real, payload.object, name)
+                    assert spec.createable, f"{payload.object}.{name} is not createable"
+                    if not spec.updateable:
+                        create_only.add(f"{payload.object}.{name}")
+    assert create_only == {
+        "ContentVersion.PathOnClient",
+        "ContentVersion.FirstPublishLocationId",
+        "AccountContactRelation.AccountId",
+        "AccountContactRelation.ContactId",
+        "Case_Party__c.Case_Matter__c",
+        "Claim__c.Case_Matter__c",
+    }
+
+
 def test_the_plan_puts_the_external_id_on_every_target_object(org: OrgSchema) -> None:
+    """Unique everywhere but on activities, where Salesforce allows no unique custom field
+    (https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm)."""
     targets = {obj for objects in COLLECTION_OBJECTS.values() for obj in objects}
     for obj in targets:
         spec = _spec(org, obj, EXTERNAL_ID_FIELD)
@@ -273,8 +314,69 @@ def test_the_plan_puts_the_external_id_on_every_target_object(org: OrgSchema) ->
             "string",
             255,
             True,
-            True,
+            obj not in ("Task", "Event"),
         )
+
+
+def test_task_and_event_custom_fields_are_deployed_once_on_the_activity_object(
+    tenant: Tenant,
+) -> None:
+    """Activity custom fields are defined on Activity and show on Task and Event
+    (https://help.salesforce.com/s/articleView?id=sf.activities_fields.htm)."""
+    plan = schema_plan(_definitions(tenant))
+    assert plan.get("Task") is None
+    assert plan.get("Event") is None
+    activity = plan.get(ACTIVITY)
+    assert activity is not None
+    names = {f.name for f in activity.fields}
+    assert {"Is_Recurring__c", "DocuSign_Status__c", "External_Attendees__c"} <= names
+    source_id = activity.field(EXTERNAL_ID_FIELD)
+    assert source_id is not None
+    assert source_id.external_id
+    assert not source_id.unique
+    task_fields = {d["key"] for d in _definitions(tenant) if d["entity"] in ("tasks", "events")}
+    assert len([f for f in activity.fields if f.name.endswith("__c")]) >= len(task_fields)
+    described = gate_fields(plan)
+    assert {f.name for f in described["Task"]} == {f.name for f in described["Event"]} == names
+
+
+def test_case_matter_allows_activities_because_tasks_and_events_point_at_it(
+    tenant: Tenant, ctx: MappingContext
+) -> None:
+    """WhatId to a custom object needs "Allow Activities" (CustomObject.enableActivities,
+    https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customobject.htm)."""
+    plan = schema_plan(_definitions(tenant))
+    what_targets = {
+        ref.object
+        for collection in ("tasks", "events", "notes", "esignature_requests")
+        for record in tenant.records[collection]
+        for payload in _payloads_or_none(transform(collection, record, ctx))
+        for name, ref in payload.refs.items()
+        if name == "WhatId"
+    }
+    assert what_targets == {"Case_Matter__c"}
+    activities = {name for name, spec in plan.objects.items() if spec.enable_activities}
+    assert activities == what_targets
+    assert required_settings(plan, {})["Case_Matter__c"] == {"enableActivities"}
+
+
+def _payloads_or_none(result: TransformResult) -> list[Payload]:
+    return result if isinstance(result, list) else []
+
+
+def test_parties_and_claims_are_master_detail_children_of_their_matter_never_reparented(
+    tenant: Tenant,
+) -> None:
+    """Master-detail: the child's sharing and ownership follow the matter; without
+    "Allow reparenting" (CustomField.reparentableMasterDetail) the master field is
+    createable but not updateable, so the loader leaves it out of every update."""
+    plan = schema_plan(_definitions(tenant))
+    for child in ("Case_Party__c", "Claim__c"):
+        spec = _spec(plan, child, "Case_Matter__c")
+        assert spec.master_detail
+        assert spec.required
+        assert (spec.reparentable, spec.createable, spec.updateable) == (False, True, False)
+        assert spec.reference_to == ("Case_Matter__c",)
 
 
 def test_the_plan_defines_case_matter_for_the_admin(tenant: Tenant, org: OrgSchema) -> None:
@@ -421,8 +523,93 @@ def test_company_becomes_an_account_with_a_deferred_parent(
     }
     assert "ParentId" not in account.refs
     assert account.fields["Website"] == f"https://{company['domain']}"
-    assert account.fields["AnnualRevenue"] == float(Decimal(company["annual_revenue"]))
+    # Currency(18, 0): whole units, half-up (the old float with cents was refused).
+    revenue = Decimal(company["annual_revenue"]).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    assert account.fields["AnnualRevenue"] == int(revenue)
     assert account.fields["OwnerId"] == FALLBACK
+
+
+@pytest.mark.parametrize(
+    ("source", "expected", "noted"),
+    [("1234.50", 1235, True), ("1234.49", 1234, True), ("-2.50", -3, True), ("99", 99, False)],
+)
+def test_annual_revenue_rounds_half_up_to_whole_units_and_says_so(
+    ctx: MappingContext, source: str, expected: int, noted: bool
+) -> None:
+    """Account.AnnualRevenue is Currency(18, 0) (Object Reference, Account)."""
+    account = _only(
+        transform("companies", {"id": "co_r", "name": "R", "annual_revenue": source}, ctx)
+    )
+    assert account.fields["AnnualRevenue"] == expected
+    assert isinstance(account.fields["AnnualRevenue"], int)
+    assert any("AnnualRevenue" in n and "rounded half-up" in n for n in account.notes) is noted
+
+
+def _with_address(tenant: Tenant, address: dict[str, str], **settings_: Any) -> Payload:
+    ctx = _context(tenant, **settings_)
+    company = {"id": "co_a", "name": "Addr", "billing_address": address}
+    return _only(transform("companies", company, ctx))
+
+
+@pytest.mark.parametrize(
+    ("state", "country", "state_code", "country_code"),
+    [
+        ("TX", "US", "TX", "US"),
+        ("Texas", "United States", "TX", "US"),
+        ("new york", "U.S.A.", "NY", "US"),
+        ("Québec", "Canada", "QC", "CA"),
+        ("ON", "CA", "ON", "CA"),
+        ("", "UK", None, "GB"),
+        ("", "Deutschland", None, "DE"),
+    ],
+)
+def test_addresses_take_iso_codes_when_the_org_has_state_and_country_picklists(
+    tenant: Tenant, state: str, country: str, state_code: str | None, country_code: str
+) -> None:
+    """With State and Country/Territory Picklists on, addresses are ISO codes
+    (https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_overview.htm)."""
+    address = {"street": "1 Main St", "city": "X", "state": state, "country": country}
+    account = _with_address(tenant, address, state_country_picklists=True)
+    assert account.fields.get("BillingStateCode") == state_code
+    assert account.fields["BillingCountryCode"] == country_code
+    assert "BillingState" not in account.fields
+    assert "BillingCountry" not in account.fields
+    assert account.fields["BillingStreet"] == "1 Main St"
+
+
+def test_an_address_part_without_a_code_is_kept_in_a_note_never_sent_as_free_text(
+    tenant: Tenant,
+) -> None:
+    address = {"state": "BY", "country": "Narnia"}
+    account = _with_address(tenant, address, state_country_picklists=True)
+    assert not {k for k in account.fields if "State" in k or "Country" in k}
+    assert any("'Narnia'" in n and "BillingCountry" in n for n in account.notes)
+    assert any("'BY'" in n and "BillingState" in n for n in account.notes)
+    bavaria = _with_address(tenant, {"state": "BY", "country": "DE"}, state_country_picklists=True)
+    assert bavaria.fields["BillingCountryCode"] == "DE"
+    assert "BillingStateCode" not in bavaria.fields
+    assert any("'BY'" in n and "for DE" in n for n in bavaria.notes)
+
+
+def test_without_the_setting_addresses_stay_free_text(tenant: Tenant) -> None:
+    account = _with_address(tenant, {"state": "Texas", "country": "United States"})
+    assert (account.fields["BillingState"], account.fields["BillingCountry"]) == (
+        "Texas",
+        "United States",
+    )
+    assert "BillingCountryCode" not in account.fields
+
+
+def test_the_gate_requires_the_address_fields_the_plan_setting_expects(tenant: Tenant) -> None:
+    """Either way round: picklists on in the org but not in the plan stops the run, and so
+    does the reverse (describe reports which the org has)."""
+    plan = schema_plan(_definitions(tenant))
+    on = required_settings(plan, {"state_country_picklists": True})
+    off = required_settings(plan, {})
+    for name in ("Account", "Contact"):
+        assert "StateCountryPicklists" in on[name]
+        assert "StateCountryText" in off[name]
+        assert "StateCountryText" not in on[name]
 
 
 def test_industries_map_to_salesforce_values_or_other_with_a_note(ctx: MappingContext) -> None:

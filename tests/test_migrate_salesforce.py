@@ -12,18 +12,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import Tenant, generate_tenant
-from adapters.base import WriteResult
+from adapters.base import FileUpload, WriteResult
 from adapters.errors import SchemaMissing
-from adapters.salesforce.client import SalesforceClient
+from adapters.salesforce.client import SalesforceClient, SalesforceConfig
 from adapters.salesforce.schema import ObjectSpec, OrgSchema
 from adapters.salesforce.sim import SalesforceSim, SfSimSettings
 from adapters.salesforce.sim import serve as serve_salesforce
+from adapters.secrets import Secret
 from journal import Journal, JournalSettings
-from service.mapping.backdocket_salesforce import schema_plan
+from ratelimit.governor import Governor
+from ratelimit.profiles import SALESFORCE
+from service.mapping.backdocket_salesforce import external_id, schema_plan
 from service.migrate import MigrateOutcome, run_migrate
 from service.plan import MigrationPlan, parse_plan
 
@@ -310,3 +314,259 @@ async def test_the_same_plan_into_another_org_loads_everything_again(
         await runner.cleanup()
     assert outcome.report.created == sandbox.report.created
     assert len(production.records("Contact")) == len(world.tenant.records["contacts"])
+
+
+# --- what a real org refuses, and how crmlift stays clear of it ---------------------------
+
+
+class NoJobs:
+    """A ledger for calls under the Bulk threshold: they open no job."""
+
+    async def job_opened(self, job_id: str, sobject: str, records: int) -> None:
+        raise AssertionError("no Bulk job expected")
+
+    async def job_uploaded(self, job_id: str) -> None:
+        raise AssertionError("no Bulk job expected")
+
+
+@pytest.fixture
+async def org(world: World) -> AsyncIterator[SalesforceClient]:
+    """crmlift's client on the firm's (simulated) org, as a run opens it."""
+    assert world.plan.destination is not None
+    url = world.plan.destination.config.login_url
+    config = SalesforceConfig(login_url=url, client_id="crmlift", client_secret=Secret("s3cret"))
+    async with SalesforceClient(config, Governor(SALESFORCE)) as client:
+        yield client
+
+
+async def test_describe_says_which_fields_only_a_create_sets_and_what_the_org_has_on(
+    org: SalesforceClient,
+) -> None:
+    """create_only = createable and not updateable (describeSObject field properties);
+    Allow Activities = listed in Task.WhatId's referenceTo (Object Reference, Task)."""
+    version = await org.describe("ContentVersion")
+    relation = await org.describe("AccountContactRelation")
+    party = await org.describe("Case_Party__c")
+    claim = await org.describe("Claim__c")
+    matter = await org.describe("Case_Matter__c")
+    account = await org.describe("Account")
+    assert version is not None
+    assert relation is not None
+    assert party is not None
+    assert claim is not None
+    assert matter is not None
+    assert account is not None
+    assert {"PathOnClient", "VersionData", "FirstPublishLocationId"} <= version.create_only
+    assert {"AccountId", "ContactId"} <= relation.create_only
+    assert "Case_Matter__c" in party.create_only
+    assert "Case_Matter__c" in claim.create_only
+    assert "Name" not in matter.create_only
+    assert "enableActivities" in matter.settings
+    assert "enableActivities" not in party.settings
+    assert "StateCountryText" in account.settings
+    assert not hasattr(org, "create_only_fields")
+
+
+async def test_a_bad_value_fails_only_its_record_naming_record_and_field(
+    org: SalesforceClient, world: World
+) -> None:
+    """One bad value would fail a whole Collections request (400 JSON_PARSER_ERROR,
+    https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_upsert.htm):
+    crmlift checks values against describe first, so only that record fails."""
+    rows = [
+        {"Source_System_ID__c": "co_ok1", "Name": "Good One", "NumberOfEmployees": "12"},
+        {"Source_System_ID__c": "co_bad", "Name": "Bad", "AnnualRevenue": "lots"},
+        {"Source_System_ID__c": "co_ok2", "Name": "Good Two", "AnnualRevenue": 1000},
+    ]
+    results = {r.external_id: r for r in await org.upsert("Account", rows, NoJobs())}
+    assert results["co_ok1"].ok
+    assert results["co_ok2"].ok
+    bad = results["co_bad"]
+    assert not bad.ok
+    assert bad.error_code == "INVALID_TYPE_ON_FIELD_IN_RECORD"
+    assert "co_bad" in (bad.error_message or "")
+    assert "AnnualRevenue" in (bad.error_message or "")
+    loaded = by_ext(world.salesforce.records("Account"))
+    assert set(loaded) == {"co_ok1", "co_ok2"}
+    assert loaded["co_ok1"]["NumberOfEmployees"] == 12
+
+
+async def test_a_request_the_org_cannot_parse_is_split_until_only_the_bad_record_fails(
+    org: SalesforceClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a bad value get past the checks, the 400 JSON_PARSER_ERROR is bisected."""
+
+    async def unchecked(
+        sobject: str, records: Any
+    ) -> tuple[list[WriteResult], list[dict[str, Any]]]:
+        return [], [dict(r) for r in records]
+
+    monkeypatch.setattr(org, "_conformed", unchecked)
+    rows = [{"Source_System_ID__c": f"co_{i}", "Name": f"Firm {i}"} for i in range(7)]
+    rows[5]["NumberOfEmployees"] = "many"
+    results = {r.external_id: r for r in await org.upsert("Account", rows, NoJobs())}
+    assert [e for e, r in results.items() if not r.ok] == ["co_5"]
+    assert results["co_5"].error_code == "JSON_PARSER_ERROR"
+    assert len(by_ext(world.salesforce.records("Account"))) == 6
+
+
+async def test_two_rows_with_one_external_id_never_share_a_request_and_the_last_wins(
+    org: SalesforceClient, world: World
+) -> None:
+    """Duplicate external ids in one request fail both (DUPLICATE_VALUE)."""
+    rows = [
+        {"Source_System_ID__c": "co_twice", "Name": "First"},
+        {"Source_System_ID__c": "co_once", "Name": "Only"},
+        {"Source_System_ID__c": "co_twice", "Name": "Second"},
+    ]
+    results = await org.upsert("Account", rows, NoJobs())
+    assert all(r.ok for r in results)
+    loaded = by_ext(world.salesforce.records("Account"))
+    assert loaded["co_twice"]["Name"] == "Second"
+    assert len(loaded) == 2
+
+
+async def test_an_activity_source_id_the_org_holds_twice_is_reported_and_not_written(
+    org: SalesforceClient, world: World
+) -> None:
+    """Activity source ids cannot be unique: crmlift never picks one of two or adds a third."""
+    first = await org._json("POST", "sobjects/Task", "t", json={"Subject": "A",
+                            "Source_System_ID__c": "tk_dup"})  # fmt: skip
+    second = await org._json("POST", "sobjects/Task", "t", json={"Subject": "B",
+                             "Source_System_ID__c": "tk_dup"})  # fmt: skip
+    rows = [
+        {"Source_System_ID__c": "tk_dup", "Subject": "C"},
+        {"Source_System_ID__c": "tk_new", "Subject": "D"},
+    ]
+    results = {r.external_id: r for r in await org.upsert("Task", rows, NoJobs())}
+    assert results["tk_new"].ok
+    refused = results["tk_dup"]
+    assert refused.error_code == "DUPLICATE_EXTERNAL_ID"
+    assert first["id"] in (refused.error_message or "")
+    assert second["id"] in (refused.error_message or "")
+    tasks = world.salesforce.records("Task")
+    assert sorted(t["Subject"] for t in tasks) == ["A", "B", "D"]
+
+
+async def test_a_changed_file_uploads_as_the_next_version_of_the_same_document(
+    org: SalesforceClient, world: World, tmp_path: Path
+) -> None:
+    """PathOnClient and VersionData are create-only: a new ContentVersion with the old one's
+    ContentDocumentId (Object Reference, ContentVersion). The source id moves to it."""
+    old, new = tmp_path / "v1.txt", tmp_path / "v2.txt"
+    old.write_bytes(b"first draft")
+    new.write_bytes(b"signed final")
+    fields = {"Source_System_ID__c": "doc_1", "Title": "Retainer", "PathOnClient": "r.txt"}
+    (v1,) = await org.upload_files(
+        "ContentVersion", [FileUpload(fields, old, "r.txt", "text/plain", 11)]
+    )
+    assert v1.ok
+    (v2,) = await org.upload_files(
+        "ContentVersion",
+        [FileUpload({**fields, "PathOnClient": "r2.txt"}, new, "r2.txt", "text/plain", 12,
+                    replaces=v1.destination_id)],
+    )  # fmt: skip
+    assert v2.ok
+    assert v2.destination_id != v1.destination_id
+    versions = {v["Id"]: v for v in world.salesforce.records("ContentVersion")}
+    assert (
+        versions[v2.destination_id or ""]["ContentDocumentId"]
+        == (versions[v1.destination_id or ""]["ContentDocumentId"])
+    )
+    assert versions[v2.destination_id or ""]["Source_System_ID__c"] == "doc_1"
+    assert versions[v1.destination_id or ""].get("Source_System_ID__c") is None
+    assert await org.find("ContentVersion", ["doc_1"]) == {"doc_1": v2.destination_id}
+    assert len(world.salesforce.records("ContentDocument")) == 1
+
+
+def with_state_country_picklists(schema: OrgSchema) -> OrgSchema:
+    """The org has State and Country/Territory Picklists on, as most orgs do."""
+    return replace(schema, state_country_picklists=True)
+
+
+@pytest.mark.parametrize("org_schema_edit", [with_state_country_picklists], indirect=True)
+async def test_an_org_with_address_picklists_stops_a_plan_that_does_not_expect_them(
+    world: World,
+) -> None:
+    with pytest.raises(SchemaMissing, match=r"Account: StateCountryText") as caught:
+        await run_migrate(world.plan)
+    assert caught.value.exit_code == 7
+    assert world.salesforce.records("Account") == []
+
+
+@pytest.mark.parametrize("org_schema_edit", [with_state_country_picklists], indirect=True)
+async def test_with_the_setting_addresses_load_as_iso_codes(world: World) -> None:
+    """https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_overview.htm"""
+    plan = replace(world.plan, destination=replace(
+        world.plan.destination, mapping={**world.plan.destination.mapping,  # type: ignore[union-attr]
+                                         "state_country_picklists": True}))  # fmt: skip
+    outcome = await run_migrate(plan)
+    accounts = by_ext(world.salesforce.records("Account"))
+    for company in world.tenant.records["companies"]:
+        loaded = accounts.get(company["id"])
+        country = (company.get("billing_address") or {}).get("country")
+        if loaded is None or not country:
+            continue
+        assert loaded["BillingCountryCode"] == country
+    assert not [f for f in outcome.report.failures if "Country" in (f.message or "")]
+
+
+async def test_a_rerun_after_users_changed_a_file_a_parent_company_and_a_partys_matter(
+    world: World, journal: Journal
+) -> None:
+    """Between runs the firm kept working: a new version of a document, a company moved
+    under another parent, a party moved to another matter. The rerun loads what a real
+    org accepts, and rollback has every pre-image it needs."""
+    first = await run_migrate(world.plan)
+    # The first run's second pass set parents the wave had not created yet: updates too,
+    # each with its pre-image.
+    second_pass = await journal.pool.fetch(
+        """SELECT pre_image FROM operations WHERE run_id = $1 AND object = 'Account'
+           AND action = 'updated'""",
+        first.run.run_id,
+    )
+    assert second_pass
+    assert all("ParentId" in orjson.loads(r["pre_image"]) for r in second_pass)
+    sf, records = world.salesforce, world.tenant.records
+    versions = by_ext(sf.records("ContentVersion"))
+    document = next(
+        d for d in records["documents"] if external_id("documents", d["id"]) in versions
+    )
+    doc_ext = external_id("documents", document["id"])
+    before = versions[doc_ext]
+    accounts = by_ext(sf.records("Account"))
+    companies = [c for c in records["companies"] if c["id"] in accounts]
+    child, parent = companies[0], companies[-1]
+    parties = by_ext(sf.records("Case_Party__c"))
+    party = next(p for p in records["matter_parties"] if p["id"] in parties)
+    other_matter = next(m["id"] for m in records["matters"] if m["id"] != party["matter_id"])
+
+    world.backdocket.upload_new_version(document["id"])
+    world.backdocket.edit("companies", child["id"], parent_company_id=parent["id"])
+    world.backdocket.edit("matter_parties", party["id"], matter_id=other_matter)
+    second = await run_migrate(world.plan)
+
+    # The file: a new version of the same document, which now carries the external id.
+    after = by_ext(sf.records("ContentVersion"))[doc_ext]
+    assert after["Id"] != before["Id"]
+    assert after["ContentDocumentId"] == before["ContentDocumentId"]
+    # The parent: journaled as an update with what it replaced, for rollback.
+    moved = await journal.pool.fetchrow(
+        """SELECT action, pre_image FROM operations
+           WHERE run_id = $1 AND object = 'Account' AND external_id = $2 AND pre_image IS NOT NULL
+             AND pre_image ? 'ParentId'""",
+        second.run.run_id,
+        child["id"],
+    )
+    assert moved is not None
+    assert moved["action"] == "updated"
+    assert by_ext(sf.records("Account"))[child["id"]]["ParentId"] == accounts[parent["id"]]["Id"]
+    # The party: master-detail without reparenting keeps its matter, and says so.
+    assert (
+        by_ext(sf.records("Case_Party__c"))[party["id"]]["Case_Matter__c"]
+        == (parties[party["id"]]["Case_Matter__c"])
+    )
+    notes = [n for n in second.report.notes if n.source_id == party["id"]]
+    assert any(n.code == "create_only:Case_Party__c" and "Case_Matter__c" in n.message
+               for n in notes), notes  # fmt: skip
+    assert second.report.failed <= first.report.failed

@@ -47,7 +47,7 @@ def test_a_plan_resolves_secrets_from_the_environment(tmp_path: Path) -> None:
 
 def test_the_journal_dsn_and_data_dir_come_from_the_environment(tmp_path: Path) -> None:
     env = {
-        "ACME_SECRET": "x",
+        "ACME_SECRET": "acme-s3cret",
         "CRMLIFT_JOURNAL_DSN": "postgresql://db/crmlift",
         "CRMLIFT_DATA_DIR": str(tmp_path / "data"),
     }
@@ -69,7 +69,7 @@ def test_the_journal_dsn_and_data_dir_come_from_the_environment(tmp_path: Path) 
 )
 def test_mistakes_give_one_clear_error(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_plan(write(tmp_path, PLAN.replace(*edit)), env={"ACME_SECRET": "x"})
+        load_plan(write(tmp_path, PLAN.replace(*edit)), env={"ACME_SECRET": "acme-s3cret"})
 
 
 def test_an_unset_secret_names_the_variable(tmp_path: Path) -> None:
@@ -102,23 +102,23 @@ batches_in_flight = 6
 
 def test_a_destination_brings_its_quota_and_load_budget(tmp_path: Path) -> None:
     plan = load_plan(
-        write(tmp_path, PLAN + DESTINATION), env={"ACME_SECRET": "x", "SF_SECRET": "y"}
+        write(tmp_path, PLAN + DESTINATION), env={"ACME_SECRET": "acme-s3cret", "SF_SECRET": "sf-s3cret"}
     )
     assert plan.destination is not None
     assert plan.destination.quota.daily_requests == 250_000
     assert plan.destination.batches_in_flight == 6
     assert plan.destination.batch_records == 2500
-    assert plan.destination.config.client_secret.reveal() == "y"
+    assert plan.destination.config.client_secret.reveal() == "sf-s3cret"
 
 
 def test_a_load_budget_of_zero_is_refused(tmp_path: Path) -> None:
     bad = PLAN + DESTINATION.replace("batches_in_flight = 6", "batches_in_flight = 0")
     with pytest.raises(ConfigError, match="at least 1"):
-        load_plan(write(tmp_path, bad), env={"ACME_SECRET": "x", "SF_SECRET": "y"})
+        load_plan(write(tmp_path, bad), env={"ACME_SECRET": "acme-s3cret", "SF_SECRET": "sf-s3cret"})
 
 
 def test_a_cutover_window_is_hours_above_zero(tmp_path: Path) -> None:
-    env = {"ACME_SECRET": "x"}
+    env = {"ACME_SECRET": "acme-s3cret"}
     assert load_plan(write(tmp_path, PLAN), env=env).cutover_hours is None
     windowed = PLAN.replace('output_dir = "out"', 'output_dir = "out"\ncutover_hours = 8')
     assert load_plan(write(tmp_path, windowed), env=env).cutover_hours == 8.0

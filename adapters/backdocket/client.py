@@ -21,8 +21,8 @@ import orjson
 import structlog
 
 from adapters.base import CursorRejected, NotFound, Page, Record, Window
-from adapters.errors import AuthError, ConfigError, PlatformUnavailable
-from adapters.http import SessionClient
+from adapters.errors import AuthError, ConfigError, PlatformUnavailable, PlatformUnreachable
+from adapters.http import SessionClient, describe_failure, is_tls_failure
 from adapters.secrets import Secret
 from ratelimit.backoff import RetryPolicy, parse_retry_after
 from ratelimit.governor import Governor
@@ -31,6 +31,7 @@ PLATFORM = "backdocket"
 MAX_PAGE_SIZE = 500
 """The contract clamps ``limit`` to 500; asking for more only wastes nothing but clarity."""
 CHUNK_SIZE = 64 * 1024
+TOKEN_PATH = "oauth/token"
 
 COLLECTIONS: tuple[str, ...] = (
     "users",
@@ -99,6 +100,9 @@ class BackDocketClient(SessionClient):
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
         self.token_fetches = 0
+        """Tokens granted, the first one included."""
+        self.token_renewals = 0
+        """Tokens fetched to replace one the source stopped accepting (expired)."""
 
     def new_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.governor.profile.concurrency + 2)
@@ -121,8 +125,37 @@ class BackDocketClient(SessionClient):
         """
         async with self._token_lock:
             if self._token is None or self._token == stale:
+                renewing = self._token is not None
                 self._token = await self._fetch_token()
+                self._note_token(renewing)
             return self._token
+
+    def _note_token(self, renewing: bool) -> None:
+        """Log every grant; the token itself never reaches a log (nor a key named like it)."""
+        endpoint = self._url(TOKEN_PATH)
+        if renewing:
+            self.token_renewals += 1
+            log.info(
+                "backdocket.token_renewed",
+                platform=PLATFORM,
+                endpoint=endpoint,
+                reason="the source refused the previous one as expired",
+                renewals=self.token_renewals,
+            )
+        else:
+            log.info("backdocket.token_fetched", platform=PLATFORM, endpoint=endpoint)
+
+    def _url(self, path: str) -> str:
+        """The absolute URL of ``path``, for errors and logs (no query: cursors stay out)."""
+        return f"{self.config.base_url.rstrip('/')}/{path}"
+
+    def _unreachable(
+        self, what: str, path: str, exc: BaseException, tries: int
+    ) -> PlatformUnreachable:
+        """No answer at all: the URL and the network's reason are what the operator fixes."""
+        return PlatformUnreachable(
+            PLATFORM, what, self._url(path), describe_failure(exc), tries=tries
+        )
 
     async def _fetch_token(self) -> str:
         form = {
@@ -131,14 +164,18 @@ class BackDocketClient(SessionClient):
             "client_secret": self.config.client_secret.reveal(),
             "scope": self.config.scope,
         }
+        status, failure = 0, None
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                async with self.session.post("oauth/token", data=form) as resp:
+                async with self.session.post(TOKEN_PATH, data=form) as resp:
                     body = await resp.read()
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                failure = None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                status, body, retry_after = 0, str(exc).encode(), None
+                if is_tls_failure(exc):  # the same certificate is refused on every try
+                    raise self._unreachable("token", TOKEN_PATH, exc, attempt) from exc
+                status, body, retry_after, failure = 0, b"", None, exc
             if status == 200:
                 self.token_fetches += 1
                 token = _json_object(body, "token")["access_token"]
@@ -147,8 +184,13 @@ class BackDocketClient(SessionClient):
                 return token
             if status in (400, 401, 403):
                 raise AuthError(PLATFORM, _error_code(body) or f"HTTP {status}")
-            await self._back_off("token", status, attempt, retry_after)
-        raise PlatformUnavailable(PLATFORM, "token", f"gave up after {self.policy.attempts} tries")
+            if attempt < self.policy.attempts:
+                await self._back_off("token", status, attempt, retry_after)
+        tries = self.policy.attempts
+        if failure is not None:
+            raise self._unreachable("token", TOKEN_PATH, failure, tries) from failure
+        what = f"token request to {self._url(TOKEN_PATH)}"
+        raise PlatformUnavailable(PLATFORM, what, f"HTTP {status} on each of {tries} tries")
 
     # -- one governed, retried call -------------------------------------
 
@@ -165,6 +207,7 @@ class BackDocketClient(SessionClient):
         attempt = 1
         renewed = 0
         yielded = False
+        failure: BaseException | None = None
         while True:
             async with self.governor.slot():
                 # The token is taken once the governor lets the call go: a call can wait
@@ -181,6 +224,7 @@ class BackDocketClient(SessionClient):
                         status = resp.status
                         body = await resp.read()
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                        failure = None
                 except (
                     aiohttp.ClientConnectionError,
                     aiohttp.ClientPayloadError,
@@ -188,8 +232,10 @@ class BackDocketClient(SessionClient):
                 ) as exc:
                     if yielded:
                         raise  # the caller's body failed; it decides whether to start over
+                    if is_tls_failure(exc):  # the same certificate is refused on every try
+                        raise self._unreachable(what, path, exc, attempt) from exc
                     # Lost before the answer came: GETs are idempotent, so try again.
-                    status, body, retry_after = 0, str(exc).encode(), None
+                    status, body, retry_after, failure = 0, b"", None, exc
             code = _error_code(body)
             if status == 401 and code == "invalid_token" and renewed < self.policy.attempts:
                 # Refused credentials fail at the token endpoint; the bound only stops a
@@ -205,11 +251,16 @@ class BackDocketClient(SessionClient):
                 raise CursorRejected(what)
             if status == 429 or status == 0 or status >= 500:
                 if attempt >= self.policy.attempts:
-                    raise PlatformUnavailable(PLATFORM, what, f"HTTP {status or 'reset'}")
+                    if failure is not None:
+                        raise self._unreachable(what, path, failure, attempt) from failure
+                    raise PlatformUnavailable(
+                        PLATFORM, f"{what} ({self._url(path)})", f"HTTP {status}"
+                    )
                 await self._back_off(what, status, attempt, retry_after)
                 attempt += 1
                 continue
-            raise PlatformUnavailable(PLATFORM, what, f"HTTP {status} {code or ''}".strip())
+            answer = f"HTTP {status} {code or ''}".strip()
+            raise PlatformUnavailable(PLATFORM, f"{what} ({self._url(path)})", answer)
 
     async def _back_off(
         self, what: str, status: int, attempt: int, retry_after: float | None
@@ -232,9 +283,15 @@ class BackDocketClient(SessionClient):
             try:
                 async with self._open(path, params, what) as resp:
                     return await consume(resp)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+            except (
+                aiohttp.ClientPayloadError,
+                aiohttp.ClientConnectionError,
+                TimeoutError,
+            ) as exc:
                 if attempt >= self.policy.attempts:
-                    raise PlatformUnavailable(PLATFORM, what, "connection lost mid-body") from None
+                    where = f"{what} ({self._url(path)})"
+                    cause = f"connection lost: {describe_failure(exc)}"
+                    raise PlatformUnavailable(PLATFORM, where, cause) from exc
                 await self._back_off(what, 0, attempt, None)
         raise AssertionError("unreachable")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import math
 import random
 import secrets
@@ -626,6 +627,27 @@ class BackDocketSim:
         }
         rows.replace(edited, now)
         return edited
+
+    def edit(self, collection: str, ident: str, **changes: Any) -> Record:
+        """A user changes one record now: a new version with a fresh ``updated_at``."""
+        rows = self._collections[collection]
+        current = rows.get(ident)
+        if current is None:
+            raise KeyError(f"{collection}/{ident} does not exist")
+        now = max(to_micros(datetime.now(UTC)), self._clock_floor)
+        self._clock_floor = now + 1
+        edited = {**current, **changes, "updated_at": iso_from_micros(now)}
+        rows.replace(edited, now)
+        return edited
+
+    def upload_new_version(self, document_id: str) -> Record:
+        """A user uploads a new version of a document: new bytes, same size, new sha256."""
+        versions = self.tenant.document_versions
+        versions[document_id] = versions.get(document_id, 0) + 1
+        digest = hashlib.sha256()
+        for block in self.tenant.iter_document_content(document_id):
+            digest.update(block)
+        return self.edit("documents", document_id, sha256=digest.hexdigest())
 
     # -- the truth, for audits
 

@@ -110,13 +110,17 @@ _TEXT_ALPHABET = b"abcdefghijklmnopqrstuvwxyz      ABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _PRINTABLE = bytes(_TEXT_ALPHABET[i % len(_TEXT_ALPHABET)] for i in range(256))
 
 
-def _content_blocks(seed: int, doc_id: str, size: int, fmt: _DocFormat) -> Iterator[bytes]:
-    """Expand a document's bytes block by block; block ``i`` depends only on (seed, id, i)."""
+def _content_blocks(
+    seed: int, doc_id: str, size: int, fmt: _DocFormat, version: int = 0
+) -> Iterator[bytes]:
+    """Expand a document's bytes block by block; block ``i`` depends only on (seed, id,
+    version, i)."""
     remaining = size
     index = 0
+    name = doc_id if version == 0 else f"{doc_id}:v{version}"
     while remaining > 0:
         length = min(CONTENT_CHUNK, remaining)
-        block = hashlib.shake_256(f"backdocket:{seed}:{doc_id}:{index}".encode()).digest(length)
+        block = hashlib.shake_256(f"backdocket:{seed}:{name}:{index}".encode()).digest(length)
         if fmt.text:
             block = block.translate(_PRINTABLE)
         if index == 0 and fmt.header:
@@ -139,12 +143,15 @@ class Tenant:
     document_sizes: dict[str, int]
     document_formats: dict[str, str] = field(default_factory=dict)
     dirty_cases: dict[str, list[str]] = field(default_factory=dict)
+    document_versions: dict[str, int] = field(default_factory=dict)
+    """Documents a user uploaded a new version of: id → version (absent: the first)."""
 
     def iter_document_content(self, doc_id: str) -> Iterator[bytes]:
         """A document's bytes in blocks of at most ``CONTENT_CHUNK``; KeyError if unknown."""
         size = self.document_sizes[doc_id]
         fmt = _DOC_FORMATS.get(self.document_formats.get(doc_id, "txt"), _DOC_FORMATS["txt"])
-        return _content_blocks(self.seed, doc_id, size, fmt)
+        version = self.document_versions.get(doc_id, 0)
+        return _content_blocks(self.seed, doc_id, size, fmt, version)
 
     def document_content(self, doc_id: str) -> bytes:
         """A document's whole content, regenerated on each call rather than kept in memory."""

@@ -255,15 +255,23 @@ def _parse_response_part(part: bytes) -> BatchResponse:
 
 def parse_batch_response(content_type: str, body: bytes) -> list[BatchResponse]:
     """Every answer of a batch response in order, changeset members flattened."""
-    responses: list[BatchResponse] = []
+    return [r for group in parse_batch_groups(content_type, body) for r in group]
+
+
+def parse_batch_groups(content_type: str, body: bytes) -> list[list[BatchResponse]]:
+    """The answers of a batch response by group, in order: a changeset that succeeded is
+    its members' answers; a top-level part (a GET's answer, or the one error a failed
+    changeset answers with) is a group of one. The reader of a multi-request changeset
+    needs the grouping: a failed one answers once, not once per request."""
+    groups: list[list[BatchResponse]] = []
     for part in _split_multipart(body, boundary_of(content_type)):
         head, rest = _head_and_body(part)
         part_type = _header(_parse_headers(head), "Content-Type") or ""
         if part_type.lower().startswith("multipart/mixed"):
             inner = _split_multipart(rest, boundary_of(part_type))
-            responses.extend(_parse_response_part(p) for p in inner)
+            groups.append([_parse_response_part(p) for p in inner])
         elif part_type.lower().startswith("application/http"):
-            responses.append(_parse_response_part(part))
+            groups.append([_parse_response_part(part)])
         else:
             raise BatchFormatError(f"unexpected batch part type {part_type!r}")
-    return responses
+    return groups

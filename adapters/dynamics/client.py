@@ -22,7 +22,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
@@ -38,9 +38,23 @@ from adapters.dynamics.batch import (
     BatchRequest,
     BatchResponse,
     encode_batch,
-    parse_batch_response,
+    parse_batch_groups,
 )
-from adapters.errors import AuthError, PlatformUnavailable
+from adapters.dynamics.keys import (
+    SHAREPOINT_FILES,
+    encode_key,
+    library_table,
+    lookup_key,
+    row_id,
+    split_lookup_key,
+)
+from adapters.dynamics.sharepoint import (
+    MAX_SIMPLE_UPLOAD_BYTES,
+    SharePointClient,
+    SharePointConfig,
+    SharePointRefused,
+)
+from adapters.errors import AuthError, PlatformUnavailable, SchemaMissing
 from adapters.http import SessionClient
 from adapters.secrets import Secret
 from ratelimit.backoff import RetryPolicy, parse_retry_after
@@ -77,6 +91,41 @@ READ_HEADERS = {"Accept": "application/json"}
 REQUIRED_LEVELS = frozenset({"ApplicationRequired", "SystemRequired"})
 SYSTEM_SET = frozenset({"createdon", "modifiedon", "versionnumber", "ownerid"})
 """Columns Dataverse fills itself: never required of an insert."""
+LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
+"""AttributeType of a column that binds through a relationship, never as a plain value."""
+TABLE_SETTINGS = ("HasActivities", "HasNotes", "IsDocumentManagementEnabled")
+"""EntityMetadata booleans the schema plan may require of a table
+(https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/entitymetadata)."""
+KEYED_BY_ROW_ID = frozenset({"annotation"})
+"""Tables that take no custom column, so no ``{prefix}_sourceid`` alternate key (the Note
+table: CanCreateAttributes false,
+https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation):
+rows are upserted by a primary key derived from the external id (``keys.row_id``)."""
+ENTITY_SELECT = ",".join(
+    ("LogicalName", "EntitySetName", "PrimaryIdAttribute", "IsActivity", *TABLE_SETTINGS)
+)
+ATTRIBUTE_SELECT = "LogicalName,AttributeType,RequiredLevel,IsValidForCreate,IsValidForUpdate"
+"""IsValidForUpdate false marks a create-only column (``overriddencreatedon``):
+https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/attributemetadata."""
+RELATION_SELECT = "ReferencingAttribute,ReferencedEntity,ReferencingEntityNavigationPropertyName"
+STATE_COLUMNS = ("statecode", "statuscode")
+CLOSED_ACTIVITY_STATES = frozenset({1, 2})
+"""Completed and Canceled (ACTIVITY_STATE: 1 closed, 2 canceled, 0 open,
+https://learn.microsoft.com/previous-versions/ms939741(v=msdn.10)). A row cannot be created
+in them (400 ``0x80048408``, issue 9) and a closed activity is read-only (field reports:
+"Cannot update Closed or Cancelled Activity"; the docs give no code, so the strictest
+reading): the client creates open and closes in a second request of the same changeset,
+and reopens a closed row before it writes to it."""
+LOCATION_TABLE = "sharepointdocumentlocation"
+LOCATION_SET = "sharepointdocumentlocations"
+SHAREPOINT_FILE_FIELDS = ("library", "folder")
+"""A SharePoint file payload's fields: the record's table, whose document library holds
+the record's folder, and that folder's relativeurl."""
+SHAREPOINT_PARALLEL_UPLOADS = 4
+OPEN_STATUS: Mapping[str, int] = {"task": 2, "appointment": 1}
+"""The default Open status reason a reopened activity takes (task Not Started, appointment
+Free, as the task and appointment references list them); other activities leave it to
+the platform's default for the state."""
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +156,9 @@ class DataverseConfig:
     """Operations per ``$batch`` request."""
     request_timeout: float = 300.0
     ca_file: str | None = None
+    sharepoint: SharePointConfig | None = None
+    """The SharePoint site document management uses, when files go there (``[mapping]
+    sharepoint_site``); None: no file goes to SharePoint."""
 
     def __post_init__(self) -> None:
         if not self.applications:
@@ -133,8 +185,22 @@ class _TableInfo:
     primary_id: str
     attributes: dict[str, tuple[str, str]]
     """Column → (AttributeType, RequiredLevel)."""
-    navigation: dict[str, tuple[str, str]]
-    """Single-valued navigation property → (lookup column, target table)."""
+    relations: dict[tuple[str, str], str]
+    """(lookup column, target table) → its single-valued navigation property, exactly as
+    ManyToOneRelationships names it (case-sensitive: ``crm_MatterId``)."""
+    create_only: frozenset[str] = frozenset()
+    """Columns the metadata says are valid for create, not for update."""
+    settings: frozenset[str] = frozenset()
+    """Which of TABLE_SETTINGS the table has on."""
+    is_activity: bool = False
+
+    @property
+    def keyed_by_row_id(self) -> bool:
+        return self.logical_name in KEYED_BY_ROW_ID
+
+    def targets(self, attribute: str) -> list[str]:
+        """The tables a lookup column can point at, as its relationships say."""
+        return [target for column, target in self.relations if column == attribute]
 
 
 @dataclass(slots=True)
@@ -160,11 +226,41 @@ class _Answer:
     upsert answered "updated" (200) may then be updating our own earlier create."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    """Requests that succeed or fail together (one changeset), and which one answers for
+    the record: a closed activity is reopened, written, then closed again."""
+
+    requests: tuple[BatchRequest, ...]
+    main: int = 0
+
+    def answer(self, group: Sequence[BatchResponse], what: str) -> BatchResponse:
+        """The record's answer: the main request's, or the one error of a failed changeset."""
+        if len(group) == len(self.requests):
+            return group[self.main] if len(group) > 1 else group[0]
+        if len(group) == 1 and group[0].status >= 400:
+            return group[0]
+        raise PlatformUnavailable(
+            PLATFORM, what, f"{len(group)} answers for a changeset of {len(self.requests)}"
+        )
+
+
+class UnknownLookup(SchemaMissing):
+    """A lookup or column the table's metadata does not know. Real Dataverse refuses the
+    whole record (400), so nothing is sent; the schema gate names these before a run."""
+
+    def __init__(self, table: str, name: str, reason: str) -> None:
+        super().__init__(
+            f"{PLATFORM}: {table}.{name}: {reason}; deploy the schema plan and run again"
+        )
+        self.table = table
+        self.field = name
+
+
 class DataverseClient(SessionClient):
     """One environment through a pool of application users. Use as ``async with``."""
 
     platform = PLATFORM
-    create_only_fields: frozenset[str] = frozenset()
 
     def __init__(
         self, config: DataverseConfig, profile: QuotaProfile, policy: RetryPolicy | None = None
@@ -179,6 +275,17 @@ class DataverseClient(SessionClient):
         self._tables: dict[str, _TableInfo | None] = {}
         self._entity_sets: dict[str, str] = {}
         self._metadata_lock = asyncio.Lock()
+        self._scoped_tokens: dict[str, tuple[str, float]] = {}
+        self._scoped_lock = asyncio.Lock()
+        self._libraries: dict[str, tuple[str, str]] = {}
+        self._library_lock = asyncio.Lock()
+        self.sharepoint = (
+            SharePointClient(
+                config.sharepoint, lambda: self.session, self._scoped_token, self.policy
+            )
+            if config.sharepoint is not None
+            else None
+        )
 
     @property
     def governors(self) -> list[Governor]:
@@ -225,6 +332,39 @@ class DataverseClient(SessionClient):
             lifetime = float(answer.get("expires_in", 3599))
             user.renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 2)
             return user.token
+
+    async def _scoped_token(self, scope: str, stale: str | None = None) -> str:
+        """A token of the first application user for another resource (SharePoint's
+        ``https://<tenant>.sharepoint.com/.default``), cached and renewed like the API's."""
+        async with self._scoped_lock:
+            held = self._scoped_tokens.get(scope)
+            if held is not None and held[0] != stale and time.monotonic() < held[1]:
+                return held[0]
+            app = self.config.applications[0]
+            url = (
+                f"{self.config.authority_url.rstrip('/')}/{self.config.tenant_id}/oauth2/v2.0/token"
+            )
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": app.client_id,
+                "client_secret": app.client_secret.reveal(),
+                "scope": scope,
+            }
+            try:
+                async with self.session.post(url, data=form) as resp:
+                    status, body = resp.status, await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise PlatformUnavailable(PLATFORM, f"token for {scope}", str(exc)) from exc
+            if status != 200:
+                raise AuthError(
+                    PLATFORM, f"{app.client_id} for {scope}: {_identity_error(body, status)}"
+                )
+            answer = orjson.loads(body)
+            lifetime = float(answer.get("expires_in", 3599))
+            renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 2)
+            self._scoped_tokens[scope] = (str(answer["access_token"]), renew_at)
+            log.info("dataverse.token_renewed", scope=scope, client_id=app.client_id)
+            return self._scoped_tokens[scope][0]
 
     # -- one governed, retried request -----------------------------------------
 
@@ -318,26 +458,22 @@ class DataverseClient(SessionClient):
     async def _batch(self, requests: Sequence[BatchRequest], what: str) -> list[BatchResponse]:
         """Send operations as one ``$batch`` (each write its own changeset); one answer per
         operation, in order. Operations answered 5xx/429 inside the batch go again."""
-        return [part for part, _ in await self._batch_parts(requests, what)]
+        operations = [_Operation((r,)) for r in requests]
+        return [part for part, _ in await self._batch_parts(operations, what)]
 
     async def _batch_parts(
-        self, requests: Sequence[BatchRequest], what: str
+        self, operations: Sequence[_Operation], what: str
     ) -> list[tuple[BatchResponse, bool]]:
-        """``_batch``, each answer with whether its operation may have been carried out by
-        an earlier ``$batch`` whose answer was lost. A part answered 5xx was rolled back,
-        but the same operation in a lost ``$batch`` before it may not have been: once in
-        doubt, an operation stays in doubt."""
+        """``_batch`` of operations that may span several requests (one changeset each),
+        each answer with whether its operation may have been carried out by an earlier
+        ``$batch`` whose answer was lost. A part answered 5xx was rolled back, but the same
+        operation in a lost ``$batch`` before it may not have been: once in doubt, an
+        operation stays in doubt."""
         answers: dict[int, tuple[BatchResponse, bool]] = {}
         in_doubt: set[int] = set()
-        pending = list(range(len(requests)))
+        pending = list(range(len(operations)))
         for attempt in range(1, self.policy.attempts + 1):
-            groups = [
-                [_with_content_id(requests[i], str(i + 1))]
-                if requests[i].method != "GET"
-                # A GET cannot sit in a changeset; its answer is matched by position.
-                else [requests[i]]
-                for i in pending
-            ]
+            groups = _numbered([operations[i] for i in pending])
             boundary = f"batch_{uuid.uuid4()}"
             content_type, body = encode_batch(groups, boundary)
             answer = await self._request(
@@ -350,13 +486,13 @@ class DataverseClient(SessionClient):
                     "Accept": "application/json",
                     "Prefer": "odata.continue-on-error",
                 },
-                operations=len(pending),
+                operations=sum(len(g) for g in groups),
                 ok=(200,),
             )
             if answer.status != 200:
                 raise PlatformUnavailable(PLATFORM, what, _error_text(answer.body, answer.status))
             try:
-                parts = parse_batch_response(answer.headers.get("Content-Type", ""), answer.body)
+                parts = parse_batch_groups(answer.headers.get("Content-Type", ""), answer.body)
             except BatchFormatError as exc:
                 raise PlatformUnavailable(
                     PLATFORM, what, f"unreadable $batch answer: {exc}"
@@ -368,7 +504,8 @@ class DataverseClient(SessionClient):
             if answer.uncertain:
                 in_doubt.update(pending)
             retry: list[int] = []
-            for index, part in zip(pending, parts, strict=True):
+            for index, group in zip(pending, parts, strict=True):
+                part = operations[index].answer(group, what)
                 if part.status in RETRIABLE and attempt < self.policy.attempts:
                     retry.append(index)
                 else:
@@ -378,7 +515,7 @@ class DataverseClient(SessionClient):
             log.info("dataverse.batch_parts_retry", what=what, parts=len(retry), attempt=attempt)
             await asyncio.sleep(self.policy.delay(attempt, None, self._rng))
             pending = retry
-        return [answers[i] for i in range(len(requests))]
+        return [answers[i] for i in range(len(operations))]
 
     async def _json(self, path: str, what: str) -> Any:
         answer = await self._request("GET", path, what, headers=READ_HEADERS, ok=(200,))
@@ -405,20 +542,13 @@ class DataverseClient(SessionClient):
             root = f"EntityDefinitions(LogicalName='{logical}')"
             entity, attributes, relations = await self._batch(
                 [
+                    BatchRequest("GET", f"{root}?$select={ENTITY_SELECT}", READ_HEADERS),
                     BatchRequest(
-                        "GET",
-                        f"{root}?$select=LogicalName,EntitySetName,PrimaryIdAttribute",
-                        READ_HEADERS,
+                        "GET", f"{root}/Attributes?$select={ATTRIBUTE_SELECT}", READ_HEADERS
                     ),
                     BatchRequest(
                         "GET",
-                        f"{root}/Attributes?$select=LogicalName,AttributeType,RequiredLevel",
-                        READ_HEADERS,
-                    ),
-                    BatchRequest(
-                        "GET",
-                        f"{root}/ManyToOneRelationships?$select=ReferencingAttribute,"
-                        "ReferencedEntity,ReferencingEntityNavigationPropertyName",
+                        f"{root}/ManyToOneRelationships?$select={RELATION_SELECT}",
                         READ_HEADERS,
                     ),
                 ],
@@ -432,27 +562,11 @@ class DataverseClient(SessionClient):
                     raise PlatformUnavailable(
                         PLATFORM, f"describe {logical}", _error_text(part.body, part.status)
                     )
-            meta = orjson.loads(entity.body or b"{}")
-            info = _TableInfo(
-                logical_name=logical,
-                entity_set=meta["EntitySetName"],
-                primary_id=meta["PrimaryIdAttribute"],
-                attributes={
-                    a["LogicalName"]: (
-                        str(a.get("AttributeType")),
-                        str((a.get("RequiredLevel") or {}).get("Value", "None")),
-                    )
-                    for a in orjson.loads(attributes.body or b"{}")["value"]
-                },
-                navigation={
-                    r["ReferencingEntityNavigationPropertyName"]: (
-                        r["ReferencingAttribute"],
-                        OWNER_TARGET
-                        if r["ReferencedEntity"] == OWNER_ENTITY
-                        else r["ReferencedEntity"],
-                    )
-                    for r in orjson.loads(relations.body or b"{}")["value"]
-                },
+            info = _table_info(
+                logical,
+                orjson.loads(entity.body or b"{}"),
+                orjson.loads(attributes.body or b"{}")["value"],
+                orjson.loads(relations.body or b"{}")["value"],
             )
             self._entity_sets[logical] = info.entity_set
             self._tables[logical] = info
@@ -465,7 +579,12 @@ class DataverseClient(SessionClient):
         return info
 
     async def describe(self, sobject: str) -> ObjectInfo | None:
-        """The table's columns and navigation properties, or None when it does not exist."""
+        """The table as the mapping names it: columns, lookups by column (single-target)
+        and by ``column.target`` (any), create-only columns and table settings; None when
+        the table does not exist. SharePoint files (``keys.SHAREPOINT_FILES``) exist when a
+        site is configured: they are written through SharePoint, not the Web API."""
+        if sobject == SHAREPOINT_FILES:
+            return await self._sharepoint_files_info()
         info = await self._table(sobject)
         if info is None:
             return None
@@ -474,16 +593,25 @@ class DataverseClient(SessionClient):
             for name, (_, level) in info.attributes.items()
             if level in REQUIRED_LEVELS and name != info.primary_id and name not in SYSTEM_SET
         }
-        required |= {nav for nav, (attr, _) in info.navigation.items() if attr in required}
-        by_nav: dict[str, list[str]] = {}
-        for nav, (attribute, target) in info.navigation.items():
-            by_nav.setdefault(nav, []).append(target)
-            by_nav.setdefault(attribute, []).append(target)
+        references: dict[str, list[str]] = {}
+        for attribute, target in info.relations:
+            references.setdefault(attribute, []).append(target)
+            references[lookup_key(attribute, target)] = [target]
+        required |= {
+            lookup_key(attribute, target)
+            for attribute, target in info.relations
+            if attribute in required
+        }
+        fields = frozenset(info.attributes) | frozenset(references)
+        if info.keyed_by_row_id:
+            fields -= {self.external_id_field}
         return ObjectInfo(
             name=info.logical_name,
-            fields=frozenset(info.attributes) | frozenset(info.navigation),
+            fields=fields,
             required=frozenset(required),
-            references={nav: tuple(targets) for nav, targets in by_nav.items()},
+            references={name: tuple(targets) for name, targets in references.items()},
+            create_only=info.create_only,
+            settings=info.settings,
         )
 
     async def users_by_email(self) -> dict[str, str]:
@@ -509,68 +637,142 @@ class DataverseClient(SessionClient):
     async def upsert(
         self, sobject: str, records: Sequence[Mapping[str, Any]], ledger: JobLedger
     ) -> list[WriteResult]:
-        """PATCH every record on its alternate key, ``batch_size`` to a ``$batch``.
+        """PATCH every record on its key, ``batch_size`` to a ``$batch``.
 
         The call is journaled as one job before its first request goes out: should the
         process die with answers in flight, ``recover`` finds which records landed.
         """
+        if sobject == SHAREPOINT_FILES:
+            return [_not_moved(r, self.external_id_field) for r in records]
         info = await self._known_table(sobject)
+        if sobject == LOCATION_TABLE:
+            records = await self._with_libraries(records)
         await ledger.job_opened(f"dataverse-{uuid.uuid4()}", sobject, len(records))
         size = self.config.batch_size
         chunks = [records[i : i + size] for i in range(0, len(records), size)]
         answers = await asyncio.gather(*(self._upsert_chunk(info, c) for c in chunks))
         return [result for answer in answers for result in answer]
 
+    def _row_url(self, info: _TableInfo, external_id: str) -> str:
+        """The row's address: its primary key derived from the external id on a table
+        without an alternate key (notes), else the alternate key, encoded so that real
+        Dataverse accepts it in a key URL (``keys.encode_key``)."""
+        if info.keyed_by_row_id:
+            return f"{info.entity_set}({row_id(info.logical_name, external_id)})"
+        key = self.external_id_field
+        return f"{info.entity_set}({key}={_literal(encode_key(external_id))})"
+
     async def _upsert_chunk(
-        self, info: _TableInfo, records: Sequence[Mapping[str, Any]]
+        self,
+        info: _TableInfo,
+        records: Sequence[Mapping[str, Any]],
+        urls: Sequence[str] | None = None,
     ) -> list[WriteResult]:
         key = self.external_id_field
-        requests = [
-            BatchRequest(
-                "PATCH",
-                f"{info.entity_set}({key}={_literal(str(r[key]))})?$select={info.primary_id}",
-                WRITE_HEADERS,
-                orjson.dumps(self._body(info, r)),
-            )
-            for r in records
+        urls = urls or [self._row_url(info, str(r[key])) for r in records]
+        states = await self._current_states(info, urls) if info.is_activity else {}
+        operations = [
+            self._write(info, url, self._body(info, r), states.get(url))
+            for r, url in zip(records, urls, strict=True)
         ]
-        parts = await self._batch_parts(requests, f"upsert {len(records)} {info.logical_name}")
-        return [
+        parts = await self._batch_parts(operations, f"upsert {len(records)} {info.logical_name}")
+        results = [
             _write_result(str(r[key]), info, part, uncertain)
             for r, (part, uncertain) in zip(records, parts, strict=True)
         ]
+        # A create whose answer was lost may have landed: its retry then updates our own
+        # row, and Dataverse refuses the create-only columns it carries (overriddencreatedon).
+        # The lost create set them; send the rest again.
+        redo = [
+            i
+            for i, (r, (part, uncertain)) in enumerate(zip(records, parts, strict=True))
+            if uncertain and part.status >= 400 and info.create_only & r.keys()
+        ]
+        if redo:
+            again = await self._upsert_chunk(
+                info,
+                [{k: v for k, v in records[i].items() if k not in info.create_only} for i in redo],
+                [urls[i] for i in redo],
+            )
+            for i, result in zip(redo, again, strict=True):
+                results[i] = replace(result, created=None) if result.ok else result
+        return results
+
+    async def _current_states(self, info: _TableInfo, urls: Sequence[str]) -> dict[str, int]:
+        """statecode of the rows that exist already: a closed one must be reopened first."""
+        requests = [BatchRequest("GET", f"{u}?$select=statecode", READ_HEADERS) for u in urls]
+        found: dict[str, int] = {}
+        for url, part in zip(
+            urls, await self._batch(requests, f"states of {info.logical_name}"), strict=True
+        ):
+            if part.status == 200 and part.body:
+                state = orjson.loads(part.body).get("statecode")
+                if isinstance(state, int):
+                    found[url] = state
+        return found
+
+    def _write(
+        self, info: _TableInfo, url: str, body: dict[str, Any], current: int | None
+    ) -> _Operation:
+        """One record's changeset: a closed row is reopened first; a closed state is set
+        after the write, never with it (the row is created open)."""
+        target = {c: body.pop(c) for c in STATE_COLUMNS if c in body} if info.is_activity else {}
+        closing = target.get("statecode") in CLOSED_ACTIVITY_STATES
+        if not closing:
+            body.update(target)
+        requests: list[BatchRequest] = []
+        if current in CLOSED_ACTIVITY_STATES:
+            reopen: dict[str, Any] = {"statecode": 0}
+            if info.logical_name in OPEN_STATUS:
+                reopen["statuscode"] = OPEN_STATUS[info.logical_name]
+            requests.append(BatchRequest("PATCH", url, ENTRY, orjson.dumps(reopen)))
+        main = len(requests)
+        requests.append(
+            BatchRequest(
+                "PATCH", f"{url}?$select={info.primary_id}", WRITE_HEADERS, orjson.dumps(body)
+            )
+        )
+        if closing:
+            requests.append(BatchRequest("PATCH", url, ENTRY, orjson.dumps(target)))
+        return _Operation(tuple(requests), main)
 
     def _body(self, info: _TableInfo, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Columns as they are; lookups as ``@odata.bind`` to the target's entity set.
+        """Columns as they are; lookups as ``<navigation property>@odata.bind`` to the
+        target's entity set, the navigation property as the metadata names it.
 
-        The alternate key is in the URL, never repeated in the body (§2.2). An empty
-        value for a column the table lacks is left out: the schema gate lets only
-        lookups to tables not deployed yet be missing, and those are empty.
+        The key is in the URL, never repeated in the body (§2.2). An empty value for a
+        column or lookup the table lacks is left out: the schema gate lets only lookups
+        to tables not deployed yet be missing, and those are empty. Anything else the
+        metadata does not know raises UnknownLookup: real Dataverse would refuse it.
         """
         body: dict[str, Any] = {}
         for name, value in record.items():
             if name == self.external_id_field:
                 continue
-            nav = info.navigation.get(name)
-            if nav is None:
-                if value is None and name not in info.attributes:
-                    continue
+            if _names_lookup(info, name):
+                if value is not None:
+                    nav, target = _binding(info, name)
+                    target_set = self._entity_sets.get(target, f"{target}s")
+                    body[f"{nav}@odata.bind"] = f"/{target_set}({value})"
+            elif name in info.attributes:
                 body[name] = ",".join(value) if isinstance(value, list) else value
             elif value is not None:
-                target_set = self._entity_sets.get(nav[1], f"{nav[1]}s")
-                body[f"{name}@odata.bind"] = f"/{target_set}({value})"
+                raise UnknownLookup(info.logical_name, name, "no such column or relationship")
         return body
 
     async def fetch(
         self, sobject: str, ids: Sequence[str], fields: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
         """Current values of rows by id, lookups as ``_x_value``: the pre-images rollback
-        restores."""
+        restores. A SharePoint file has none: its earlier content stays in the library's
+        version history, where SharePoint keeps it."""
+        if sobject == SHAREPOINT_FILES:
+            return {}
         info = await self._known_table(sobject)
         columns = {info.primary_id}
         for name in fields:
-            if name in info.navigation:
-                columns.add(f"_{info.navigation[name][0]}_value")
+            if _names_lookup(info, name):
+                columns.add(f"_{split_lookup_key(name)[0]}_value")
             elif name in info.attributes:
                 columns.add(name)
         select = ",".join(sorted(columns))
@@ -588,16 +790,17 @@ class DataverseClient(SessionClient):
         return found
 
     async def find(self, sobject: str, external_ids: Sequence[str]) -> dict[str, str]:
-        """Ids of rows already carrying these alternate-key values."""
+        """Ids of rows already there for these external ids: by alternate key, or by the
+        primary key derived from the id on a table without one (notes). SharePoint files
+        are never looked up: their upload overwrites, so sending one again is harmless."""
+        if sobject == SHAREPOINT_FILES:
+            return {}
         info = await self._known_table(sobject)
-        key = self.external_id_field
         found: dict[str, str] = {}
         for chunk in _chunks(list(external_ids), self.config.batch_size):
             requests = [
                 BatchRequest(
-                    "GET",
-                    f"{info.entity_set}({key}={_literal(e)})?$select={info.primary_id}",
-                    READ_HEADERS,
+                    "GET", f"{self._row_url(info, e)}?$select={info.primary_id}", READ_HEADERS
                 )
                 for e in chunk
             ]
@@ -610,7 +813,12 @@ class DataverseClient(SessionClient):
 
     async def upload_files(self, sobject: str, uploads: Sequence[FileUpload]) -> list[WriteResult]:
         """Annotations with their content base64-encoded in ``documentbody`` (§2.9), upserted
-        like any row — so a retried upload never makes a second note."""
+        like any row — so a retried upload never makes a second note. New content for a
+        note written before (``replaces``) PATCHes that same note: its documentbody,
+        filename and mimetype, the create-only columns left out. SharePoint files go to
+        their record's folder (:meth:`_upload_to_sharepoint`)."""
+        if sobject == SHAREPOINT_FILES:
+            return await self._upload_to_sharepoint(uploads)
         info = await self._known_table(sobject)
         key = self.external_id_field
         if "documentbody" not in info.attributes:
@@ -629,15 +837,155 @@ class DataverseClient(SessionClient):
         for batch in pack(
             uploads, attrgetter("size_bytes"), FILE_BATCH_BYTES, self.config.batch_size
         ):
-            rows = [
-                {
-                    **u.fields,
-                    "documentbody": base64.b64encode(u.content.read_bytes()).decode(),
-                }
+            rows = [_file_row(info, u) for u in batch]
+            urls = [
+                f"{info.entity_set}({u.replaces})"
+                if u.replaces
+                else self._row_url(info, str(u.fields[key]))
                 for u in batch
             ]
-            results.extend(await self._upsert_chunk(info, rows))
+            results.extend(await self._upsert_chunk(info, rows, urls))
         return results
+
+    # -- SharePoint document management ----------------------------------------
+
+    async def _sharepoint_files_info(self) -> ObjectInfo | None:
+        """What a SharePoint file payload carries: the record's table (whose library holds
+        its folder) and the folder's relativeurl; None without a configured site. The site
+        must be known to the org: the schema gate finds it here, before any write."""
+        if self.sharepoint is None:
+            return None
+        await self._site_id()
+        return ObjectInfo(
+            name=SHAREPOINT_FILES,
+            fields=frozenset({self.external_id_field, *SHAREPOINT_FILE_FIELDS}),
+            required=frozenset(SHAREPOINT_FILE_FIELDS),
+            references={},
+        )
+
+    async def _upload_to_sharepoint(self, uploads: Sequence[FileUpload]) -> list[WriteResult]:
+        """Each file into its record's folder (made first; an existing one is fine), with
+        overwrite, so a retry or a rerun lands on the same file. A new version of a file
+        written before (``replaces``: its server-relative URL) overwrites that file. The
+        destination id is the file's server-relative URL: what a later version overwrites
+        and what a rollback deletes (``GetFileByServerRelativeUrl(…)``). A few files at
+        once; the SharePoint governor paces them."""
+        results: list[WriteResult] = []
+        for chunk in _chunks(list(uploads), SHAREPOINT_PARALLEL_UPLOADS):
+            results.extend(await asyncio.gather(*(self._sharepoint_file(u) for u in chunk)))
+        return results
+
+    async def _sharepoint_file(self, upload: FileUpload) -> WriteResult:
+        assert self.sharepoint is not None
+        ext = str(upload.fields[self.external_id_field])
+        if upload.size_bytes > MAX_SIMPLE_UPLOAD_BYTES:
+            return WriteResult(
+                ext, None, None, "sharepoint_file_too_large",
+                f"{upload.filename} is {upload.size_bytes} bytes, over the "
+                f"{MAX_SIMPLE_UPLOAD_BYTES}-byte SharePoint upload request limit; crmlift does "
+                "not do chunked uploads yet: upload it by hand; it stays in the blob store",
+            )  # fmt: skip
+        try:
+            if upload.replaces:
+                folder, _, name = upload.replaces.rpartition("/")
+            else:
+                folder = await self._record_folder(upload.fields)
+                name = upload.filename
+            await self.sharepoint.ensure_folder(folder)
+            added = await self.sharepoint.add_file(folder, name, upload.content)
+        except (SharePointRefused, UnknownLookup) as exc:
+            return WriteResult(ext, None, None, "sharepoint_refused", f"{upload.filename}: {exc}")
+        log.info("dataverse.sharepoint_file", file=added.get("ServerRelativeUrl"),
+                 bytes=upload.size_bytes)  # fmt: skip
+        return WriteResult(ext, str(added["ServerRelativeUrl"]), upload.replaces is None)
+
+    async def _record_folder(self, fields: Mapping[str, Any]) -> str:
+        """``<site path>/<library>/<folder>``: the record's folder under its table's
+        document library, as Dataverse builds a location's URL from its parents."""
+        assert self.config.sharepoint is not None
+        _, library = await self._library_location(str(fields["library"]))
+        return f"{self.config.sharepoint.site_path}/{library}/{fields['folder']}"
+
+    async def _with_libraries(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> list[Mapping[str, Any]]:
+        """Location rows whose parent names a table's library (``keys.library_ref``) get
+        that library location's id."""
+        out: list[Mapping[str, Any]] = []
+        for record in records:
+            named = {k: library_table(v) for k, v in record.items()}
+            if not any(named.values()):
+                out.append(record)
+                continue
+            row = dict(record)
+            for name, table in named.items():
+                if table is not None:
+                    row[name] = (await self._library_location(table))[0]
+            out.append(row)
+        return out
+
+    async def _library_location(self, table: str) -> tuple[str, str]:
+        """(id, relativeurl) of ``table``'s document library location: the location under
+        the site whose relativeurl is the table's logical name, as enabling document
+        management makes it ("Manage your documents using SharePoint",
+        https://learn.microsoft.com/power-platform/admin/manage-documents-using-sharepoint;
+        sharepointdocumentlocation reference,
+        https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/sharepointdocumentlocation).
+        Created when absent; its SharePoint library must exist (the setup makes it)."""
+        async with self._library_lock:
+            if table in self._libraries:
+                return self._libraries[table]
+            site = await self._site_id()
+            query = (
+                f"{LOCATION_SET}?$select=sharepointdocumentlocationid,relativeurl,"
+                f"_parentsiteorlocation_value&$filter=relativeurl eq {_literal(table)}"
+            )
+            rows = (await self._json(query, f"library location of {table}"))["value"]
+            found = [r for r in rows if str(r.get("_parentsiteorlocation_value")) == site]
+            if found:
+                location = (str(found[0]["sharepointdocumentlocationid"]), table)
+            else:
+                location = (await self._new_library_location(table, site), table)
+            self._libraries[table] = location
+            return location
+
+    async def _new_library_location(self, table: str, site: str) -> str:
+        info = await self._known_table(LOCATION_TABLE)
+        row = {
+            self.external_id_field: f"library:{table}",
+            "name": f"Documents on Default Site ({table})",
+            "relativeurl": table,
+            lookup_key("parentsiteorlocation", "sharepointsite"): site,
+        }
+        [result] = await self._upsert_chunk(info, [row])
+        if not result.ok or result.destination_id is None:
+            raise UnknownLookup(
+                LOCATION_TABLE, table, f"its library location could not be made: "
+                f"{result.error_code} {result.error_message}",
+            )  # fmt: skip
+        log.info("dataverse.library_location_created", table=table, id=result.destination_id)
+        return result.destination_id
+
+    async def _site_id(self) -> str:
+        """The ``sharepointsite`` row of the configured site: the operator's id, else the
+        row whose absoluteurl is the site's URL."""
+        config = self.config.sharepoint
+        assert config is not None
+        if config.site_id:
+            return config.site_id
+        wanted = config.site_url.rstrip("/").lower()
+        path = "sharepointsites?$select=sharepointsiteid,absoluteurl"
+        while path:
+            page = await self._json(path, "sharepointsites")
+            for site in page["value"]:
+                if str(site.get("absoluteurl") or "").rstrip("/").lower() == wanted:
+                    return str(site["sharepointsiteid"])
+            path = str(page.get("@odata.nextLink") or "").split(API_PATH, 1)[-1]
+        raise UnknownLookup(
+            "sharepointsite", config.site_url,
+            "no SharePoint site row has this absoluteurl: set up document management "
+            "(Settings → Document management) or give [mapping] sharepoint_site_id",
+        )  # fmt: skip
 
     async def recover(
         self, job_id: str, sobject: str, external_ids: Sequence[str]
@@ -649,13 +997,115 @@ class DataverseClient(SessionClient):
         return [WriteResult(ext, ident, None) for ext, ident in found.items()]
 
 
+def _not_moved(record: Mapping[str, Any], key: str) -> WriteResult:
+    """A SharePoint file whose record or name changed but not its content: crmlift uploads
+    content, it does not move files between folders."""
+    return WriteResult(
+        str(record[key]), None, None, "sharepoint_file_moved",
+        f"the file now belongs in folder {record.get('folder')} of {record.get('library')}; "
+        "crmlift does not move SharePoint files: move it by hand",
+    )  # fmt: skip
+
+
 def _with_content_id(request: BatchRequest, content_id: str) -> BatchRequest:
     return BatchRequest(request.method, request.url, request.headers, request.body, content_id)
+
+
+def _numbered(operations: Sequence[_Operation]) -> list[list[BatchRequest]]:
+    """The ``$batch`` groups: a GET alone at top level (a changeset cannot hold one), every
+    write operation its own changeset, Content-IDs unique across the batch."""
+    numbers = itertools.count(1)
+    return [
+        list(op.requests)
+        if op.requests[0].method == "GET"
+        else [_with_content_id(r, str(next(numbers))) for r in op.requests]
+        for op in operations
+    ]
+
+
+def _names_lookup(info: _TableInfo, name: str) -> bool:
+    """Whether a payload field is a lookup: ``column.target``, a column with relationships,
+    or a lookup-typed column (whose relationship may be missing: never a plain value)."""
+    attribute, target = split_lookup_key(name)
+    kind = info.attributes.get(attribute, ("", ""))[0]
+    return target is not None or bool(info.targets(attribute)) or kind in LOOKUP_TYPES
+
+
+def _binding(info: _TableInfo, name: str) -> tuple[str, str]:
+    """(navigation property, target table) of a lookup field, from the relationships."""
+    attribute, target = split_lookup_key(name)
+    if target is None:
+        targets = info.targets(attribute)
+        if len(targets) != 1:
+            reason = (
+                f"a lookup to {' or '.join(sorted(targets))}: the field must name its target"
+                if targets
+                else "a lookup column with no relationship in the metadata"
+            )
+            raise UnknownLookup(info.logical_name, name, reason)
+        target = targets[0]
+    nav = info.relations.get((attribute, target))
+    if nav is None:
+        raise UnknownLookup(
+            info.logical_name, name, f"no relationship from {attribute} to {target}"
+        )
+    return nav, target
+
+
+def _file_row(info: _TableInfo, upload: FileUpload) -> dict[str, Any]:
+    """A note's columns with its content; a new version of a note keeps what only a
+    create may set (``overriddencreatedon``) as it was."""
+    fields = dict(upload.fields)
+    if upload.replaces:
+        fields = {k: v for k, v in fields.items() if k not in info.create_only}
+    return {
+        **fields,
+        "filename": upload.filename,
+        "mimetype": upload.mime_type,
+        "documentbody": base64.b64encode(upload.content.read_bytes()).decode(),
+    }
 
 
 def _literal(value: str) -> str:
     """An OData string literal for a key segment: quotes doubled, then percent-encoded."""
     return "'" + quote(value.replace("'", "''"), safe="") + "'"
+
+
+def _table_info(
+    logical: str,
+    entity: Mapping[str, Any],
+    attributes: Sequence[Mapping[str, Any]],
+    relations: Sequence[Mapping[str, Any]],
+) -> _TableInfo:
+    """What a write needs of a table, from its EntityDefinitions, Attributes and
+    ManyToOneRelationships. ``ownerid`` points at the abstract owner entity; owners are
+    systemusers here (the mapping resolves BackDocket users to them)."""
+    return _TableInfo(
+        logical_name=logical,
+        entity_set=entity["EntitySetName"],
+        primary_id=entity["PrimaryIdAttribute"],
+        attributes={
+            a["LogicalName"]: (
+                str(a.get("AttributeType")),
+                str((a.get("RequiredLevel") or {}).get("Value", "None")),
+            )
+            for a in attributes
+        },
+        relations={
+            (
+                r["ReferencingAttribute"],
+                OWNER_TARGET if r["ReferencedEntity"] == OWNER_ENTITY else r["ReferencedEntity"],
+            ): r["ReferencingEntityNavigationPropertyName"]
+            for r in relations
+        },
+        create_only=frozenset(
+            a["LogicalName"]
+            for a in attributes
+            if a.get("IsValidForCreate") is not False and a.get("IsValidForUpdate") is False
+        ),
+        settings=frozenset(s for s in TABLE_SETTINGS if entity.get(s) is True),
+        is_activity=entity.get("IsActivity") is True,
+    )
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

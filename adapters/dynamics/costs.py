@@ -13,6 +13,10 @@ from collections.abc import Sequence
 
 from adapters.costs import LoadCost, calls, ceil_div, cycled, packed
 from adapters.dynamics.client import FILE_BATCH_BYTES, DataverseConfig
+from adapters.dynamics.keys import SHAREPOINT_FILES
+
+ACTIVITY_TABLES = frozenset({"task", "appointment"})
+"""The activity tables crmlift writes (EntityMetadata IsActivity true)."""
 
 
 def records_cost(table: str, records: int, per_call: int, config: DataverseConfig) -> LoadCost:
@@ -22,6 +26,10 @@ def records_cost(table: str, records: int, per_call: int, config: DataverseConfi
     requests = sum(
         times * ceil_div(size, config.batch_size) for size, times in calls(records, per_call)
     )
+    if table in ACTIVITY_TABLES:
+        # The client reads each chunk's current states first (a closed row is reopened
+        # before it is written): one more ``$batch`` of GETs per chunk.
+        return LoadCost(requests=2 * requests, operations=2 * records)
     return LoadCost(requests=requests, operations=records)
 
 
@@ -37,6 +45,10 @@ def files_cost(
     the lookups' reads are light next to a ``documentbody`` upload.
     """
     cost = LoadCost()
+    if table == SHAREPOINT_FILES:
+        # Uploaded through SharePoint's REST API: nothing counts toward the environment's
+        # service protection or its 24 h entitlement (SharePoint throttles on its own).
+        return cost
     for size, times in calls(records, per_call):
         lookups = ceil_div(size, config.batch_size)
         uploads = packed(cycled(sizes, size), FILE_BATCH_BYTES, config.batch_size)

@@ -22,6 +22,7 @@ import math
 import random
 import re
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -49,6 +50,13 @@ from adapters.dynamics.sim_limits import (
     requests_message,
     time_remaining_header,
 )
+from adapters.dynamics.sim_sharepoint import (
+    SHAREPOINT_API,
+    UNAUTHORIZED_CODE,
+    SharePointError,
+    SharePointSite,
+    sharepoint_call,
+)
 from adapters.dynamics.sim_store import (
     DEFAULT_MAX_ATTACHMENT_BYTES,
     DUPLICATE_MESSAGE,
@@ -56,6 +64,7 @@ from adapters.dynamics.sim_store import (
     ERR_BAD_VALUE,
     ERR_DOES_NOT_EXIST,
     ERR_DUPLICATE_KEY,
+    ERR_INVALID_ARGUMENT,
     ERR_VERSION_MISMATCH,
     LOOKUP_TARGET,
     LOOKUP_TYPES,
@@ -74,14 +83,22 @@ from adapters.dynamics.sim_store import (
     now_iso,
     parse_key,
     public_row,
+    refuse_closed_create,
+    refuse_read_only,
+    require_location_parts,
     settle_state,
     unknown_property,
 )
 from adapters.dynamics.sim_wire import (
     API_ROOT,
+    COLLECTION_OPTIONS,
     ENTITY_PATH,
+    MAX_COUNT,
+    RECORD_OPTIONS,
     Result,
     batch_target,
+    check_query_options,
+    count_wanted,
     entity_path,
     error_result,
     header_value,
@@ -90,6 +107,8 @@ from adapters.dynamics.sim_wire import (
     lookup_name,
     metadata_result,
     next_link,
+    openid_configuration,
+    order_rows,
     page_offset,
     page_size,
     parse_filter,
@@ -171,6 +190,13 @@ class DataverseSimSettings:
     (a 4 MB file is 5.3 MB of Base64); False measures the decoded bytes."""
     token_ttl_seconds: int = TOKEN_TTL_SECONDS
     """Wall seconds a token lives; after that the API answers 401 with a challenge."""
+    sharepoint_site: str | None = None
+    """The org's SharePoint site (``https://firm.sharepoint.com/sites/matters``), or None
+    when document management is not configured. Defaults to the plan's ``sharepoint_site``.
+    When set, the site is a ``sharepointsites`` row, every table with
+    IsDocumentManagementEnabled has a library (a folder named after the table, and a
+    location row under the site), and the simulator serves the SharePoint REST calls of
+    :mod:`adapters.dynamics.sim_sharepoint` under the site's path."""
     latency_seconds: float = 0.0
     fault_seed: int = 0
     fault_503_rate: float = 0.0
@@ -260,6 +286,8 @@ class DataverseSim:
             settings.max_attachment_bytes, settings.attachment_limit_counts_base64
         )
         self._seed_users()
+        site_url = settings.sharepoint_site or (schema or {}).get("sharepoint_site")
+        self.sharepoint = None if site_url is None else self._seed_sharepoint(str(site_url))
 
     def _seed_users(self) -> None:
         """Systemusers with stable ids, so owner GUIDs survive a sim restart."""
@@ -280,10 +308,43 @@ class DataverseSim:
             }
             users.put(ident, row)
 
+    def _seed_sharepoint(self, url: str) -> SharePointSite:
+        """The configured site and one library per document-managed table, as rows too.
+
+        Ids are stable (uuid5), so a client can rediscover them after a sim restart; the
+        library locations regard nothing and sit under the site, as Dataverse's own do.
+        """
+        site = SharePointSite(url)
+        site_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sharepointsite:{url}"))
+        self._store(
+            self.tables["sharepointsites"],
+            site_id,
+            {"name": "Default Site", "absoluteurl": url, "isdefault": True},
+        )
+        locations = self.tables["sharepointdocumentlocations"]
+        for table in self.tables.values():
+            if "IsDocumentManagementEnabled" not in table.settings:
+                continue
+            site.add_library(table.logical_name)
+            ident = str(uuid.uuid5(uuid.NAMESPACE_URL, f"library:{url}/{table.logical_name}"))
+            values = {
+                "name": f"Documents on Default Site 1 ({table.logical_name})",
+                "relativeurl": table.logical_name,
+                "_parentsiteorlocation_value": site_id,
+                f"{LOOKUP_TARGET}_parentsiteorlocation_value": "sharepointsite",
+            }
+            self._store(locations, ident, values)
+        return site
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate], client_max_size=256 * 1024 * 1024)
+        app.router.add_get(
+            "/{tenant}/v2.0/.well-known/openid-configuration", self._openid_configuration
+        )
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._issue_token)
         app.router.add_get("/_sim/state", self._state)
+        app.router.add_route("*", "/" + SHAREPOINT_API + "{tail:.*}", self._sharepoint)
+        app.router.add_route("*", "/{site:.+}/" + SHAREPOINT_API + "{tail:.*}", self._sharepoint)
         app.router.add_route("*", API_ROOT + "{tail:.*}", self._api)
         return app
 
@@ -436,6 +497,14 @@ class DataverseSim:
 
     # -- token (destinations.md §2.1)
 
+    async def _openid_configuration(self, request: web.Request) -> web.Response:
+        """Tenant discovery for MSAL; an unknown tenant is AADSTS90002, as Entra answers."""
+        tenant = request.match_info["tenant"]
+        if tenant != self.settings.tenant_id:
+            return identity_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        document = openid_configuration(f"{request.scheme}://{request.host}", tenant)
+        return web.Response(body=orjson.dumps(document), content_type="application/json")
+
     async def _issue_token(self, request: web.Request) -> web.StreamResponse:
         settings = self.settings
         if request.match_info["tenant"] != settings.tenant_id:
@@ -459,7 +528,10 @@ class DataverseSim:
         if not secrets.compare_digest(secret, expected.encode()):
             return identity_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
         scope = str(form.get("scope", ""))
-        if scope != f"{settings.org_url.rstrip('/')}/.default":
+        # The org answers at its own address too: an SDK given the simulator's URL as
+        # the environment URL asks for ``<that URL>/.default``, as it would for a real org.
+        audiences = {settings.org_url.rstrip("/"), f"{request.scheme}://{request.host}"}
+        if scope not in {f"{audience}/.default" for audience in audiences}:
             return identity_error(
                 400, "invalid_scope", 1002012, f"The provided value for scope {scope} is not valid."
             )
@@ -536,6 +608,8 @@ class DataverseSim:
                 404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{path}'."
             )
         raw_key = match.group("key")
+        collection = raw_key is None and method == "GET"
+        check_query_options(query, COLLECTION_OPTIONS if collection else RECORD_OPTIONS)
         if raw_key is None:
             if method == "GET":
                 return self._query(table, query, headers, origin)
@@ -556,22 +630,25 @@ class DataverseSim:
     def _query(
         self, table: Table, query: Mapping[str, str], headers: Mapping[str, str], origin: str
     ) -> Result:
-        """``$filter`` (eq/and), ``$select``, ``$top``, pages of ``odata.maxpagesize``."""
+        """``$filter`` (eq/and), ``$select``, ``$orderby``, ``$top``, ``$count``, pages of
+        ``odata.maxpagesize`` (sim_wire refuses every other option)."""
         wanted = parse_filter(query.get("$filter"))
         for name in wanted:
             if name not in table.attributes and lookup_name(name) not in table.attributes:
                 raise unknown_property(table, name)
         select = select_columns(table, query)
         annotate = prefers(headers, "odata.include-annotations")
-        rows = self._matching(table, wanted)
+        rows = order_rows(table, self._matching(table, wanted), query.get("$orderby"))
         top = parse_top(query.get("$top"))
         size = page_size(headers) if top is None else top
         offset = page_offset(query) if top is None else 0
+        context = f"{origin}{API_ROOT}$metadata#{table.entity_set}"
+        payload: dict[str, Any] = {"@odata.context": context}
+        if count_wanted(query):
+            total = sum(1 for _ in self._matching(table, wanted))
+            payload["@odata.count"] = min(total, MAX_COUNT)
         page = list(islice(rows, offset, offset + size + 1))
-        payload: dict[str, Any] = {
-            "@odata.context": f"{origin}{API_ROOT}$metadata#{table.entity_set}",
-            "value": [public_row(table, row, select, annotate) for row in page[:size]],
-        }
+        payload["value"] = [public_row(table, row, select, annotate) for row in page[:size]]
         if len(page) > size and top is None:
             payload["@odata.nextLink"] = next_link(
                 origin, table.entity_set, query, offset + size, size
@@ -641,11 +718,29 @@ class DataverseSim:
             attr = table.attributes.get(name)
             if attr is None:
                 raise unknown_property(table, name)
+            if not creating and not attr.updatable and name != table.primary_id:
+                raise self._create_only(table, name)
             if attr.writable:
                 values[name] = check_value(table, attr, value, self._policy)
         if "overriddencreatedon" in values and creating:
             values["createdon"] = values["overriddencreatedon"]
         return values
+
+    @staticmethod
+    def _create_only(table: Table, name: str) -> DataverseError:
+        """A column whose metadata says IsValidForUpdate false, sent on an update.
+
+        Strict where the docs are silent on the answer: the attribute metadata
+        (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/
+        attributemetadata, IsValidForUpdate) says the column cannot be updated, and
+        ``overriddencreatedon`` is documented as set on create only (import-data docs).
+        """
+        return DataverseError(
+            400,
+            ERR_INVALID_ARGUMENT,
+            f"The '{name}' attribute of the '{table.logical_name}' entity is not valid for "
+            "update (IsValidForUpdate is false): send it on create only.",
+        )
 
     def _bind(self, table: Table, nav: str, value: Any, values: dict[str, Any]) -> None:
         target_info = table.navigation.get(nav)
@@ -720,6 +815,7 @@ class DataverseSim:
             row["versionnumber"] = existing["versionnumber"] + 1
         row["modifiedon"] = stamp
         computed_columns(table, row)
+        require_location_parts(table, ident, row)
         if table.key_conflict(ident, row):
             raise self._duplicate()
         self._remember(table, ident)
@@ -756,6 +852,7 @@ class DataverseSim:
         ident = values.pop(table.primary_id, None) or str(uuid.uuid4())
         if ident in table.rows:
             raise self._duplicate()
+        refuse_closed_create(table, ident, values)
         row = self._store(table, ident, values)
         entity_id = f"{origin}{API_ROOT}{table.entity_set}({ident})"
         return self._written(table, row, 201, entity_id, headers, query)
@@ -774,12 +871,15 @@ class DataverseSim:
         self._check_conditions(table, key, ident, headers)
         values = self._values(table, body, creating=ident is None)
         values.pop(table.primary_id, None)
+        target = ident or (key if isinstance(key, str) else str(uuid.uuid4()))
+        if ident is None:
+            refuse_closed_create(table, target, values)
+        else:
+            refuse_read_only(table, ident, values, table.rows[ident])
         if isinstance(key, dict):
             values.update(self._key_columns(table, key))
         created = ident is None
-        row = self._store(
-            table, ident or (key if isinstance(key, str) else str(uuid.uuid4())), values
-        )
+        row = self._store(table, target, values)
         entity_id = f"{origin}{API_ROOT}{table.entity_set}({raw_key})"
         return self._written(table, row, 201 if created else 200, entity_id, headers, query)
 
@@ -914,6 +1014,42 @@ class DataverseSim:
             answers.append(answer)
         return answers
 
+    # -- SharePoint (document management's files)
+
+    async def _sharepoint(self, request: web.Request) -> web.Response:
+        """A SharePoint REST call on the configured site, with a token this server issued.
+
+        Real SharePoint wants a token for its own resource (``https://<tenant>.sharepoint
+        .com/.default``); the simulator accepts any live token it granted.
+        """
+        site = self.sharepoint
+        path = "/" + request.match_info.get("site", "").strip("/")
+        try:
+            if site is None or path.rstrip("/").lower() != site.path.lower():
+                raise SharePointError(404, "404", f"No SharePoint site at '{path}'.")
+            if isinstance(self._authenticate(request), web.Response):
+                raise SharePointError(401, UNAUTHORIZED_CODE, "Access denied.")
+            body = await request.read()
+            payload: Any = None
+            if request.content_type == "application/json" and body:
+                payload = orjson.loads(body)
+            status, answer = sharepoint_call(
+                site, request.method, request.match_info["tail"], body, payload
+            )
+        except (SharePointError, orjson.JSONDecodeError) as error:
+            if not isinstance(error, SharePointError):
+                error = SharePointError(400, "-1", f"Invalid JSON. {error}")
+            status, answer = error.status, error.body()
+        return web.Response(
+            status=status, body=orjson.dumps(answer), content_type="application/json"
+        )
+
+    def sharepoint_files(self) -> dict[str, bytes]:
+        """Every uploaded file's bytes by server-relative URL (empty without a site)."""
+        if self.sharepoint is None:
+            return {}
+        return {f.server_relative_url: f.content for f in self.sharepoint.files.values()}
+
     # -- the truth, for tests
 
     async def _state(self, request: web.Request) -> web.Response:
@@ -921,6 +1057,7 @@ class DataverseSim:
         payload = {
             "tables": {name: len(table.rows) for name, table in self.tables.items()},
             "stats": self.stats.as_dict(),
+            "sharepoint": None if self.sharepoint is None else self.sharepoint.state(),
             "users": {
                 client: {
                     "requests": caller.requests.total(now),
@@ -934,10 +1071,17 @@ class DataverseSim:
 
 
 async def serve(
-    sim: DataverseSim, host: str = "127.0.0.1", port: int = 0
+    sim: DataverseSim,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
-    """Start ``sim`` on ``host:port`` (0: any free port); the caller cleans up the runner."""
-    return await serve_app(sim.app(), host, port)
+    """Start ``sim`` on ``host:port`` (0: any free port); the caller cleans up the runner.
+
+    With ``ssl_context`` it serves HTTPS — what Microsoft's Dataverse SDK and MSAL
+    require (both refuse a plain-HTTP environment or authority).
+    """
+    return await serve_app(sim.app(), host, port, ssl_context)
 
 
 async def run_forever(
@@ -946,9 +1090,10 @@ async def run_forever(
     host: str,
     port: int,
     on_ready: Callable[[str], None],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve a fresh org until cancelled, then shut the server down."""
-    runner, base_url = await serve(DataverseSim(schema, settings), host, port)
+    runner, base_url = await serve(DataverseSim(schema, settings), host, port, ssl_context)
     try:
         on_ready(base_url)
         await asyncio.Event().wait()

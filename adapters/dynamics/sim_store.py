@@ -43,6 +43,25 @@ ERR_STATE_STATUS = "0x80048408"
 """'<n> is not a valid status code for state code <Table>State.<State> ...' (field reports)."""
 ERR_ATTACHMENT_SIZE = "0x80044a02"
 """'Attachment file size is too big.' (Dataverse docs, attachment-annotation-files)."""
+ERR_INVALID_ARGUMENT = "0x80040203"
+"""InvalidArgument (web-service-error-codes). Used [INFER] for a write the platform refuses
+without a documented code of its own: an update of a closed activity (field reports quote
+the message "Cannot update Closed or Cancelled Activity", e.g.
+github.com/seanmcne/Microsoft.Xrm.Data.PowerShell/issues/222) and a column sent on update
+whose metadata says ``IsValidForUpdate: false``. Clients should act on the status and
+message, not on this code."""
+
+STATE_STATUS_MESSAGE = (
+    "State code is invalid or state code is valid but status code is invalid for a specified "
+    "state code."
+)
+"""InvalidStateCodeStatusCode (0x80048408) as the SDK's error table words it."""
+CLOSED_ACTIVITY_MESSAGE = "Cannot update Closed or Cancelled Activity"
+KEY_FORBIDDEN_CHARACTERS = frozenset("/#<>*%&:\\?+")
+"""Characters an alternate-key value cannot carry in a key URL: "If the data within a column
+that is used in an alternate key contains one of the following characters /, #, <, >, *, %,
+&, :, \\, ?, + then GET or PATCH actions won't work"
+(https://learn.microsoft.com/power-apps/maker/data-platform/define-alternate-keys-portal)."""
 
 DUPLICATE_MESSAGE = "A record with matching key values already exists."
 VERSION_MESSAGE = (
@@ -156,6 +175,15 @@ class Attribute:
     """Navigation properties carry the target's name (``parentcustomerid_account``)."""
     option_set: str | None = None
     display_name: str | None = None
+    updatable: bool = True
+    """False for create-only columns (``overriddencreatedon``, the primary id): metadata says
+    ``IsValidForUpdate: false`` and the simulator refuses them on update."""
+    schema_name: str | None = None
+    """The case-sensitive SchemaName; a custom lookup's is also its navigation property."""
+
+    @property
+    def schema(self) -> str:
+        return self.schema_name or self.logical_name
 
     @property
     def column(self) -> str:
@@ -175,14 +203,15 @@ class Attribute:
             "@odata.type": f"#Microsoft.Dynamics.CRM.{type_name}",
             "MetadataId": metadata_id(entity, self.logical_name),
             "LogicalName": self.logical_name,
-            "SchemaName": self.logical_name,
+            "SchemaName": self.schema,
             "EntityLogicalName": entity,
             "AttributeType": attribute_type,
             "AttributeTypeName": {"Value": f"{type_name.removesuffix('AttributeMetadata')}Type"},
             "RequiredLevel": {"Value": self.required_level},
             "IsCustomAttribute": self.custom,
             "IsValidForCreate": self.writable,
-            "IsValidForUpdate": self.writable,
+            "IsValidForUpdate": self.writable and self.updatable,
+            "IsValidForRead": True,
             "DisplayName": label(self.display_name or self.logical_name),
         }
         meta.update(self._type_metadata())
@@ -239,6 +268,9 @@ class Table:
     owned: bool = True
     navigation: dict[str, tuple[str, str]] = field(default_factory=dict)
     """``navprop -> (lookup attribute, target logical name)`` for ``@odata.bind``."""
+    settings: frozenset[str] = frozenset()
+    """Which of :data:`TABLE_SETTINGS` are on (EntityMetadata HasActivities, HasNotes,
+    IsDocumentManagementEnabled)."""
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     _indexes: dict[tuple[str, ...], Index] = field(default_factory=dict)
 
@@ -265,7 +297,9 @@ class Table:
             "PrimaryNameAttribute": self.primary_name,
             "IsCustomEntity": self.custom,
             "IsActivity": self.logical_name in ACTIVITIES,
+            "IsPrivate": False,  # what the Dataverse SDK's tables.list() filters on
             "OwnershipType": "UserOwned" if self.owned else "OrganizationOwned",
+            **{name: name in self.settings for name in TABLE_SETTINGS},
         }
 
     def keys_metadata(self) -> list[dict[str, Any]]:
@@ -376,6 +410,7 @@ STATES: Mapping[str, StateTable] = {
     "account": ACTIVE_INACTIVE,
     "contact": ACTIVE_INACTIVE,
     "sharepointdocumentlocation": ACTIVE_INACTIVE,
+    "sharepointsite": ACTIVE_INACTIVE,
     "lead": (
         (0, "Open", ((1, "New"), (2, "Contacted"))),
         (1, "Qualified", ((3, "Qualified"),)),
@@ -424,11 +459,16 @@ def _state_columns(states: StateTable) -> list[Attribute]:
     ]
 
 
-def _standard_columns(
-    regarding: tuple[str, ...], objects: tuple[str, ...]
-) -> dict[str, list[Attribute]]:
-    """The standard columns a loader writes, with their real types and lengths."""
-    regarding_lookup = _lookup("regardingobjectid", *regarding, polymorphic=True)
+def _standard_columns(enabled: Mapping[str, Sequence[str]]) -> dict[str, list[Attribute]]:
+    """The standard columns a loader writes, with their real types and lengths.
+
+    ``enabled`` names, per table setting, the tables that have it on: an activity's
+    regarding, a note's object and a document location's regarding can point only there
+    (no relationship exists to any other table, so no navigation property either).
+    """
+    regarding_lookup = _lookup("regardingobjectid", *enabled[HAS_ACTIVITIES], polymorphic=True)
+    objects = enabled[HAS_NOTES]
+    documents = enabled[DOCUMENT_MANAGEMENT]
     return {
         "account": [
             _s("name", 160, required=True),
@@ -519,8 +559,20 @@ def _standard_columns(
             _s("name", 160, required=True),
             _s("relativeurl", 255),
             _s("absoluteurl", 2000),
-            regarding_lookup,
-            _lookup("parentsiteorlocation", "sharepointdocumentlocation", polymorphic=True),
+            _lookup("regardingobjectid", *documents, polymorphic=True),
+            _lookup(
+                "parentsiteorlocation",
+                "sharepointsite",
+                "sharepointdocumentlocation",
+                polymorphic=True,
+            ),
+        ],
+        "sharepointsite": [
+            _s("name", 160, required=True),
+            _s("absoluteurl", 2000),
+            _s("relativeurl", 255),
+            _typed("isdefault", "Boolean"),
+            _lookup("parentsite", "sharepointsite"),
         ],
         "systemuser": [
             _s("fullname", 200),
@@ -540,6 +592,7 @@ STANDARD_TABLES = (
     "appointment",
     "annotation",
     "sharepointdocumentlocation",
+    "sharepointsite",
     "systemuser",
 )
 PRIMARY_NAMES: Mapping[str, str] = {
@@ -551,10 +604,34 @@ PRIMARY_NAMES: Mapping[str, str] = {
     "appointment": "subject",
     "annotation": "subject",
     "sharepointdocumentlocation": "name",
+    "sharepointsite": "name",
     "systemuser": "fullname",
 }
 UNOWNED = frozenset({"systemuser"})
 """Business-owned tables: no ownerid."""
+
+HAS_ACTIVITIES = "HasActivities"
+HAS_NOTES = "HasNotes"
+DOCUMENT_MANAGEMENT = "IsDocumentManagementEnabled"
+TABLE_SETTINGS = (HAS_ACTIVITIES, HAS_NOTES, DOCUMENT_MANAGEMENT)
+"""EntityMetadata properties a schema plan may set per table (booleans, same names):
+https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/entitymetadata.
+A custom table has none unless its maker ticked them ("CreateEntityRequest.HasNotes ...
+The default is false", and likewise HasActivities)."""
+STANDARD_SETTINGS: Mapping[str, frozenset[str]] = {
+    **{name: frozenset(TABLE_SETTINGS) for name in ("account", "contact", "lead", "opportunity")},
+    **{name: frozenset({HAS_NOTES}) for name in ACTIVITIES},
+}
+"""What a fresh Sales org has on: account, contact, lead and opportunity take activities,
+notes and documents (their Timeline and Documents tabs); activities take notes. The plan
+may still switch one off, as an admin may."""
+NO_CUSTOM_COLUMNS = frozenset({"annotation"})
+"""Tables that take no custom columns (so no alternate key either): the Note table's
+metadata has CanCreateAttributes false
+(https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation).
+Plan columns and keys for them are not deployed, as the admin could not create them."""
+CLOSED_STATES: Mapping[str, frozenset[int]] = {name: frozenset({1, 2}) for name in ACTIVITIES}
+"""Completed (1) and Canceled (2) activities: read-only, and never created so."""
 
 
 # -- the schema plan ----------------------------------------------------------------------
@@ -636,7 +713,49 @@ def plan_attribute(name: str, spec: Mapping[str, Any], tables: Iterable[str]) ->
         polymorphic=len(targets) > 1,
         option_set=spec.get("option_set"),
         display_name=spec.get("label"),
+        schema_name=lookup_schema_name(name, spec) if kind == "Lookup" else None,
     )
+
+
+def lookup_schema_name(name: str, spec: Mapping[str, Any]) -> str:
+    """A custom lookup's SchemaName: the plan's ``schema_name``, else derived.
+
+    The maker portal derives a SchemaName from the display name ("Matter" on publisher
+    ``crm`` gives ``crm_Matter``) and the LogicalName is its lower case. From a logical
+    name alone the word breaks are lost, so the derivation here capitalises the part after
+    the prefix and a trailing ``id`` (``crm_matterid`` → ``crm_MatterId``). Either way the
+    navigation property is this SchemaName, case-sensitive
+    (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api),
+    so a client must read it from ManyToOneRelationships, never build it.
+    """
+    given = spec.get("schema_name")
+    if given is not None:
+        if not isinstance(given, str) or given.lower() != name:
+            raise ValueError(f"column {name}: schema_name {given!r} must be {name!r} in any case")
+        return given
+    prefix, _, rest = name.partition("_")
+    if not rest:
+        return name
+    pascal = rest[:1].upper() + rest[1:]
+    if pascal.endswith("id") and len(pascal) > 2:
+        pascal = pascal[:-2] + "Id"
+    return f"{prefix}_{pascal}"
+
+
+def _plan_settings(name: str, spec: Mapping[str, Any]) -> frozenset[str]:
+    """The table settings a plan switches on or off; absent ones keep the org's default."""
+    chosen = set(STANDARD_SETTINGS.get(name, frozenset()))
+    for setting in TABLE_SETTINGS:
+        value = spec.get(setting)
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            raise ValueError(f"table {name}: {setting} must be true or false")
+        if value:
+            chosen.add(setting)
+        else:
+            chosen.discard(setting)
+    return frozenset(chosen)
 
 
 def _plan_tables(schema: Mapping[str, Any], prefix: str) -> dict[str, Mapping[str, Any]]:
@@ -655,13 +774,18 @@ def _plan_tables(schema: Mapping[str, Any], prefix: str) -> dict[str, Mapping[st
 
 
 def _system_columns(logical: str, owned: bool, states: StateTable | None) -> list[Attribute]:
-    """What every table has: id, audit stamps, owner, row version, status."""
+    """What every table has: id, audit stamps, owner, row version, status.
+
+    The primary id and ``overriddencreatedon`` are create-only (IsValidForCreate true,
+    IsValidForUpdate false, as e.g. the account reference lists them:
+    https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/account).
+    """
     primary = "activityid" if logical in ACTIVITIES else f"{logical}id"
     columns = [
-        _typed(primary, "Uniqueidentifier"),
+        Attribute(primary, "Uniqueidentifier", updatable=False),
         _typed("createdon", "DateTime", writable=False),
         _typed("modifiedon", "DateTime", writable=False),
-        _typed("overriddencreatedon", "DateTime"),
+        Attribute("overriddencreatedon", "DateTime", updatable=False),
         _typed("versionnumber", "BigInt", writable=False),
     ]
     if owned:
@@ -694,13 +818,16 @@ def _navigation(table: Table) -> dict[str, tuple[str, str]]:
 
     ``parentcustomerid_account``, ``objectid_contact``; an activity's regarding also
     names the activity (``regardingobjectid_account_task``) (destinations.md §2.2).
+    A custom lookup's is its SchemaName (``crm_MatterId``), case and all; a standard
+    lookup's is its logical name (``parentaccountid``).
     """
     navs: dict[str, tuple[str, str]] = {}
     for attr in table.attributes.values():
         if attr.kind not in LOOKUP_TYPES:
             continue
         if not attr.polymorphic:
-            navs[attr.logical_name] = (attr.logical_name, attr.targets[0])
+            nav = attr.schema if attr.custom else attr.logical_name
+            navs[nav] = (attr.logical_name, attr.targets[0])
             continue
         suffix = f"_{table.logical_name}" if table.logical_name in ACTIVITIES else ""
         for target in attr.targets:
@@ -712,20 +839,23 @@ def build_tables(schema: Mapping[str, Any] | None, default_prefix: str) -> dict[
     """Every table the simulated org has, by entity set name.
 
     Without ``schema`` the org is a fresh one: standard tables and columns only.
-    With it, the plan's custom tables, columns and alternate keys are deployed too;
-    custom tables can be regarded by activities and carry notes.
+    With it, the plan's custom tables, columns and alternate keys are deployed too, and
+    each table's HasActivities / HasNotes / IsDocumentManagementEnabled decide which
+    tables activities, notes and document locations can point at.
     """
     plan = schema or {}
     prefix = str(plan.get("publisher_prefix") or default_prefix)
     planned = _plan_tables(plan, prefix)
     custom = tuple(name for name, spec in planned.items() if spec.get("custom"))
-    basics = ("account", "contact", "lead", "opportunity")
-    columns = _standard_columns((*basics, *custom), (*basics, "task", "appointment", *custom))
     names = (*STANDARD_TABLES, *custom)
+    settings = {name: _plan_settings(name, planned.get(name, {})) for name in names}
+    enabled = {s: [name for name in names if s in settings[name]] for s in TABLE_SETTINGS}
+    columns = _standard_columns(enabled)
     tables: dict[str, Table] = {}
     for logical in names:
         spec = planned.get(logical, {})
         table = _table(logical, spec, columns.get(logical, []), names, prefix)
+        table.settings = settings[logical]
         tables[table.entity_set] = table
     return tables
 
@@ -742,6 +872,8 @@ def _table(
     states = ACTIVE_INACTIVE if is_custom else STATES.get(logical)
     attributes = {a.logical_name: a for a in [*_system_columns(logical, owned, states), *standard]}
     primary_name = PRIMARY_NAMES.get(logical, f"{prefix}_name")
+    if logical in NO_CUSTOM_COLUMNS:
+        spec = {k: v for k, v in spec.items() if k not in ("columns", "alternate_keys")}
     for name, column in spec.get("columns", {}).items():
         if name in attributes or not deployable(column, names):
             continue
@@ -787,7 +919,27 @@ def parse_key(raw: str) -> str | dict[str, Any]:
         position = match.end()
     if not values:
         raise DataverseError(400, ERR_BAD_PROPERTY, "Empty key segment '()'.")
+    for name, value in values.items():
+        _check_key_characters(name, value)
     return values
+
+
+def _check_key_characters(name: str, value: Any) -> None:
+    """Refuse a key value the docs say GET/PATCH cannot address (:data:`KEY_FORBIDDEN_CHARACTERS`).
+
+    What a real org answers is not documented (routing fails before Dataverse sees the
+    key); the strictest plausible answer is a 400 naming the value, as here.
+    """
+    if not isinstance(value, str):
+        return
+    found = sorted({c for c in value if c in KEY_FORBIDDEN_CHARACTERS})
+    if found:
+        raise DataverseError(
+            400,
+            ERR_BAD_VALUE,
+            f"Bad Request - Invalid key value {name}='{value}': an alternate-key value in a "
+            f"URL cannot contain {' '.join(found)} (any of / # < > * % & : \\ ? +).",
+        )
 
 
 def literal(token: str) -> Any:
@@ -846,9 +998,10 @@ def check_value(
         return None
     check = _CHECKS.get(attr.kind)
     if check is None:
-        raise DataverseError(
-            400, ERR_BAD_PROPERTY, f"Set '{attr.logical_name}' through its @odata.bind property."
-        )
+        # A lookup is no structural property of the entity type: only its navigation
+        # property (with @odata.bind) and the read-only _x_value are (Web API: "Associate
+        # table rows on create", create-entity-web-api#associate-table-rows-on-create).
+        raise unknown_property(table, attr.logical_name)
     return check(table, attr, value, policy)
 
 
@@ -1047,11 +1200,111 @@ def settle_state(
         )
 
 
+def _target_state(table: Table, values: Mapping[str, Any]) -> int | None:
+    """The statecode a write asks for, directly or through a status reason's state."""
+    state = values.get("statecode")
+    if state is not None:
+        return int(state)
+    status_attr = table.attributes.get("statuscode")
+    status = values.get("statuscode")
+    option = status_attr.option(status) if status_attr is not None and status is not None else None
+    return option.state if option is not None else None
+
+
+def refuse_closed_create(table: Table, ident: str, values: Mapping[str, Any]) -> None:
+    """An activity is created open, never Completed or Canceled: 0x80048408.
+
+    The platform creates a row in its default state (statecode is IsValidForCreate false
+    on activities, e.g. task: learn.microsoft.com/power-apps/developer/data-platform/
+    reference/entities/task#BKMK_StateCode) and a closed status reason does not belong to
+    the open state, so a closed create fails with InvalidStateCodeStatusCode. A closed
+    statecode alone is refused too: silently creating the row open would hide the loss.
+    """
+    closed = CLOSED_STATES.get(table.logical_name)
+    state = _target_state(table, values)
+    if closed is None or state not in closed:
+        return
+    label = _state_option(table.attributes["statecode"], state).label
+    raise DataverseError(
+        400,
+        ERR_STATE_STATUS,
+        f"{STATE_STATUS_MESSAGE} A {table.logical_name} cannot be created {label} "
+        f"(record {ident}): create it open, then set statecode and statuscode.",
+    )
+
+
+def refuse_read_only(
+    table: Table, ident: str, values: Mapping[str, Any], existing: Mapping[str, Any]
+) -> None:
+    """A Completed or Canceled activity is read-only: the only update it takes is a reopen.
+
+    Strict where the docs are silent: a reopen carries statecode/statuscode alone (write
+    the other columns once it is open, then close it again), and a move from one closed
+    state to another is refused too.
+    """
+    closed = CLOSED_STATES.get(table.logical_name)
+    if closed is None or existing.get("statecode") not in closed or not values:
+        return
+    others = sorted(
+        name
+        for name in values
+        if name not in ("statecode", "statuscode") and not name.startswith(LOOKUP_TARGET)
+    )
+    if not others and _target_state(table, values) not in closed:
+        return
+    label = _state_option(table.attributes["statecode"], existing["statecode"]).label
+    change = f"it writes {', '.join(others)}" if others else "it does not reopen it"
+    raise DataverseError(
+        400,
+        ERR_INVALID_ARGUMENT,
+        f"{CLOSED_ACTIVITY_MESSAGE}: {table.logical_name} {ident} is {label} and read-only, "
+        f"and this update is refused because {change}. Reopen it first (statecode 0, "
+        "nothing else), then write, then close it again.",
+    )
+
+
 def _state_option(attr: Attribute, state: int) -> Option:
     option = attr.option(state)
     if option is None:
         raise DataverseError(500, ERR_VALIDATION, f"statecode {state} was not validated")
     return option
+
+
+def require_location_parts(table: Table, ident: str, row: Mapping[str, Any]) -> None:
+    """A document location is a folder: a name under a parent, regarding a record.
+
+    Dataverse resolves a location's folder as its parent site or location's URL plus its
+    ``relativeurl`` (https://learn.microsoft.com/power-apps/developer/data-platform/
+    sharepoint-document-management); a location without either addresses no folder.
+    The Web API does not enforce RequiredLevel, so refusing these is the simulator's
+    strictness where the docs are silent. A location under a site is a table's library
+    and regards nothing; one under a location is a record's folder and must regard it.
+    """
+    if table.logical_name != "sharepointdocumentlocation":
+        return
+    parent = row.get(f"{LOOKUP_TARGET}_parentsiteorlocation_value")
+    missing = [
+        name
+        for name, present in (
+            ("relativeurl", bool(row.get("relativeurl"))),
+            ("parentsiteorlocation", parent is not None),
+            (
+                "regardingobjectid",
+                parent != "sharepointdocumentlocation"
+                or row.get("_regardingobjectid_value") is not None,
+            ),
+        )
+        if not present
+    ]
+    if missing:
+        raise DataverseError(
+            400,
+            ERR_VALIDATION,
+            f"A validation error occurred. The sharepointdocumentlocation {ident} needs "
+            f"{', '.join(missing)}: a document location names a folder (relativeurl) under "
+            "a sharepointsite or another location (parentsiteorlocation), and a record's "
+            "folder regards that record (regardingobjectid).",
+        )
 
 
 def computed_columns(table: Table, row: dict[str, Any]) -> None:

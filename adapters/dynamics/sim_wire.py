@@ -21,9 +21,11 @@ from adapters.dynamics.sim_store import (
     ERR_BAD_PROPERTY,
     ERR_BAD_VALUE,
     ERR_DOES_NOT_EXIST,
+    LOOKUP_TYPES,
     Attribute,
     DataverseError,
     Table,
+    key_value,
     literal,
     metadata_id,
     parse_key,
@@ -78,6 +80,33 @@ def identity_error(status: int, error: str, code: int, description: str) -> web.
         "correlation_id": correlation,
     }
     return web.json_response(payload, status=status, dumps=lambda v: orjson.dumps(v).decode())
+
+
+def openid_configuration(origin: str, tenant: str) -> dict[str, Any]:
+    """The tenant's OpenID configuration document, with the simulator as the authority.
+
+    MSAL (under azure-identity) reads it before any token request ("tenant discovery"):
+    https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc#find-your-apps-openid-configuration-document-uri
+    — the fields and endpoint shapes are those login.microsoftonline.com serves.
+    """
+    authority = f"{origin}/{tenant}"
+    return {
+        "token_endpoint": f"{authority}/oauth2/v2.0/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+        "jwks_uri": f"{origin}/{tenant}/discovery/v2.0/keys",
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": f"{authority}/v2.0",
+        "request_uri_parameter_supported": False,
+        "authorization_endpoint": f"{authority}/oauth2/v2.0/authorize",
+        "device_authorization_endpoint": f"{authority}/oauth2/v2.0/devicecode",
+        "end_session_endpoint": f"{authority}/oauth2/v2.0/logout",
+        "tenant_region_scope": "NA",
+        "cloud_instance_name": "microsoftonline.com",
+    }
 
 
 def prefers(headers: Mapping[str, str], preference: str) -> bool:
@@ -140,6 +169,95 @@ def select_metadata(
         return metadata
     names = {name.strip() for name in raw.split(",")} | set(expanded)
     return {k: v for k, v in metadata.items() if k in names}
+
+
+# -- query options (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview)
+
+COLLECTION_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$count", "$skiptoken"})
+"""What the simulator answers on an entity set; the rest is refused, never ignored."""
+RECORD_OPTIONS = frozenset({"$select"})
+"""On one row (read, or a write's ``return=representation``)."""
+METADATA_OPTIONS = frozenset({"$select", "$filter", "$expand"})
+"""On ``EntityDefinitions``: "There is no paging" (query-metadata-web-api), so no ``$top``."""
+PLATFORM_UNSUPPORTED = frozenset({"$skip", "$search", "$format"})
+""""The Dataverse Web API doesn't support the following OData query options: $skip,
+$search, $format" (query/overview#unsupported-odata-query-options)."""
+_QUERY_PARAMETERS = frozenset({"fetchXml", "savedQuery", "userQuery", "sql"})
+"""Dataverse query parameters that replace the OData options; the simulator runs none."""
+MAX_COUNT = 5000
+"""``@odata.count`` counts matching rows "up to 5,000" (query/count-rows)."""
+
+
+def check_query_options(query: Mapping[str, str], supported: frozenset[str]) -> None:
+    """Refuse a query option the resource does not answer, rather than ignore it.
+
+    Ignoring one returns the wrong rows (unfiltered, unsorted, uncounted) as if they
+    were right. The platform refuses ``$skip``/``$search``/``$format``; for options the
+    platform has but the simulator lacks (``$expand`` on rows, ``$apply``, parameter
+    aliases, FetchXML), the docs are silent on what a mistake costs, so the simulator
+    takes the strictest plausible answer: the same 400 0x80060888 refusal.
+    """
+    for name in query:
+        if not (name.startswith(("$", "@")) or name in _QUERY_PARAMETERS) or name in supported:
+            continue
+        message = f"The query parameter {name} is not supported"
+        if name not in PLATFORM_UNSUPPORTED:
+            message += " by the simulator"
+        raise DataverseError(400, ERR_BAD_PROPERTY, message + ".")
+
+
+_ORDER_TERM = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\s+(?P<dir>asc|desc))?$")
+
+
+def order_rows(
+    table: Table, rows: Iterable[dict[str, Any]], raw: str | None
+) -> Iterable[dict[str, Any]]:
+    """``$orderby=a asc,b desc`` (query/order-rows): strings case-insensitively, choices by
+    value, nulls lowest (SQL Server's order); ties keep insertion order.
+
+    Lookups sort by the related row's primary name on the platform; the simulator does
+    not join, so it refuses them rather than sort by GUID.
+    """
+    if raw is None:
+        return rows
+    terms: list[tuple[str, bool]] = []
+    for part in raw.split(","):
+        match = _ORDER_TERM.match(part.strip())
+        if match is None:
+            raise DataverseError(400, ERR_BAD_PROPERTY, f"Syntax error in $orderby: '{raw}'.")
+        terms.append((_order_column(table, match.group("name")), match.group("dir") == "desc"))
+    ordered = list(rows)
+    for name, descending in reversed(terms):
+        ordered.sort(key=lambda row: _sort_key(row.get(name)), reverse=descending)
+    return ordered
+
+
+def _order_column(table: Table, name: str) -> str:
+    attr = table.attributes.get(name)
+    if attr is None and lookup_name(name) in table.attributes:
+        raise DataverseError(
+            400,
+            ERR_BAD_PROPERTY,
+            f"The simulator does not order by the lookup '{name}' (Dataverse orders it by "
+            "the related row's primary name).",
+        )
+    if attr is None or attr.kind in LOOKUP_TYPES or attr.kind == "MultiSelectPicklist":
+        raise unknown_property(table, name)
+    return attr.column
+
+
+def _sort_key(value: Any) -> tuple[bool, Any]:
+    return (value is not None, key_value(value) if value is not None else 0)
+
+
+def count_wanted(query: Mapping[str, str]) -> bool:
+    """``$count=true`` or ``false``; anything else is malformed."""
+    raw = query.get("$count")
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise DataverseError(400, ERR_BAD_VALUE, f"Invalid value '{raw}' for $count.")
 
 
 def parse_top(raw: str | None) -> int | None:
@@ -237,7 +355,8 @@ def next_link(
 
 METADATA_PATH = re.compile(
     r"^EntityDefinitions(?:\((?P<entity>[^()]*)\))?"
-    r"(?:/(?P<part>Attributes|Keys|ManyToOneRelationships|OneToManyRelationships)"
+    r"(?:/(?P<part>Attributes|Keys|ManyToOneRelationships|OneToManyRelationships"
+    r"|ManyToManyRelationships)"
     r"(?:\((?P<member>[^()]*)\))?"
     r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>[A-Za-z]+))?)?$"
 )
@@ -286,6 +405,7 @@ def metadata_result(
     tables: Mapping[str, Table], path: str, query: Mapping[str, str], origin: str
 ) -> Result:
     """Answer a GET under ``EntityDefinitions``; ``tables`` are keyed by logical name."""
+    check_query_options(query, METADATA_OPTIONS)
     target = parse_metadata_path(path)
     context = f"{origin}{API_ROOT}$metadata#EntityDefinitions"
     if target.entity is None:
@@ -302,6 +422,9 @@ def metadata_result(
         return _collection(f"{scope}/Keys", table.keys_metadata(), query)
     if target.part == "ManyToOneRelationships":
         return _collection(f"{scope}/ManyToOneRelationships", many_to_one(table, tables), query)
+    if target.part == "ManyToManyRelationships":
+        # The simulated org has no N:N relationships; the collection exists, empty.
+        return _collection(f"{scope}/ManyToManyRelationships", [], query)
     found = [r for t in tables.values() for r in many_to_one(t, tables)]
     inverse = [r for r in found if r["ReferencedEntity"] == table.logical_name]
     return _collection(f"{scope}/OneToManyRelationships", inverse, query)
@@ -327,6 +450,17 @@ def _select(item: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
 
 def _collection(context: str, items: Sequence[dict[str, Any]], query: Mapping[str, str]) -> Result:
     wanted = parse_filter(query.get("$filter"))
+    known = {name for item in items for name in item}
+    for name in wanted:
+        if items and name not in known:
+            # $filter works "on any properties which use primitive or enumeration values"
+            # (query-metadata-web-api); a name the type lacks is refused, not unmatched.
+            raise DataverseError(
+                400,
+                ERR_BAD_PROPERTY,
+                f"Could not find a property named '{name}' on type "
+                "'Microsoft.Dynamics.CRM.MetadataBase'.",
+            )
     chosen = [
         _select(item, query)
         for item in items

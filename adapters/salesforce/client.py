@@ -18,6 +18,8 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any
 
@@ -44,6 +46,9 @@ INLINE_BATCH_BYTES = 8 * 1024 * 1024
 """Raw bytes per inline Collections create: far under the 500 MB blob cap (§1.5/§1.8)
 and small enough to keep memory flat."""
 INLINE_BATCHES_IN_FLIGHT = 2
+FIRST_VERSION_ONLY = frozenset({"FirstPublishLocationId"})
+"""ContentVersion fields a new version of an existing document does not take: the first
+version publishes the document to its location; later ones inherit it."""
 SOQL_IN_CHUNK = 200
 """Ids per ``IN (...)`` clause: keeps the query URL short."""
 TERMINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
@@ -56,6 +61,17 @@ TRANSIENT_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW"})
 """Per-record errors that say "not now", not "never": another transaction held a lock on
 the record (or its parent), and nothing of it was written. Salesforce's advice is to send
 the record again, so the client does, instead of failing a good record for good."""
+
+ENABLE_ACTIVITIES = "enableActivities"
+"""The object's "Allow Activities" (Metadata API ``CustomObject.enableActivities``), as
+``ObjectInfo.settings`` reports it."""
+STATE_COUNTRY_PICKLISTS = "StateCountryPicklists"
+"""State and Country/Territory Picklists are on: describe lists ``BillingCountryCode``…
+(https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_overview.htm)."""
+STATE_COUNTRY_TEXT = "StateCountryText"
+"""Addresses are free text: describe lists ``BillingCountry`` but no ``BillingCountryCode``."""
+ADDRESS_PREFIXES = ("Billing", "Shipping", "Mailing", "Other", "")
+"""Compound address fields of the standard objects (Account, Contact, Lead: ``Country``)."""
 
 log = structlog.get_logger(__name__)
 
@@ -90,8 +106,6 @@ class SalesforceClient(SessionClient):
 
     platform = PLATFORM
     external_id_field = EXTERNAL_ID_FIELD
-    create_only_fields = frozenset({"FirstPublishLocationId"})
-    """A ContentVersion's link is made when it is created and cannot be changed."""
 
     def __init__(
         self, config: SalesforceConfig, governor: Governor, policy: RetryPolicy | None = None
@@ -106,6 +120,8 @@ class SalesforceClient(SessionClient):
         self._token_lock = asyncio.Lock()
         self.api_usage: tuple[int, int] | None = None
         """(used, max) of the daily allocation from the last ``Sforce-Limit-Info``."""
+        self._describes: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        """Describe answers by lowercased object name, asked once per client (per run)."""
 
     @property
     def governors(self) -> list[Governor]:
@@ -281,16 +297,23 @@ class SalesforceClient(SessionClient):
     # -- metadata and reads -------------------------------------------------
 
     async def describe(self, sobject: str) -> ObjectInfo | None:
-        """The object's fields, or None when the org does not have it."""
-        status, body = await self._call(
-            "GET", f"sobjects/{sobject}/describe", f"describe {sobject}", ok=(200, 404)
-        )
-        if status == 404:
+        """The object's fields, or None when the org does not have it.
+
+        ``create_only`` are the fields describe marks createable but not updateable
+        (ContentVersion.PathOnClient, AccountContactRelation.AccountId, a master-detail
+        field that may not be reparented). ``settings`` says whether the object takes
+        activities — a real org lists exactly those objects in Task.WhatId's
+        ``referenceTo`` — and whether its addresses are state/country picklists.
+        """
+        raw = await self._described(sobject)
+        if raw is None:
             return None
-        info = orjson.loads(body)
-        fields = info["fields"]
+        fields = raw["fields"]
+        settings = set(_address_settings({f["name"] for f in fields}))
+        if raw["name"] in await self._activity_targets():
+            settings.add(ENABLE_ACTIVITIES)
         return ObjectInfo(
-            name=info["name"],
+            name=raw["name"],
             fields=frozenset(f["name"] for f in fields),
             required=frozenset(
                 f["name"]
@@ -305,7 +328,47 @@ class SalesforceClient(SessionClient):
                 for f in fields
                 if f.get("type") == "reference"
             },
+            create_only=frozenset(
+                f["name"] for f in fields if f.get("createable") and not f.get("updateable")
+            ),
+            settings=frozenset(settings),
         )
+
+    async def _described(self, sobject: str) -> dict[str, Any] | None:
+        """The raw describe of ``sobject`` (None: the org has no such object), asked once:
+        the gate, the activity check and the value checks before each write share it."""
+        key = sobject.lower()
+        pending = self._describes.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._describe_call(sobject))
+            self._describes[key] = pending
+        try:
+            return await asyncio.shield(pending)
+        except Exception:
+            self._describes.pop(key, None)
+            raise
+
+    async def _describe_call(self, sobject: str) -> dict[str, Any] | None:
+        status, body = await self._call(
+            "GET", f"sobjects/{sobject}/describe", f"describe {sobject}", ok=(200, 404)
+        )
+        if status == 404:
+            return None
+        answer: dict[str, Any] = orjson.loads(body)
+        return answer
+
+    async def _activity_targets(self) -> frozenset[str]:
+        """Objects tasks may point at: Task.WhatId's ``referenceTo``, which lists exactly the
+        objects with "Allow Activities" on (Object Reference, Task.WhatId:
+        https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_task.htm)."""
+        task = await self._described("Task")
+        fields = task["fields"] if task else []
+        what = next((f for f in fields if f["name"] == "WhatId"), None)
+        return frozenset(what.get("referenceTo") or ()) if what else frozenset()
+
+    async def _field_types(self, sobject: str) -> dict[str, dict[str, Any]] | None:
+        raw = await self._described(sobject)
+        return {f["name"]: f for f in raw["fields"]} if raw else None
 
     async def query(self, soql: str) -> list[dict[str, Any]]:
         """Every record a SOQL query returns, following ``nextRecordsUrl``."""
@@ -353,14 +416,20 @@ class SalesforceClient(SessionClient):
     ) -> list[WriteResult]:
         """Upsert on the external id: Bulk API 2.0 for big loads, Collections otherwise.
 
-        Records refused with a transient error (a locked row) are upserted again, as the
-        policy allows: an upsert on the external id never duplicates, and the records
-        that went through stay as they are. A record an earlier call may have written
-        before its answer was lost is "in doubt": an "updated" for it may be about our own
-        create, so its ``created`` is None (the platform cannot say; the id map can).
+        Before anything is sent, each value is checked against the object's describe (a
+        value of the wrong type fails the whole Collections request in a real org, so it
+        fails here, alone, naming its record and field), and on an object whose external
+        id is not unique (activities) records whose source id the org already holds twice
+        are refused and reported. Records refused with a transient error (a locked row)
+        are upserted again, as the policy allows: an upsert on the external id never
+        duplicates, and the records that went through stay as they are. A record an
+        earlier call may have written before its answer was lost is "in doubt": an
+        "updated" for it may be about our own create, so its ``created`` is None (the
+        platform cannot say; the id map can).
         """
-        results: dict[str, WriteResult] = {}
-        pending = list(records)
+        refused, ready = await self._checked(sobject, records)
+        results: dict[str, WriteResult] = {r.external_id: r for r in refused}
+        pending: list[Mapping[str, Any]] = list(ready)
         in_doubt: set[str] = set()
         for attempt in range(1, self.policy.attempts + 1):
             for result in await self._upsert_once(sobject, pending, ledger, in_doubt):
@@ -368,7 +437,19 @@ class SalesforceClient(SessionClient):
                     result = replace(result, created=None)
                 results[result.external_id] = result
             again = {ext for ext, r in results.items() if r.error_code in TRANSIENT_RECORD_ERRORS}
-            pending = [r for r in pending if str(r[EXTERNAL_ID_FIELD]) in again]
+            # A create whose answer was lost may have landed: its retry is then an update,
+            # which the org refuses for create-only fields (AccountContactRelation's
+            # AccountId). The lost create set them; the rest goes again.
+            landed = {
+                ext for ext, r in results.items()
+                if ext in in_doubt and r.error_code == "INVALID_FIELD_FOR_INSERT_UPDATE"
+            }  # fmt: skip
+            create_only = await self._create_only(sobject) if landed else frozenset()
+            pending = [
+                {k: v for k, v in r.items() if k not in create_only}
+                if str(r[EXTERNAL_ID_FIELD]) in landed else r
+                for r in pending if str(r[EXTERNAL_ID_FIELD]) in again | landed
+            ]  # fmt: skip
             if not pending or attempt == self.policy.attempts:
                 break
             log.info(
@@ -378,7 +459,89 @@ class SalesforceClient(SessionClient):
             await asyncio.sleep(self.policy.delay(attempt, None, self._rng))
         return list(results.values())
 
+    async def _create_only(self, sobject: str) -> frozenset[str]:
+        info = await self.describe(sobject)
+        return info.create_only if info is not None else frozenset()
+
+    async def _checked(
+        self, sobject: str, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[WriteResult], list[dict[str, Any]]]:
+        """(refused, ready): values conformed to describe's types, and records the org
+        cannot take refused before the request (see ``upsert``)."""
+        refused, ready = await self._conformed(sobject, records)
+        twice = await self._held_twice(sobject, [str(r[EXTERNAL_ID_FIELD]) for r in ready])
+        for ext, ids in twice.items():
+            refused.append(
+                WriteResult(
+                    ext, None, None, "DUPLICATE_EXTERNAL_ID",
+                    f"{PLATFORM}: {len(ids)} {sobject} records already carry "
+                    f"{EXTERNAL_ID_FIELD} {ext} ({', '.join(sorted(ids))}); crmlift writes "
+                    "neither and creates no other: merge or delete the extra ones, then rerun",
+                )
+            )  # fmt: skip
+        return refused, [r for r in ready if str(r[EXTERNAL_ID_FIELD]) not in twice]
+
+    async def _conformed(
+        self, sobject: str, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[WriteResult], list[dict[str, Any]]]:
+        """Records with every value in the JSON form describe's field type takes; a record
+        with a field the object lacks or a value that is not of its type fails alone."""
+        types = await self._field_types(sobject)
+        refused: list[WriteResult] = []
+        ready: list[dict[str, Any]] = []
+        for record in records:
+            ext = str(record[EXTERNAL_ID_FIELD])
+            try:
+                ready.append(_conform(sobject, record, types))
+            except _BadValue as exc:
+                refused.append(WriteResult(ext, None, None, exc.code, f"{PLATFORM}: {exc}"))
+        return refused, ready
+
+    async def _held_twice(self, sobject: str, external_ids: Sequence[str]) -> dict[str, list[str]]:
+        """External ids the org holds on more than one record, where the field allows it
+        (activities: Salesforce lets no activity field be unique)."""
+        types = await self._field_types(sobject)
+        spec = (types or {}).get(EXTERNAL_ID_FIELD)
+        if spec is None or spec.get("unique") or not external_ids:
+            return {}
+        holders: dict[str, list[str]] = {}
+        for chunk in _chunks(list(dict.fromkeys(external_ids)), SOQL_IN_CHUNK):
+            soql = (
+                f"SELECT Id, {EXTERNAL_ID_FIELD} FROM {sobject} "
+                f"WHERE {EXTERNAL_ID_FIELD} IN ({_soql_list(chunk)})"
+            )
+            for row in await self.query(soql):
+                holders.setdefault(row[EXTERNAL_ID_FIELD], []).append(row["Id"])
+        twice = {ext: ids for ext, ids in holders.items() if len(ids) > 1}
+        if twice:
+            log.warning(
+                "salesforce.external_id_held_twice", platform=PLATFORM, object=sobject,
+                external_ids=sorted(twice)[:20], count=len(twice),
+            )  # fmt: skip
+        return twice
+
     async def _upsert_once(
+        self,
+        sobject: str,
+        records: list[Mapping[str, Any]],
+        ledger: JobLedger,
+        in_doubt: set[str],
+    ) -> list[WriteResult]:
+        """One pass over ``records``, in rounds that never carry an external id twice: a
+        second row for the same id in one Collections request or one Bulk job fails both
+        (DUPLICATE_VALUE), so it waits for the next round and, written later, wins."""
+        rounds = _rounds(records)
+        if len(rounds) > 1:
+            log.warning(
+                "salesforce.external_id_repeated", platform=PLATFORM, object=sobject,
+                rounds=len(rounds), repeated=sum(len(r) for r in rounds[1:]),
+            )  # fmt: skip
+        results: list[WriteResult] = []
+        for batch in rounds:
+            results.extend(await self._upsert_round(sobject, batch, ledger, in_doubt))
+        return results
+
+    async def _upsert_round(
         self,
         sobject: str,
         records: list[Mapping[str, Any]],
@@ -406,6 +569,9 @@ class SalesforceClient(SessionClient):
     async def _collections_call(
         self, sobject: str, chunk: list[Mapping[str, Any]], in_doubt: set[str]
     ) -> list[WriteResult]:
+        """One Collections upsert. A request Salesforce could not parse (400
+        JSON_PARSER_ERROR: one bad value fails every record of it) is split in halves and
+        each half sent again, so the good records load and only the bad one fails."""
         body = {
             "allOrNone": False,
             "records": [{"attributes": {"type": sobject}, **_json_ready(r)} for r in chunk],
@@ -423,6 +589,16 @@ class SalesforceClient(SessionClient):
             in_doubt.update(ext_ids)
         if reply.status == 400:  # the whole request was refused (e.g. an unknown field)
             code, message = _first_error(answer)
+            if code == "JSON_PARSER_ERROR" and len(chunk) > 1:
+                half = len(chunk) // 2
+                log.warning(
+                    "salesforce.request_unparsed", platform=PLATFORM, object=sobject,
+                    records=len(chunk), message=message,
+                )  # fmt: skip
+                first = await self._collections_call(sobject, chunk[:half], in_doubt)
+                return first + await self._collections_call(sobject, chunk[half:], in_doubt)
+            if len(chunk) == 1:
+                message = f"{PLATFORM}: {sobject} {ext_ids[0]}: {message}"
             return [WriteResult(e, None, None, code, message) for e in ext_ids]
         results = []
         for ext, item in zip(ext_ids, answer, strict=True):
@@ -548,7 +724,24 @@ class SalesforceClient(SessionClient):
 
     async def upload_files(self, sobject: str, uploads: Sequence[FileUpload]) -> list[WriteResult]:
         """Create ContentVersions: small files 200 to a Collections call with their content
-        inline (one API call instead of 200), large ones one multipart upload each."""
+        inline (one API call instead of 200), large ones one multipart upload each. An
+        upload that ``replaces`` an earlier version becomes the next version of the same
+        ContentDocument (see ``_as_versions``)."""
+        refused: list[WriteResult] = []
+        ready: list[FileUpload] = []
+        for upload in uploads:
+            bad, fine = await self._conformed(sobject, [upload.fields])
+            refused.extend(bad)
+            ready.extend(replace(upload, fields=f) for f in fine)
+        versions = [u for u in ready if u.replaces]
+        failed, superseding = await self._as_versions(sobject, versions)
+        created = await self._create_files(
+            sobject, [u for u in ready if not u.replaces] + superseding
+        )
+        await self._restore_superseded(sobject, superseding, created)
+        return refused + failed + created
+
+    async def _create_files(self, sobject: str, uploads: Sequence[FileUpload]) -> list[WriteResult]:
         small = [u for u in uploads if u.size_bytes <= INLINE_FILE_BYTES]
         large = [u for u in uploads if u.size_bytes > INLINE_FILE_BYTES]
         batches = pack(small, attrgetter("size_bytes"), INLINE_BATCH_BYTES, COLLECTION_LIMIT)
@@ -564,6 +757,92 @@ class SalesforceClient(SessionClient):
             *(self._recovering(sobject, [u], self._upload_multipart) for u in large)
         )
         return [r for answer in (*inline, *one_by_one) for r in answer]
+
+    async def _as_versions(
+        self, sobject: str, uploads: Sequence[FileUpload]
+    ) -> tuple[list[WriteResult], list[FileUpload]]:
+        """Uploads that supersede an earlier version, made into new versions of its document.
+
+        PathOnClient and VersionData are create-only: changed content is a new
+        ContentVersion with the old one's ContentDocumentId (Object Reference,
+        ContentVersion.ContentDocumentId: set it to add a version to a document;
+        FirstPublishLocationId belongs to the first version only, so it is left out).
+        The external id is unique across every version, so it moves: the superseded
+        version's is cleared first and the new version carries it. Then ``find`` and a
+        rerun see the latest version, a lost answer is recovered by external id as for
+        any file, and the id map points at the newest version. A failed upload puts the
+        id back (``_restore_superseded``); a crash between the two leaves the old version
+        without it, and the rerun uploads again as the id map still says "replaces".
+        """
+        if not uploads:
+            return [], []
+        documents = await self._documents_of(sobject, [str(u.replaces) for u in uploads])
+        failed: list[WriteResult] = []
+        superseding: list[FileUpload] = []
+        for upload in uploads:
+            ext, document = _file_ext(upload), documents.get(str(upload.replaces))
+            if document is None:
+                failed.append(WriteResult(
+                    ext, None, None, "ENTITY_IS_DELETED",
+                    f"{PLATFORM}: {sobject} {upload.replaces}, the version {ext} replaces, "
+                    "is gone from the org; no new version uploaded",
+                ))  # fmt: skip
+                continue
+            fields = {k: v for k, v in upload.fields.items() if k not in FIRST_VERSION_ONLY}
+            superseding.append(replace(upload, fields={**fields, "ContentDocumentId": document}))
+        cleared = await self._set_external_ids(
+            sobject, {str(u.replaces): None for u in superseding}
+        )
+        for upload in [u for u in superseding if str(u.replaces) not in cleared]:
+            failed.append(WriteResult(
+                _file_ext(upload), None, None, "CANNOT_CLEAR_EXTERNAL_ID",
+                f"{PLATFORM}: could not free {EXTERNAL_ID_FIELD} {_file_ext(upload)} on "
+                f"{sobject} {upload.replaces}; no new version uploaded",
+            ))  # fmt: skip
+        return failed, [u for u in superseding if str(u.replaces) in cleared]
+
+    async def _documents_of(self, sobject: str, version_ids: Sequence[str]) -> dict[str, str]:
+        """ContentDocumentId of each version id (keys as given, 15 or 18 characters)."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(version_ids)), SOQL_IN_CHUNK):
+            soql = f"SELECT Id, ContentDocumentId FROM {sobject} WHERE Id IN ({_soql_list(chunk)})"
+            for row in await self.query(soql):
+                for given in chunk:
+                    if given[:15] == row["Id"][:15]:
+                        found[given] = row["ContentDocumentId"]
+        return found
+
+    async def _set_external_ids(self, sobject: str, values: Mapping[str, str | None]) -> set[str]:
+        """Set the external id of records by id (None clears it); the ids that took it."""
+        done: set[str] = set()
+        items = list(values.items())
+        for chunk in _chunks(items, COLLECTION_LIMIT):
+            records = [
+                {"attributes": {"type": sobject}, "id": record_id, EXTERNAL_ID_FIELD: value}
+                for record_id, value in chunk
+            ]
+            answer = await self._json(
+                "PATCH", "composite/sobjects", f"set {EXTERNAL_ID_FIELD} on {sobject}",
+                json={"allOrNone": False, "records": records},
+            )  # fmt: skip
+            done.update(
+                rid for (rid, _), item in zip(chunk, answer, strict=True) if item.get("success")
+            )
+        return done
+
+    async def _restore_superseded(
+        self, sobject: str, superseding: Sequence[FileUpload], results: Sequence[WriteResult]
+    ) -> None:
+        """Give a superseded version its external id back when its new version failed, so
+        the org still answers for the file by external id."""
+        failed = {r.external_id for r in results if not r.ok}
+        back = {str(u.replaces): _file_ext(u) for u in superseding if _file_ext(u) in failed}
+        if back:
+            restored = await self._set_external_ids(sobject, back)
+            log.warning(
+                "files.version_failed", platform=PLATFORM, object=sobject,
+                versions=len(back), restored=len(restored),
+            )  # fmt: skip
 
     async def _recovering(
         self,
@@ -677,6 +956,130 @@ class _Reply:
     """An earlier attempt of this write may have been applied before its answer was lost,
     so what this answer says about creating (``created: false``) may be about our own
     earlier attempt."""
+
+
+class _BadValue(Exception):
+    """A value describe says the field cannot take; ``code`` is Salesforce's word for it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _conform(
+    sobject: str, record: Mapping[str, Any], types: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """``record`` with each value in the JSON form its field's describe type takes
+    ("12" for a number becomes 12); raises ``_BadValue`` naming the record and field."""
+    if types is None:
+        return dict(record)
+    by_name = {name.lower(): spec for name, spec in types.items()}
+    ext = record.get(EXTERNAL_ID_FIELD)
+    conformed: dict[str, Any] = {}
+    for name, value in record.items():
+        spec = by_name.get(name.lower())
+        if spec is None:
+            raise _BadValue("INVALID_FIELD", f"{sobject} {ext}: {sobject} has no field {name}")
+        try:
+            conformed[name] = _typed_value(str(spec.get("type")), value)
+        except ValueError as exc:
+            raise _BadValue(
+                "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                f"{sobject} {ext}: {name} ({spec.get('type')}): {exc}; not sent",
+            ) from exc
+    return conformed
+
+
+_TEXT_TYPES = frozenset(
+    {"string", "textarea", "email", "phone", "url", "picklist", "combobox", "reference", "id",
+     "encryptedstring", "base64"}
+)  # fmt: skip
+_NUMBER_TYPES = frozenset({"double", "currency", "percent"})
+
+
+def _typed_value(kind: str, value: Any) -> Any:
+    """``value`` as a field of describe type ``kind`` takes it in JSON; ValueError if it
+    cannot be (Salesforce would answer JSON_PARSER_ERROR for the whole request)."""
+    if value is None:
+        return None
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ValueError(f"{value!r} is not true or false")
+    if kind == "int":
+        number = _number(value)
+        if number != int(number):
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(number)
+    if kind in _NUMBER_TYPES:
+        return _number(value)
+    if kind in ("date", "datetime"):
+        return _moment(kind, value)
+    if kind == "multipicklist" and isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if kind in _TEXT_TYPES or kind == "multipicklist":
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"{value!r} is not text")
+        return value if isinstance(value, str) else str(value)
+    return value
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, int):
+        return value
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"{value!r} is not a number") from exc
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    return (
+        int(number)
+        if number == number.to_integral_value() and "." not in str(value)
+        else float(number)
+    )
+
+
+def _moment(kind: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an ISO {kind}")
+    try:
+        if kind == "date":
+            date.fromisoformat(value)
+        else:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an ISO {kind}") from exc
+    return value
+
+
+def _rounds(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """``records`` in rounds holding each external id at most once, in their order: the
+    n-th row of an id goes in round n, so the last one is written last."""
+    rounds: list[list[Mapping[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for record in records:
+        ext = str(record[EXTERNAL_ID_FIELD])
+        index = seen.get(ext, 0)
+        seen[ext] = index + 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(record)
+    return rounds
+
+
+def _address_settings(fields: set[str]) -> set[str]:
+    """``StateCountryPicklists`` when describe shows the ISO code fields (the org has State
+    and Country/Territory Picklists on), ``StateCountryText`` when only free text."""
+    if any(f"{prefix}CountryCode" in fields for prefix in ADDRESS_PREFIXES):
+        return {STATE_COUNTRY_PICKLISTS}
+    if any(f"{prefix}Country" in fields for prefix in ADDRESS_PREFIXES):
+        return {STATE_COUNTRY_TEXT}
+    return set()
 
 
 def _file_ext(upload: FileUpload) -> str:

@@ -32,6 +32,9 @@ nothing fails (§1.2 step 5); failures add a ``failedResults`` call."""
 BULK_RECORDS_PER_SECOND = 2_000.0
 """Assumed Bulk processing speed, to count status polls. [INFER] Salesforce publishes
 none; batches run in parallel, and jobs of a few thousand rows finish in seconds."""
+NON_UNIQUE_EXTERNAL_ID_OBJECTS = frozenset({"Task", "Event"})
+"""Activities: their source id cannot be a unique field, so before each upsert the client
+looks the batch's ids up (⌈n/200⌉ SOQL queries) to refuse ids the org holds twice."""
 POLL_GROWTH = 1.5
 POLL_CAP_SECONDS = 3.0
 """The client's poll schedule: ``poll_interval``, growing by half each poll up to 3 s."""
@@ -43,11 +46,14 @@ def records_cost(sobject: str, records: int, per_call: int, config: SalesforceCo
     Below ``bulk_threshold`` a call is ⌈n/200⌉ sObject Collections requests (§1.5:
     ≤200 records each). At or above it, a Bulk API 2.0 job per ≤100,000 records
     (``BULK_RECORDS_PER_JOB``), each costing create + upload + close + polls +
-    result files, and ⌈n/10,000⌉ internal batches (§1.2).
+    result files, and ⌈n/10,000⌉ internal batches (§1.2). Activities add the lookup of
+    their source ids (``NON_UNIQUE_EXTERNAL_ID_OBJECTS``).
     """
     cost = LoadCost()
     for size, times in calls(records, per_call):
         cost += _upsert_call(size, config) * times
+        if sobject in NON_UNIQUE_EXTERNAL_ID_OBJECTS:
+            cost += LoadCost(requests=ceil_div(size, SOQL_IN_CHUNK)) * times
     return cost
 
 

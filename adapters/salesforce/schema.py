@@ -23,6 +23,7 @@ FieldType = Literal[
     "url",
     "picklist",
     "multipicklist",
+    "combobox",
     "reference",
     "boolean",
     "date",
@@ -82,11 +83,21 @@ class ObjectSpec:
         return next((f for f in self.fields if f.name.lower() == lowered), None)
 
 
+ACTIVITY = "Activity"
+"""Where Task and Event custom fields are defined: one definition shows on both objects
+(Object Reference "Activity",
+https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_activity.htm)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OrgSchema:
-    """Objects by API name."""
+    """Objects by API name, plus the org-wide settings a schema file may switch on."""
 
     objects: Mapping[str, ObjectSpec] = field(default_factory=dict)
+    state_country_picklists: bool = False
+    """State and Country/Territory Picklists: addresses get ``…StateCode``/``…CountryCode``
+    picklists of ISO codes and free-text values must be a valid integration value
+    (https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_overview.htm)."""
 
     def get(self, name: str) -> ObjectSpec | None:
         """The object called ``name`` (case-insensitive)."""
@@ -111,12 +122,15 @@ class OrgSchema:
                 mine.key_prefix,
                 mine.enable_activities or spec.enable_activities,
             )
-        return OrgSchema(objects)
+        return OrgSchema(objects, self.state_country_picklists or other.state_country_picklists)
 
     def to_json(self) -> bytes:
-        """The schema file format: ``{"objects": {name: {...}}}``."""
+        """The schema file format: ``{"objects": {name: {...}}, "state_country_picklists": …}``."""
         return orjson.dumps(
-            {"objects": {n: asdict(o) for n, o in self.objects.items()}},
+            {
+                "objects": {n: asdict(o) for n, o in self.objects.items()},
+                "state_country_picklists": self.state_country_picklists,
+            },
             option=orjson.OPT_INDENT_2,
         )
 
@@ -144,7 +158,7 @@ class OrgSchema:
                 key_prefix=spec.get("key_prefix", ""),
                 enable_activities=bool(spec.get("enable_activities", False)),
             )
-        return cls(objects)
+        return cls(objects, bool(raw.get("state_country_picklists", False)))
 
     def save(self, path: Path) -> None:
         """Write the schema file."""

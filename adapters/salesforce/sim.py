@@ -26,7 +26,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -150,6 +150,10 @@ class SfSimSettings:
     unless a password or JWT login names another."""
     user_password: str = "p4ssw0rd"
     """Password of every simulated user, for the username-password flow."""
+    state_country_picklists: bool = False
+    """Switch on State and Country/Territory Picklists whatever the schema file says (the
+    file's ``"state_country_picklists": true`` does too): addresses get ISO-code picklists
+    and free-text states or countries the org doesn't list are refused."""
 
     def __post_init__(self) -> None:
         if self.token_ttl <= 0 or self.bulk_records_per_second <= 0:
@@ -254,6 +258,8 @@ class SalesforceSim:
     def __init__(self, schema: OrgSchema, settings: SfSimSettings = SfSimSettings()) -> None:
         self.settings = settings
         self.stats = SfSimStats()
+        if settings.state_country_picklists:
+            schema = replace(schema, state_country_picklists=True)
         self.org = Org(schema, settings.users, settings.api_version)
         self.rest = RestApi(self.org, self._row_locked)
         self.bulk = IngestJobs(

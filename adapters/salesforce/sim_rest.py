@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -98,8 +99,25 @@ def _defaulted(table: Table, spec: FieldSpec) -> bool:
     )
 
 
+def _relationship_order(table: Table, spec: FieldSpec) -> int | None:
+    """0 for an object's first master-detail field, 1 for its second (DescribeFieldResult
+    ``relationshipOrder``); None for any other field."""
+    if not spec.master_detail:
+        return None
+    masters = [f.name for f in table.spec.fields if f.master_detail]
+    return masters.index(spec.name)
+
+
+def _controller(spec: FieldSpec) -> str | None:
+    """A state-code picklist depends on its address's country code."""
+    if spec.type == "picklist" and spec.name.endswith("StateCode"):
+        return spec.name.removesuffix("StateCode") + "CountryCode"
+    return None
+
+
 def describe_field(table: Table, spec: FieldSpec) -> dict[str, Any]:
-    """One entry of ``fields[]`` in a describe (destinations.md §1.7)."""
+    """One entry of ``fields[]`` in a describe (destinations.md §1.7; DescribeFieldResult,
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_describesobjects_describesobjectresult.htm)."""
     text = spec.type in TEXT_TYPES
     length = (spec.length or 255) if text else 18 if spec.type in {"id", "reference"} else 0
     defaulted = _defaulted(table, spec)
@@ -132,6 +150,10 @@ def describe_field(table: Table, spec: FieldSpec) -> dict[str, Any]:
         "sortable": spec.type != "textarea",
         "referenceTo": list(spec.reference_to),
         "relationshipName": relationship_name(spec),
+        "relationshipOrder": _relationship_order(table, spec),
+        "cascadeDelete": spec.master_detail,
+        "controllerName": _controller(spec),
+        "dependentPicklist": _controller(spec) is not None,
         "restrictedPicklist": spec.restricted,
         "picklistValues": [
             {
@@ -182,7 +204,8 @@ def _child_relationships(org: Org, table: Table) -> list[dict[str, Any]]:
                     "childSObject": child.name,
                     "field": spec.name,
                     "relationshipName": f"{plural}__r" if spec.name.endswith("__c") else plural,
-                    "cascadeDelete": (table.name, child.name) in {("Account", "Contact")},
+                    "cascadeDelete": spec.master_detail
+                    or (table.name, child.name) in {("Account", "Contact")},
                 }
             )
     return children
@@ -206,11 +229,15 @@ class RestApi:
             raise not_found()
         return table
 
-    def _check(self, table: Table, values: dict[str, Any]) -> None:
+    def _check(self, table: Table, values: dict[str, Any], raw: bytes | None = None) -> None:
+        """Unknown fields and (for a JSON body) values that can't be deserialised refuse the
+        whole request, before any record of it is written."""
         try:
             self.org.check_columns(table, values)
         except RecordError as error:
             raise ApiError.of(error) from None
+        if raw is not None:
+            check_json_values(table, values, raw)
 
     # -- metadata
 
@@ -236,12 +263,13 @@ class RestApi:
 
     async def create(self, request: web.Request) -> web.Response:
         table = self._table(request)
-        blob = None
+        blob, raw = None, None
         if request.content_type.startswith("multipart/"):
             values, blob = await self._multipart(request, table)
         else:
             values = await read_object(request)
-        self._check(table, values)
+            raw = await request.read()
+        self._check(table, values, raw)
         try:
             new_id = self.org.create(table, values, request[SF_USER], blob)
         except RecordError as error:
@@ -299,7 +327,7 @@ class RestApi:
         table = self._table(request)
         row = self._row(table, request.match_info["id"])
         values = await read_object(request)
-        self._check(table, values)
+        self._check(table, values, await request.read())
         try:
             self.org.update(table, row["Id"], values, request[SF_USER])
         except RecordError as error:
@@ -357,7 +385,7 @@ class RestApi:
         spec = self._external_field(table, request.match_info["first"])
         key = request.match_info["second"]
         values = await read_object(request)
-        self._check(table, values)
+        self._check(table, values, await request.read())
         update_only = request.query.get("updateOnly") == "true" and spec.name != "Id"
         if update_only and not table.lookup((spec.name,), (key,)):
             raise not_found()
@@ -380,7 +408,7 @@ class RestApi:
             raise _too_many()
         return records
 
-    def _typed(self, record: dict[str, Any]) -> Table:
+    def _typed(self, record: dict[str, Any], raw: bytes) -> Table:
         attributes = record.get("attributes")
         named = attributes.get("type") if isinstance(attributes, dict) else None
         if not named:
@@ -388,7 +416,7 @@ class RestApi:
         table = self.org.table(str(named))
         if table is None:
             raise ApiError(400, "INVALID_TYPE", f"sObject type '{named}' is not supported.")
-        self._check(table, record)
+        self._check(table, record, raw)
         return table
 
     def _run_all(
@@ -414,7 +442,8 @@ class RestApi:
 
     async def collection_create(self, request: web.Request) -> web.Response:
         body = await read_object(request)
-        typed = [(self._typed(record), record) for record in self._collection(body)]
+        raw = await request.read()
+        typed = [(self._typed(record, raw), record) for record in self._collection(body)]
         user = request[SF_USER]
 
         def write(item: tuple[Table, dict[str, Any]]) -> Result:
@@ -424,7 +453,8 @@ class RestApi:
 
     async def collection_update(self, request: web.Request) -> web.Response:
         body = await read_object(request)
-        typed = [(self._typed(record), record) for record in self._collection(body)]
+        raw = await request.read()
+        typed = [(self._typed(record, raw), record) for record in self._collection(body)]
         user = request[SF_USER]
 
         def write(item: tuple[Table, dict[str, Any]]) -> Result:
@@ -442,8 +472,9 @@ class RestApi:
         spec = self._external_field(table, request.match_info["field"])
         body = await read_object(request)
         records = self._collection(body)
+        raw = await request.read()
         for record in records:
-            self._check(table, record)
+            self._check(table, record, raw)
         keys = [_key_of(record, spec.name) for record in records]
         repeated = Counter(str(k).casefold() for k in keys if k not in (None, ""))
         user = request[SF_USER]
@@ -451,8 +482,13 @@ class RestApi:
         def write(item: tuple[Any, dict[str, Any]]) -> Result:
             key, record = item
             if key not in (None, "") and repeated[str(key).casefold()] > 1:
+                # Every record carrying a repeated key fails, none of them is written
+                # (issue 9 item 4: DUPLICATE_VALUE, as the upsert() call reports a key
+                # repeated within one call; strict where the REST guide is silent).
                 raise RecordError(
-                    "DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {key}"
+                    "DUPLICATE_VALUE",
+                    f"Duplicate external id specified: {key}",
+                    (spec.name,),
                 )
             record_id, created = self.org.upsert(table, spec, key, record, user)
             return {"id": record_id, "success": True, "errors": [], "created": created}
@@ -546,3 +582,92 @@ async def _read_part(part: BodyPartReader) -> bytes:
         if len(data) > MAX_MULTIPART_BLOB:
             raise ApiError(400, "STORAGE_LIMIT_EXCEEDED", "Maximum blob size is 2 GB")
     return bytes(data)
+
+
+_JSON_TOKENS: tuple[tuple[type, str], ...] = (
+    (bool, "VALUE_TRUE"),
+    (int, "VALUE_NUMBER_INT"),
+    (float, "VALUE_NUMBER_FLOAT"),
+    (str, "VALUE_STRING"),
+    (dict, "START_OBJECT"),
+    (list, "START_ARRAY"),
+)
+_JSON_BOOLEANS = frozenset({"true", "false"})
+
+
+def _token(value: Any) -> str:
+    if value is False:
+        return "VALUE_FALSE"
+    return next(token for kind, token in _JSON_TOKENS if isinstance(value, kind))
+
+
+def _deserialises(spec: FieldSpec, value: Any) -> bool:
+    """Whether Salesforce's JSON reader can turn ``value`` into the field's type: numbers
+    from numbers or numeric strings, booleans from true/false, dates as YYYY-MM-DD,
+    datetimes as ISO-8601, text from any scalar (strict where the guide is silent)."""
+    if value is None:
+        return True
+    if isinstance(value, (dict, list)):
+        return False
+    if spec.type == "boolean":
+        return isinstance(value, bool) or (
+            isinstance(value, str) and value.lower() in _JSON_BOOLEANS
+        )
+    if spec.type in {"double", "currency", "percent", "int"}:
+        return _numeric(value)
+    if spec.type in {"date", "datetime"}:
+        return isinstance(value, str) and _parses_as(spec.type, value)
+    return True
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _parses_as(kind: str, text: str) -> bool:
+    try:
+        if kind == "date":
+            date.fromisoformat(text) if len(text) == 10 else None
+            return len(text) == 10
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _position(raw: bytes, key: str) -> tuple[int, int]:
+    """Line and column of ``key``'s value in the body, as the parser reports them."""
+    at = raw.find(orjson.dumps(key))
+    if at < 0:
+        return 1, 1
+    at = raw.find(b":", at) + 1
+    while at < len(raw) and raw[at : at + 1].isspace():
+        at += 1
+    line = raw.count(b"\n", 0, at) + 1
+    return line, at - (raw.rfind(b"\n", 0, at) + 1) + 1
+
+
+def check_json_values(table: Table, record: dict[str, Any], raw: bytes) -> None:
+    """400 JSON_PARSER_ERROR for the whole request when one value can't be deserialised
+    (REST API "Status Codes and Error Responses",
+    https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm)."""
+    for key, value in record.items():
+        spec = table.field(key) if key != "attributes" else None
+        if spec is None or _deserialises(spec, value):
+            continue
+        line, column = _position(raw, key)
+        shown = orjson.dumps(value).decode() if isinstance(value, (dict, list)) else value
+        raise ApiError(
+            400,
+            "JSON_PARSER_ERROR",
+            f"Cannot deserialize instance of {spec.type} from {_token(value)} value {shown} "
+            f"or request may be missing a required field at [line:{line}, column:{column}]",
+        )

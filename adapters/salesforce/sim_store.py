@@ -24,11 +24,15 @@ from adapters.salesforce import soql
 from adapters.salesforce.ids import IdMint, key_prefix, normalize
 from adapters.salesforce.schema import FieldSpec, ObjectSpec, OrgSchema
 from adapters.salesforce.standard_objects import (
+    ADDRESS_PREFIXES,
+    CLOSED_TASK_STATUSES,
     DEFAULTS,
     NOT_CREATEABLE,
     PAIR_KEYS,
+    country_names,
     label_for,
     org_schema,
+    state_names,
 )
 
 ORG_ID_PREFIX = "00D"
@@ -75,7 +79,9 @@ FILE_TYPES: Mapping[str, str] = {
 NOT_DELETABLE = frozenset({"User", "ContentVersion"})
 """Users are deactivated, not deleted; a file goes by deleting its ContentDocument."""
 
-TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist", "multipicklist"})
+TEXT_TYPES = frozenset(
+    {"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox"}
+)
 _NUMBER_TYPES = frozenset({"double", "currency", "percent", "int"})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TRUE = frozenset({"true", "1", "yes"})
@@ -166,6 +172,7 @@ class Table:
             unique.append(PAIR_KEYS[spec.name])
         indexed = [*unique, *((f.name,) for f in spec.fields if f.external_id)]
         indexed += [(name,) for name in REVERSE_INDEXED.get(spec.name, ())]
+        indexed += [(f.name,) for f in spec.fields if f.master_detail]
         defaults = {
             f.name: DEFAULTS.get((spec.name, f.name), False if f.type == "boolean" else None)
             for f in spec.fields
@@ -572,6 +579,26 @@ class Org:
             if key is not None and clash:
                 raise _duplicate(table, columns, row, clash[0])
 
+    # -- State and Country/Territory Picklists
+
+    def _addresses(
+        self, table: Table, values: Mapping[str, Any], current: Mapping[str, Any] | None
+    ) -> Mapping[str, Any]:
+        """Sync each address's code and integration-value fields, or refuse a value the org's
+        picklists don't have (field-syncing logic:
+        https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_field_syncing.htm)."""
+        prefixes = ADDRESS_PREFIXES.get(table.name, ())
+        if not self.schema.state_country_picklists or not prefixes:
+            return values
+        out = dict(values)
+        for prefix in prefixes:
+            names = [f"{prefix}{part}" for part in ("CountryCode", "Country", "StateCode", "State")]
+            keys = {n: next((k for k in out if k.lower() == n.lower()), None) for n in names}
+            given = {n: _blank_none(out.pop(k)) for n, k in keys.items() if k is not None}
+            if given:
+                out.update(_address_group(table, prefix, given, current))
+        return out
+
     # -- writes
 
     def create(
@@ -582,7 +609,7 @@ class Org:
             raise RecordError(
                 "INVALID_TYPE_FOR_OPERATION", f"entity type cannot be inserted: {table.spec.label}"
             )
-        fields = self._coerce_all(table, values, creating=True)
+        fields = self._coerce_all(table, self._addresses(table, values, None), creating=True)
         given = fields.pop("VersionData", None)
         data = given if given is not None else blob
         with self._atomic():
@@ -598,7 +625,7 @@ class Org:
     def update(self, table: Table, record_id: str, values: Mapping[str, Any], user: str) -> str:
         """Change one record; returns its canonical id."""
         current = self._live(table, record_id)
-        fields = self._coerce_all(table, values, creating=False)
+        fields = self._coerce_all(table, self._addresses(table, values, current), creating=False)
         row = {**current, **fields}
         row["LastModifiedDate"] = row["SystemModstamp"] = now_text()
         row["LastModifiedById"] = user
@@ -775,6 +802,19 @@ class Org:
             sweep("contentversion", "ContentDocumentId", False)
             sweep("contentdocumentlink", "ContentDocumentId", False)
         sweep("contentdocumentlink", "LinkedEntityId", False)
+        self._cascade_details(table, record_id, hard)
+
+    def _cascade_details(self, table: Table, record_id: str, hard: bool) -> None:
+        """Deleting a master deletes its detail records (and theirs) with it
+        (https://help.salesforce.com/s/articleView?id=sf.relationships_considerations.htm)."""
+        for child in self.tables.values():
+            for spec in child.spec.fields:
+                if not spec.master_detail or table.name not in spec.reference_to:
+                    continue
+                for child_id in child.lookup((spec.name,), (record_id,)):
+                    if child_id in child.rows:
+                        self._cascade(child, child_id, hard)
+                        self._drop(child, child_id, recycle=not hard)
 
     # -- SOQL
 
@@ -1003,24 +1043,46 @@ def _base64(spec: FieldSpec, raw: Any) -> bytes:
 
 
 def _derive(table: Table, row: dict[str, Any]) -> None:
-    """Fields Salesforce computes: person Name, a custom record's default Name, Event timing."""
+    """Fields Salesforce computes: person Name, a custom record's default Name, activity state."""
     if table.name in {"Contact", "Lead", "User"}:
         row["Name"] = " ".join(p for p in (row.get("FirstName"), row.get("LastName")) if p)
     elif table.spec.custom and table.field("Name") and not row.get("Name"):
         row["Name"] = row["Id"]
     elif table.name == "Event":
         _event_timing(row)
+    elif table.name == "Task":
+        _task_state(row)
+
+
+def _task_state(row: dict[str, Any]) -> None:
+    """IsClosed follows Status (TaskStatus.IsClosed), IsHighPriority follows Priority, and
+    CompletedDateTime is stamped when the task closes (Object Reference, Task)."""
+    closed = row.get("Status") in CLOSED_TASK_STATUSES
+    if closed and not row.get("IsClosed"):
+        row["CompletedDateTime"] = now_text()
+    elif not closed:
+        row["CompletedDateTime"] = None
+    row["IsClosed"] = closed
+    row["IsHighPriority"] = row.get("Priority") == "High"
 
 
 def _event_timing(row: dict[str, Any]) -> None:
-    start, end, minutes = (
-        row.get("StartDateTime"),
-        row.get("EndDateTime"),
-        row.get("DurationInMinutes"),
-    )
+    """StartDateTime and ActivityDateTime are one value; the end comes from EndDateTime or
+    DurationInMinutes; an all-day event may give only ActivityDate (Object Reference, Event)."""
+    start = row.get("StartDateTime") or row.get("ActivityDateTime")
+    if start is None and row.get("IsAllDayEvent") and row.get("ActivityDate"):
+        start = sf_datetime(datetime.fromisoformat(f"{row['ActivityDate']}T00:00:00+00:00"))
+        if row.get("EndDateTime") is None and row.get("DurationInMinutes") is None:
+            row["DurationInMinutes"] = 1440
     if start is None:
-        return
+        raise RecordError(
+            "REQUIRED_FIELD_MISSING",
+            "Required fields are missing: [StartDateTime]",
+            ("StartDateTime",),
+        )
+    row["StartDateTime"] = row["ActivityDateTime"] = start
     begin = datetime.fromisoformat(start)
+    end, minutes = row.get("EndDateTime"), row.get("DurationInMinutes")
     if end is None and minutes is not None:
         row["EndDateTime"] = sf_datetime(begin + timedelta(minutes=int(minutes)))
     elif end is not None:
@@ -1031,6 +1093,8 @@ def _event_timing(row: dict[str, Any]) -> None:
             "Required fields are missing: [DurationInMinutes]",
             ("DurationInMinutes",),
         )
+    row["ActivityDate"] = begin.date().isoformat()
+    row["EndDate"] = datetime.fromisoformat(row["EndDateTime"]).date().isoformat()
 
 
 def _require(table: Table, row: Mapping[str, Any]) -> None:
@@ -1064,3 +1128,98 @@ def _missing(record_id: str, recycled: bool) -> RecordError:
     if normalize(record_id) is None:
         return RecordError("MALFORMED_ID", f"malformed id {record_id}")
     return RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+
+
+_COUNTRIES = country_names()
+_COUNTRY_BY_NAME = {name: code for code, name in _COUNTRIES.items()}
+
+
+def _blank_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _picklist_problem(table: Table, name: str, what: str) -> RecordError:
+    """The org's words for a state or country it doesn't list (FIELD_INTEGRITY_EXCEPTION)."""
+    spec = table.field(name)
+    plural = "countries" if what == "country/territory" else "states"
+    noun = "country" if what == "country/territory" else "state"
+    return RecordError(
+        "FIELD_INTEGRITY_EXCEPTION",
+        f"There's a problem with this {noun}, even though it may appear correct. Please "
+        f"select a {what} from the list of valid {plural}.: {_label(spec) if spec else name}",
+        (name,),
+    )
+
+
+def _address_group(
+    table: Table, prefix: str, given: Mapping[str, Any], current: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One address's four fields after a write: codes and integration values in step."""
+    country = _country_code(table, prefix, given, current)
+    state = _state_code(table, prefix, given, current, country)
+    states = state_names(country) if country else {}
+    return {
+        f"{prefix}CountryCode": country,
+        f"{prefix}Country": _COUNTRIES[country] if country else None,
+        f"{prefix}StateCode": state,
+        f"{prefix}State": states[state] if state else None,
+    }
+
+
+def _country_code(
+    table: Table, prefix: str, given: Mapping[str, Any], current: Mapping[str, Any] | None
+) -> str | None:
+    code_name, text_name = f"{prefix}CountryCode", f"{prefix}Country"
+    if code_name in given:
+        code = given[code_name]
+        code = None if code is None else str(code).upper()
+        if code is not None and code not in _COUNTRIES:
+            raise _picklist_problem(table, code_name, "country/territory")
+        text = given.get(text_name)
+        # On create the code wins over a mismatched integration value; on update it's refused.
+        if current is not None and text is not None and code and text != _COUNTRIES[code]:
+            raise _picklist_problem(table, text_name, "country/territory")
+        return code
+    if text_name in given:
+        text = given[text_name]
+        if text is None:
+            return None
+        # Strict: only the exact integration value (the ISO name) matches.
+        if str(text) not in _COUNTRY_BY_NAME:
+            raise _picklist_problem(table, text_name, "country/territory")
+        return _COUNTRY_BY_NAME[str(text)]
+    return None if current is None else current.get(code_name)
+
+
+def _state_code(
+    table: Table,
+    prefix: str,
+    given: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    country: str | None,
+) -> str | None:
+    code_name, text_name = f"{prefix}StateCode", f"{prefix}State"
+    states = state_names(country) if country else {}
+    if code_name in given:
+        code = given[code_name]
+        code = None if code is None else str(code).upper()
+        text = given.get(text_name)
+        if code is not None and code not in states:
+            raise _picklist_problem(table, code_name, "state")
+        if current is not None and text is not None and code and text != states[code]:
+            raise _picklist_problem(table, text_name, "state")
+        return code
+    if text_name in given:
+        text = given[text_name]
+        if text is None:
+            return None
+        by_name = {name: code for code, name in states.items()}
+        if str(text) not in by_name:
+            raise _picklist_problem(table, text_name, "state")
+        return by_name[str(text)]
+    if country is None:
+        return None  # removing the country removes its state too
+    kept = None if current is None else current.get(code_name)
+    if kept is not None and kept not in states:
+        raise _picklist_problem(table, code_name, "state")
+    return kept

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from adapters.salesforce.schema import FieldSpec, FieldType, ObjectSpec, OrgSchema
+import pycountry
+
+from adapters.salesforce.schema import ACTIVITY, FieldSpec, FieldType, ObjectSpec, OrgSchema
 
 INDUSTRY_VALUES = (
     "Agriculture",
@@ -67,7 +69,16 @@ LEAD_STATUSES = (
 )
 LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
+CLOSED_TASK_STATUSES = frozenset({"Completed"})
+"""TaskStatus values with IsClosed true in a fresh org: Task.IsClosed follows Status."""
 TASK_PRIORITIES = ("High", "Normal", "Low")
+TASK_SUBTYPES = ("Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn")
+EVENT_SUBTYPES = ("Event",)
+CALL_TYPES = ("Internal", "Inbound", "Outbound")
+ACTIVITY_TYPES = ("Call", "Email", "Meeting", "Other")
+SHOW_AS = ("Busy", "OutOfOffice", "Free", "WorkingElsewhere")
+SUBJECT_VALUES = ("Call", "Send Letter", "Send Quote", "Other")
+"""Task/Event.Subject is a combobox: these suggestions, and any text up to 255."""
 SHARE_TYPES = ("V", "C", "I")
 """ContentDocumentLink.ShareType: viewer, collaborator, inferred (destinations.md §1.8)."""
 VISIBILITIES = ("AllUsers", "InternalUsers", "SharedUsers")
@@ -96,6 +107,9 @@ DEFAULTS: Mapping[tuple[str, str], Any] = {
     ("Lead", "Status"): "Open - Not Contacted",
     ("Task", "Status"): "Not Started",
     ("Task", "Priority"): "Normal",
+    ("Task", "TaskSubtype"): "Task",
+    ("Event", "EventSubtype"): "Event",
+    ("Event", "ShowAs"): "Busy",
     ("ContentDocumentLink", "ShareType"): "V",
     ("ContentDocumentLink", "Visibility"): "AllUsers",
     ("AccountContactRelation", "IsActive"): True,
@@ -123,8 +137,29 @@ SYSTEM_FIELDS = frozenset(
 
 _POLYMORPHIC_ANY = "*"
 """Marker in ``reference_to`` for lookups that may point at any record-holding object."""
-_WHAT_TARGETS = "*custom"
-"""Marker for Task/Event.WhatId: Account plus every custom object."""
+_WHAT_TARGETS = "*activities"
+"""Marker for Task/Event.WhatId: exactly the objects that take activities — standard ones
+that do and custom objects with "Allow Activities" (``CustomObject.enableActivities``,
+https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customobject.htm).
+A WhatId to any other object's record is FIELD_INTEGRITY_EXCEPTION "id value of incorrect
+type", as for any lookup pointed at an object outside its referenceTo."""
+
+STATE_PICKLIST_COUNTRIES = frozenset({"US", "CA", "AU", "BR", "CN", "IN", "IE", "IT", "MX", "JP"})
+"""Countries whose states a fresh org lists when State and Country/Territory Picklists are
+on (the others take no state). Their states are pycountry's top-level subdivisions — an
+approximation of Salesforce's list (its Italy has provinces, not regions)."""
+
+ADDRESS_PREFIXES: Mapping[str, tuple[str, ...]] = {
+    "Account": ("Billing", "Shipping"),
+    "Contact": ("Mailing", "Other"),
+    "Lead": ("",),
+}
+"""Compound address fields of the standard objects the simulator knows (Object Reference:
+Account, Contact, Lead)."""
+
+
+class SchemaError(ValueError):
+    """A schema file a real org could not have: the admin's deploy would fail."""
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -189,8 +224,44 @@ def _address(prefix: str) -> tuple[FieldSpec, ...]:
     )
 
 
-def _object(name: str, prefix: str, *fields: FieldSpec, label: str = "") -> ObjectSpec:
-    return ObjectSpec(name, label or label_for(name), False, _system() + fields, prefix)
+def country_names() -> dict[str, str]:
+    """ISO code → integration value (by default the ISO name, as Salesforce ships them:
+    https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_integ_values.htm)."""
+    return {c.alpha_2: c.name for c in pycountry.countries}
+
+
+def state_names(country: str) -> dict[str, str]:
+    """State code (without the country part) → integration value, for one country."""
+    if country not in STATE_PICKLIST_COUNTRIES:
+        return {}
+    found = pycountry.subdivisions.get(country_code=country) or ()
+    return {s.code.split("-", 1)[1]: s.name for s in found if s.parent_code is None}
+
+
+def _address_codes(prefix: str) -> tuple[FieldSpec, ...]:
+    """``…CountryCode`` and ``…StateCode``: restricted picklists of ISO codes."""
+    states = sorted({code for country in STATE_PICKLIST_COUNTRIES for code in state_names(country)})
+    return (
+        _f(
+            f"{prefix}CountryCode",
+            "picklist",
+            10,
+            picklist_values=tuple(sorted(country_names())),
+            restricted=True,
+        ),
+        _f(f"{prefix}StateCode", "picklist", 10, picklist_values=tuple(states), restricted=True),
+    )
+
+
+def _with_address_codes(spec: ObjectSpec) -> ObjectSpec:
+    codes = tuple(f for p in ADDRESS_PREFIXES.get(spec.name, ()) for f in _address_codes(p))
+    return replace(spec, fields=spec.fields + codes) if codes else spec
+
+
+def _object(
+    name: str, prefix: str, *fields: FieldSpec, label: str = "", activities: bool = False
+) -> ObjectSpec:
+    return ObjectSpec(name, label or label_for(name), False, _system() + fields, prefix, activities)
 
 
 def _account() -> ObjectSpec:
@@ -203,11 +274,13 @@ def _account() -> ObjectSpec:
         _picklist("Type", ACCOUNT_TYPES),
         _ref("ParentId", "Account"),
         *_address("Billing"),
+        *_address("Shipping"),
         _f("Phone", "phone", 40),
         _f("NumberOfEmployees", "int", precision=8, scale=0),
         _f("AnnualRevenue", "currency", precision=18, scale=0),
         _f("Description", "textarea", LONG_TEXT_LENGTH),
         _ref("OwnerId", "User"),
+        activities=True,
     )
 
 
@@ -228,6 +301,7 @@ def _contact() -> ObjectSpec:
         _f("Phone", "phone", 40),
         _f("MobilePhone", "phone", 40),
         *_address("Mailing"),
+        *_address("Other"),
         _ref("AccountId", "Account"),
         _ref("OwnerId", "User"),
         _f("Description", "textarea", LONG_TEXT_LENGTH),
@@ -245,17 +319,31 @@ def _lead() -> ObjectSpec:
         _f("Phone", "phone", 40),
         _picklist("Status", LEAD_STATUSES, restricted=True),
         _picklist("LeadSource", LEAD_SOURCES),
+        *_address(""),
         _ref("OwnerId", "User"),
         _f("Description", "textarea", LONG_TEXT_LENGTH),
     )
 
 
-def _activity_links() -> tuple[FieldSpec, ...]:
+def _activity_common() -> tuple[FieldSpec, ...]:
+    """Fields Task and Event share (Object Reference, Task and Event:
+    https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_task.htm,
+    .../sforce_api_objects_event.htm)."""
     return (
+        _f("Subject", "combobox", 255, picklist_values=SUBJECT_VALUES),
+        _f("ActivityDate", "date"),
         _ref("WhoId", "Contact", "Lead"),
         _ref("WhatId", _WHAT_TARGETS),
         _ref("OwnerId", "User"),
+        _read_only("AccountId", "reference", 18, reference_to=("Account",)),
         _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _picklist("Type", ACTIVITY_TYPES),
+        _f("IsRecurrence", "boolean", updateable=False),
+        _f("IsReminderSet", "boolean"),
+        _f("ReminderDateTime", "datetime"),
+        _read_only("IsArchived", "boolean"),
+        _read_only("WhoCount", "int", precision=9, scale=0),
+        _read_only("WhatCount", "int", precision=9, scale=0),
     )
 
 
@@ -263,12 +351,24 @@ def _task() -> ObjectSpec:
     return _object(
         "Task",
         "00T",
-        _f("Subject", "string", 255),
+        *_activity_common(),
         _picklist("Status", TASK_STATUSES, restricted=True),
         _picklist("Priority", TASK_PRIORITIES, restricted=True),
-        _f("ActivityDate", "date"),
-        _f("IsRecurrence", "boolean"),
-        *_activity_links(),
+        _read_only("IsClosed", "boolean"),
+        _read_only("IsHighPriority", "boolean"),
+        _read_only("CompletedDateTime", "datetime"),
+        _f(
+            "TaskSubtype",
+            "picklist",
+            255,
+            picklist_values=TASK_SUBTYPES,
+            restricted=True,
+            updateable=False,
+        ),
+        _text("CallDisposition", 255),
+        _f("CallDurationInSeconds", "int", precision=8, scale=0),
+        _picklist("CallType", CALL_TYPES, restricted=True),
+        _text("CallObject", 255),
     )
 
 
@@ -276,13 +376,26 @@ def _event() -> ObjectSpec:
     return _object(
         "Event",
         "00U",
-        _f("Subject", "string", 255),
-        _f("StartDateTime", "datetime", required=True),
+        *_activity_common(),
+        _f("ActivityDateTime", "datetime"),
+        _f("StartDateTime", "datetime"),
         _f("EndDateTime", "datetime"),
+        _read_only("EndDate", "date"),
         _f("DurationInMinutes", "int", precision=8, scale=0),
         _f("IsAllDayEvent", "boolean"),
+        _f("IsPrivate", "boolean"),
         _text("Location", 255),
-        *_activity_links(),
+        _picklist("ShowAs", SHOW_AS, restricted=True),
+        _f(
+            "EventSubtype",
+            "picklist",
+            255,
+            picklist_values=EVENT_SUBTYPES,
+            restricted=True,
+            updateable=False,
+        ),
+        _read_only("IsChild", "boolean"),
+        _read_only("IsGroupEvent", "boolean"),
     )
 
 
@@ -392,15 +505,62 @@ STANDARD_OBJECTS = OrgSchema(
 """The built-in objects every simulated org starts with."""
 
 
+def _master_detail(field: FieldSpec) -> FieldSpec:
+    """A master-detail field as the org has it: required, updateable only when reparentable
+    (Metadata API ``CustomField.reparentableMasterDetail``,
+    https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customfield.htm)."""
+    if not field.master_detail:
+        return field
+    return replace(field, required=True, createable=True, updateable=field.reparentable)
+
+
 def _custom_object(spec: ObjectSpec, prefix: str) -> ObjectSpec:
-    """A schema file's custom object with the fields every custom object has in Salesforce."""
-    given = {f.name.lower() for f in spec.fields}
+    """A schema file's custom object with the fields every custom object has in Salesforce.
+
+    A detail object (one with a master-detail field) has no OwnerId: its records are owned
+    through their master ("Relationships Among Objects",
+    https://help.salesforce.com/s/articleView?id=sf.overview_of_custom_object_relationships.htm)."""
+    fields = tuple(_master_detail(f) for f in spec.fields)
+    masters = [f for f in fields if f.master_detail]
+    if len(masters) > 2:
+        raise SchemaError(f"{spec.name}: an object can have at most two master-detail fields")
+    if masters:
+        fields = tuple(f for f in fields if f.name.lower() != "ownerid")
+    given = {f.name.lower() for f in fields}
     implicit = [f for f in _system() if f.name.lower() not in given]
     if "name" not in given:
         implicit.append(_text("Name", 80))
-    if "ownerid" not in given:
+    if "ownerid" not in given and not masters:
         implicit.append(_ref("OwnerId", "User"))
-    return ObjectSpec(spec.name, spec.label, True, (*implicit, *spec.fields), prefix)
+    return replace(
+        spec, custom=True, fields=(*implicit, *fields), key_prefix=prefix, label=spec.label
+    )
+
+
+def _activity_fields(custom: OrgSchema) -> tuple[FieldSpec, ...]:
+    """Custom fields defined on Activity, which Task and Event both show.
+
+    A real org has no custom field of Task or Event of its own, and the Unique attribute is
+    not offered for activity custom fields (External ID is), so a schema that asks for
+    either is refused here as the admin's deploy would be
+    (https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm)."""
+    for name in ("Task", "Event"):
+        spec = custom.get(name)
+        own = [f.name for f in spec.fields if f.name.endswith("__c")] if spec else []
+        if own:
+            raise SchemaError(
+                f"{name}: custom fields {', '.join(own)} must be defined on {ACTIVITY}, "
+                "where Task and Event share them"
+            )
+    activity = custom.get(ACTIVITY)
+    fields = activity.fields if activity is not None else ()
+    unique = [f.name for f in fields if f.unique]
+    if unique:
+        raise SchemaError(
+            f"{ACTIVITY}: activity custom fields cannot be unique: {', '.join(unique)} "
+            "(use a non-unique External ID)"
+        )
+    return fields
 
 
 def _key_prefixes(custom: OrgSchema, taken: set[str]) -> dict[str, str]:
@@ -418,7 +578,7 @@ def _key_prefixes(custom: OrgSchema, taken: set[str]) -> dict[str, str]:
 
 
 def _resolve_targets(
-    spec: ObjectSpec, all_names: tuple[str, ...], customs: tuple[str, ...]
+    spec: ObjectSpec, all_names: tuple[str, ...], with_activities: tuple[str, ...]
 ) -> ObjectSpec:
     """Expand the polymorphic markers in ``reference_to`` to the org's real object names."""
     fields = []
@@ -427,35 +587,41 @@ def _resolve_targets(
         if _POLYMORPHIC_ANY in targets:
             targets = all_names
         elif _WHAT_TARGETS in targets:
-            targets = ("Account", *customs)
+            targets = with_activities
         fields.append(replace(field, reference_to=targets))
-    return ObjectSpec(spec.name, spec.label, spec.custom, tuple(fields), spec.key_prefix)
+    return replace(spec, fields=tuple(fields))
 
 
 def org_schema(custom: OrgSchema) -> OrgSchema:
     """The standard objects with ``custom``'s objects added and its custom fields merged in.
 
-    Custom objects gain Id, Name, OwnerId and the audit fields, as Salesforce adds them;
-    polymorphic lookups (WhatId, LinkedEntityId, FirstPublishLocationId) learn the custom
-    objects they may point at.
+    Custom objects gain Id, Name, OwnerId (unless they are a detail) and the audit fields,
+    as Salesforce adds them; Activity's fields join Task and Event; polymorphic lookups
+    (WhatId, LinkedEntityId, FirstPublishLocationId) learn the objects they may point at;
+    State and Country/Territory Picklists add the ``…Code`` fields when the schema has them on.
     """
-    new = {n: s for n, s in custom.objects.items() if STANDARD_OBJECTS.get(n) is None}
+    activity = _activity_fields(custom)
+    given = {n: s for n, s in custom.objects.items() if n not in {ACTIVITY, "Task", "Event"}}
+    new = {n: s for n, s in given.items() if STANDARD_OBJECTS.get(n) is None}
     extra_fields = {
         standard.name: spec
-        for name, spec in custom.objects.items()
+        for name, spec in given.items()
         if (standard := STANDARD_OBJECTS.get(name)) is not None
     }
+    for name in ("Task", "Event"):
+        extra_fields[name] = ObjectSpec(name, name, fields=activity)
     taken = {spec.key_prefix for spec in STANDARD_OBJECTS.objects.values()}
     prefixes = _key_prefixes(OrgSchema(new), taken)
     customs = OrgSchema(
         {name: _custom_object(spec, prefixes[name]) for name, spec in sorted(new.items())}
     )
     merged = STANDARD_OBJECTS.merged(OrgSchema(extra_fields)).merged(customs)
-    custom_names = tuple(customs.objects)
     record_holders = tuple(name for name in merged.objects if name not in {"ContentDocumentLink"})
-    return OrgSchema(
-        {
-            name: _resolve_targets(spec, record_holders, custom_names)
-            for name, spec in merged.objects.items()
-        }
-    )
+    with_activities = tuple(n for n, spec in merged.objects.items() if spec.enable_activities)
+    objects = {
+        name: _resolve_targets(spec, record_holders, with_activities)
+        for name, spec in merged.objects.items()
+    }
+    if custom.state_country_picklists:
+        objects = {name: _with_address_codes(spec) for name, spec in objects.items()}
+    return OrgSchema(objects, custom.state_country_picklists)

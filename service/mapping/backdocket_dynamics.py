@@ -5,19 +5,25 @@ The object map follows the migration seed: companies → ``account``; contacts �
 :func:`is_organization`); matters → the custom ``{prefix}_matter`` table; claims →
 ``opportunity`` when revenue-generating, else the custom ``{prefix}_claim`` table;
 tasks and e-signature requests → ``task``; events → ``appointment``; notes and
-documents → ``annotation`` (plus ``sharepointdocumentlocation`` when a SharePoint
-site is configured); intake submissions → ``lead``. Users become owners, custom
-field definitions become the schema plan, and workflows, merge templates and
-matter parties are reported, not loaded.
+documents → ``annotation`` (plus the record's ``sharepointdocumentlocation`` folder when a
+SharePoint site is configured, and then a file over the attachment limit goes into that
+folder instead, as a ``keys.SHAREPOINT_FILES`` payload); intake submissions → ``lead``.
+Users become owners, custom field definitions become the schema plan, and workflows,
+merge templates and matter parties are reported, not loaded.
 
 Conventions of the Dataverse payloads:
 
-* ``Payload.object`` is the table's logical name; every table carries the alternate
-  key column ``{prefix}_sourceid`` holding ``Payload.external_id``.
+* ``Payload.object`` is the table's logical name; every table but ``annotation`` carries
+  the alternate key column ``{prefix}_sourceid`` holding ``Payload.external_id``. Notes
+  take no custom column (so no key): the client upserts them by a primary key derived
+  from the external id, and what BackDocket knows beyond the note goes in its text.
 * ``Payload.fields`` use column logical names; option sets hold their int values.
-* ``Payload.refs`` keys are single-valued navigation property names for
-  ``@odata.bind`` (``parentcustomerid_account``, ``regardingobjectid_contact_task``),
-  and ``Ref.object`` is always the target table's logical name.
+* ``Payload.refs`` keys name lookup columns, never navigation properties: a
+  single-target lookup by its logical name (``crm_matterid``), a polymorphic one as
+  ``column.target`` (``regardingobjectid.crm_matter``, ``parentcustomerid.account``,
+  :func:`~adapters.dynamics.keys.lookup_key`); ``Ref.object`` is always the target
+  table's logical name. The client binds each through the navigation property the
+  metadata reports, and the schema plan lists every one so the gate checks it.
 * ``ownerid`` and the other systemuser lookups (the matter's assigned attorney)
   are fields holding a systemuser GUID resolved from ``ctx.owners``: users are not
   loaded records the id map could resolve. The client binds every column the
@@ -37,6 +43,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 from adapters.base import Record
+from adapters.dynamics.keys import SHAREPOINT_FILES, library_ref, lookup_key, sharepoint_name
 from service.mapping import transforms as tx
 from service.mapping.backdocket import (
     NO_SUBJECT,
@@ -315,6 +322,18 @@ KNOWN_COMPUTED_SOURCES: Mapping[str, tuple[str, ...]] = {
 
 LOGICAL_NAME_LENGTH = 50
 
+NO_CUSTOM_COLUMNS = frozenset({"annotation"})
+"""Tables that take no custom column, so no ``{prefix}_sourceid`` and no alternate key:
+the Note table (CanCreateAttributes false,
+https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation).
+The client upserts their rows by a primary key derived from the external id."""
+
+TABLE_SETTINGS = ("HasActivities", "HasNotes", "IsDocumentManagementEnabled")
+"""EntityMetadata booleans a plan table may require: activities may regard the table,
+notes may hang off it, SharePoint document locations may point at it
+(https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/entitymetadata).
+A custom table has none unless its maker ticks them."""
+
 
 def prefix_of(ctx: MappingContext) -> str:
     return str(ctx.settings.get("publisher_prefix") or DEFAULT_PREFIX)
@@ -333,9 +352,13 @@ def claim_table(prefix: str) -> str:
     return f"{prefix}_claim"
 
 
-def collection_objects(prefix: str) -> dict[str, tuple[str, ...]]:
-    """COLLECTION_OBJECTS with the publisher prefix filled in."""
-    return {k: tuple(t.format(prefix=prefix) for t in v) for k, v in COLLECTION_OBJECTS.items()}
+def collection_objects(prefix: str, sharepoint: bool = False) -> dict[str, tuple[str, ...]]:
+    """COLLECTION_OBJECTS with the publisher prefix filled in; with a SharePoint site,
+    documents also become files in SharePoint (``keys.SHAREPOINT_FILES``)."""
+    objects = {k: tuple(t.format(prefix=prefix) for t in v) for k, v in COLLECTION_OBJECTS.items()}
+    if sharepoint:
+        objects["documents"] = (*objects["documents"], SHAREPOINT_FILES)
+    return objects
 
 
 def external_id(collection: str, source_id: str) -> str:
@@ -397,11 +420,12 @@ class _Draft(Draft):
             self.put(name, mapped)
         return mapped
 
-    def ref(self, nav: str, collection: str, table: str, source_id: Any) -> bool:
-        """Bind navigation property ``nav`` to the row made from ``collection``/``source_id``."""
+    def ref(self, name: str, collection: str, table: str, source_id: Any) -> bool:
+        """Point lookup ``name`` (``crm_matterid``, ``regardingobjectid.crm_matter``) at the
+        row made from ``collection``/``source_id``."""
         if blank(source_id):
             return False
-        self.refs[nav] = Ref(collection, str(source_id), table)
+        self.refs[name] = Ref(collection, str(source_id), table)
         return True
 
     def owner(self, ctx: MappingContext, user_id: Any, role: str) -> str:
@@ -411,7 +435,9 @@ class _Draft(Draft):
         return owner
 
     def build(self, ctx: MappingContext, external: str, file: FileRef | None = None) -> Payload:
-        fields = {**self.fields, source_id_column(prefix_of(ctx)): external}
+        fields = dict(self.fields)
+        if self.object not in NO_CUSTOM_COLUMNS:
+            fields[source_id_column(prefix_of(ctx))] = external
         return self.payload(external, fields=fields, file=file)
 
 
@@ -445,7 +471,7 @@ def _regarding(draft: _Draft, record: Record, prefix: str, activity: str) -> Non
     (the case file is where the firm looks), else the contact."""
     matter, contact = record.get("matter_id"), record.get("contact_id")
     if draft.ref(
-        f"regardingobjectid_{matter_table(prefix)}_{activity}",
+        lookup_key("regardingobjectid", matter_table(prefix)),
         "matters",
         matter_table(prefix),
         matter,
@@ -455,7 +481,7 @@ def _regarding(draft: _Draft, record: Record, prefix: str, activity: str) -> Non
                 f"regarding: matter {matter} chosen; contact {contact} is also linked in "
                 "BackDocket and is not the regarding record"
             )
-    elif not draft.ref(f"regardingobjectid_contact_{activity}", "contacts", "contact", contact):
+    elif not draft.ref(lookup_key("regardingobjectid", "contact"), "contacts", "contact", contact):
         draft.note("regarding: no matter or contact in BackDocket; activity unlinked")
 
 
@@ -507,9 +533,12 @@ CUSTOM_FIELD_TABLES: Mapping[str, str] = {
     "claims": "{prefix}_claim",
     "tasks": "task",
     "events": "appointment",
-    "documents": "annotation",
 }
 """BackDocket entity → the table its custom columns are created on."""
+
+NOTE_TEXT_ENTITIES: Mapping[str, str] = {"documents": "annotation"}
+"""Entities whose table takes no custom column (notes): their custom values are written
+into the note's text, one ``Label: value`` line each."""
 
 
 def _col(kind: str, **extra: Any) -> dict[str, Any]:
@@ -529,8 +558,10 @@ def _option_col(name: str, options: Mapping[str, int], multi: bool = False) -> d
     )
 
 
-def _lookup_col(target: str, required: bool = False) -> dict[str, Any]:
-    return _col("lookup", target=target, required=required)
+def _lookup_col(target: str, schema_name: str, required: bool = False) -> dict[str, Any]:
+    """A lookup column; ``schema_name`` is the case-sensitive SchemaName the admin gives it,
+    which real Dataverse also makes its navigation property (``crm_MatterId``)."""
+    return _col("lookup", target=target, schema_name=schema_name, required=required)
 
 
 def planned_columns(prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -562,14 +593,14 @@ def planned_columns(prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
             f"{p}_claimamount": _col("money"),
             f"{p}_estimatedfees": _col("money"),
             f"{p}_description": _col("memo", max_length=MEMO_LENGTH),
-            f"{p}_assignedattorney": _lookup_col("systemuser"),
-            f"{p}_clientaccountid": _lookup_col("account"),
-            f"{p}_primarycontactid": _lookup_col("contact"),
+            f"{p}_assignedattorney": _lookup_col("systemuser", f"{p}_AssignedAttorney"),
+            f"{p}_clientaccountid": _lookup_col("account", f"{p}_ClientAccountId"),
+            f"{p}_primarycontactid": _lookup_col("contact", f"{p}_PrimaryContactId"),
             f"{p}_sourcecreatedon": _col("datetime"),
         },
         claim_table(p): {
             f"{p}_name": {**_text_col(NAME_LENGTH), "primary_name": True},
-            f"{p}_matterid": _lookup_col(matter, required=True),
+            f"{p}_matterid": _lookup_col(matter, f"{p}_MatterId", required=True),
             f"{p}_claimkind": _option_col("claimkind", CLAIM_KIND_OPTIONS),
             f"{p}_amount": _col("money"),
             f"{p}_status": _option_col("claimstatus", CLAIM_STATUS_OPTIONS),
@@ -577,7 +608,7 @@ def planned_columns(prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
             f"{p}_revenuegenerating": _col("boolean"),
         },
         "opportunity": {
-            f"{p}_matterid": _lookup_col(matter),
+            f"{p}_matterid": _lookup_col(matter, f"{p}_MatterId"),
             f"{p}_claimkind": _option_col("claimkind", CLAIM_KIND_OPTIONS),
             f"{p}_claimstatus": _option_col("claimstatus", CLAIM_STATUS_OPTIONS),
         },
@@ -587,7 +618,7 @@ def planned_columns(prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
             f"{p}_initialcontactdate": _col("datetime"),
             f"{p}_intakeformtype": _text_col(100),
             f"{p}_intakestatus": _option_col("intakestatus", INTAKE_STATUS_OPTIONS),
-            f"{p}_convertedmatterid": _lookup_col(matter),
+            f"{p}_convertedmatterid": _lookup_col(matter, f"{p}_ConvertedMatterId"),
         },
         "task": {
             f"{p}_recurrencerule": _text_col(),
@@ -605,6 +636,39 @@ def planned_columns(prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
         "annotation": {},
         "sharepointdocumentlocation": {},
     }
+
+
+def _binding(attribute: str, target: str) -> tuple[str, dict[str, str]]:
+    return lookup_key(attribute, target), {"attribute": attribute, "target": target}
+
+
+def planned_lookups(prefix: str, sharepoint: bool) -> dict[str, dict[str, dict[str, str]]]:
+    """Table → the standard lookups the load binds (``column.target`` or a single-target
+    column) → column and target. Nothing for the admin to create, but each binds only
+    where a relationship exists (regarding a custom table needs its HasActivities, a
+    note's objectid its HasNotes…), so the gate checks every one before any write."""
+    matter = matter_table(prefix)
+    regards = dict(_binding("regardingobjectid", t) for t in (matter, "contact"))
+    folders = dict([_binding("parentsiteorlocation", "sharepointdocumentlocation")])
+    return {
+        "account": {"parentaccountid": {"attribute": "parentaccountid", "target": "account"}},
+        "contact": dict([_binding("parentcustomerid", "account")]),
+        "opportunity": dict(_binding("customerid", t) for t in ("account", "contact")),
+        "task": regards,
+        "appointment": regards,
+        "annotation": dict(_binding("objectid", t) for t in (matter, "contact")),
+        # Document locations are written only with a SharePoint site configured.
+        "sharepointdocumentlocation": {**regards, **folders} if sharepoint else {},
+    }
+
+
+def planned_settings(prefix: str, sharepoint: bool) -> dict[str, dict[str, bool]]:
+    """Table → the settings the admin switches on: the tables that tasks, appointments,
+    notes (and, with a SharePoint site, document locations) point at."""
+    wanted = {"HasActivities": True, "HasNotes": True}
+    if sharepoint:
+        wanted["IsDocumentManagementEnabled"] = True
+    return {matter_table(prefix): wanted, "contact": dict(wanted)}
 
 
 def _computed_sources(definition: Mapping[str, Any]) -> tuple[str, ...]:
@@ -661,34 +725,46 @@ def _custom_column(definition: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def schema_plan(
-    definitions: Sequence[Mapping[str, Any]], prefix: str = DEFAULT_PREFIX
+    definitions: Sequence[Mapping[str, Any]], prefix: str = DEFAULT_PREFIX, sharepoint: bool = False
 ) -> dict[str, Any]:
     """The tables and columns the Dynamics admin creates before any record loads.
 
-    Every target table gets ``{prefix}_sourceid`` (string, alternate key); the custom
-    tables get their whole definition; each BackDocket custom field definition becomes
-    one ``{prefix}_<key>`` column on the table its entity maps to. Computed fields get
-    no column: they are listed under ``decomposed`` with their source values, to rebuild
-    as Dataverse calculated/formula columns.
+    Every target table but ``annotation`` (no custom columns) gets ``{prefix}_sourceid``
+    (string, alternate key); the custom tables get their whole definition; each
+    BackDocket custom field definition becomes one ``{prefix}_<key>`` column on the table
+    its entity maps to. Computed fields get no column: they are listed under
+    ``decomposed`` with their source values, to rebuild as Dataverse calculated/formula
+    columns. Tables the activities and notes point at carry the settings to switch on
+    (``HasActivities``…); ``lookups`` lists the standard lookups the load binds.
     """
     source_id = source_id_column(prefix)
     tables: dict[str, dict[str, Any]] = {}
+    settings = planned_settings(prefix, sharepoint)
+    lookups = planned_lookups(prefix, sharepoint)
     for table, planned in planned_columns(prefix).items():
         custom = table.startswith(f"{prefix}_")
+        keyed = table not in NO_CUSTOM_COLUMNS
         tables[table] = {
             "custom": custom,
-            "columns": {source_id: _text_col(100), **planned},
-            "alternate_keys": [source_id],
+            "columns": {source_id: _text_col(100), **planned} if keyed else dict(planned),
+            "alternate_keys": [source_id] if keyed else [],
+            **settings.get(table, {}),
         }
+        if lookups.get(table):
+            tables[table]["lookups"] = lookups[table]
         if custom:
             tables[table]["ownership"] = "user"
     names = _definition_columns(prefix, definitions)
     decomposed: dict[str, dict[str, Any]] = {}
     unmapped: list[str] = []
+    in_note_text: list[str] = []
     for d in definitions:
         entity, key = str(d.get("entity")), str(d.get("key") or "")
         target = CUSTOM_FIELD_TABLES.get(entity)
         if not key:
+            continue
+        if entity in NOTE_TEXT_ENTITIES:
+            in_note_text.append(f"{entity}.{key}")
             continue
         if target is None:
             unmapped.append(f"{entity}.{key}")
@@ -709,6 +785,7 @@ def schema_plan(
         "tables": tables,
         "decomposed": decomposed,
         "unmapped_custom_fields": unmapped,
+        "custom_fields_in_note_text": in_note_text,
         "custom_table_count": len(custom_tables),
     }
     if len(custom_tables) > PROFESSIONAL_CUSTOM_TABLE_LIMIT:
@@ -914,7 +991,7 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     )
     draft.timestamp(f"{prefix}_sourcecreatedon", record.get("created_at"))
     draft.owner(ctx, record.get("owner_id"), "owner")
-    _primary_company(draft, record.get("company_links"), "parentcustomerid_account")
+    _primary_company(draft, record.get("company_links"), lookup_key("parentcustomerid", "account"))
     _custom_fields(draft, "contacts", record, ctx)
     return [draft.build(ctx, external_id("contacts", record["id"]))]
 
@@ -1030,19 +1107,20 @@ def _opportunity(record: Record, ctx: MappingContext) -> Payload:
 def _customer(draft: _Draft, record: Record, ctx: MappingContext) -> None:
     """The opportunity's polymorphic customer: the claim's own company/contact when it has
     one, else its matter's client company or primary contact (``matter_customers``)."""
-    if draft.ref("customerid_account", "companies", "account", record.get("client_company_id")):
+    account, contact = lookup_key("customerid", "account"), lookup_key("customerid", "contact")
+    if draft.ref(account, "companies", "account", record.get("client_company_id")):
         return
-    if draft.ref("customerid_contact", "contacts", "contact", record.get("contact_id")):
+    if draft.ref(contact, "contacts", "contact", record.get("contact_id")):
         return
     customers = ctx.settings.get("matter_customers") or {}
     found = customers.get(str(record["matter_id"])) if isinstance(customers, Mapping) else None
     if isinstance(found, list | tuple) and len(found) == 2:
         collection, source_id = str(found[0]), str(found[1])
         if collection == "companies":
-            draft.ref("customerid_account", "companies", "account", source_id)
+            draft.ref(account, "companies", "account", source_id)
             return
         if collection == "contacts":
-            draft.ref("customerid_contact", "contacts", "contact", source_id)
+            draft.ref(contact, "contacts", "contact", source_id)
             return
     draft.note(
         f"customerid: matter {record['matter_id']} has no client company or contact known; "
@@ -1192,7 +1270,7 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     draft.text("description", "\n".join(description))
     draft.timestamp("scheduledend", record.get("sent_at"))
     draft.ref(
-        f"regardingobjectid_{matter_table(p)}_task",
+        lookup_key("regardingobjectid", matter_table(p)),
         "matters",
         matter_table(p),
         record.get("matter_id"),
@@ -1203,11 +1281,12 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
 
 def _object_binding(draft: _Draft, record: Record, prefix: str) -> bool:
     """An annotation's ``objectid``: the matter when there is one, else the contact."""
-    if draft.ref(
-        f"objectid_{matter_table(prefix)}", "matters", matter_table(prefix), record.get("matter_id")
-    ):
+    matter = matter_table(prefix)
+    if draft.ref(lookup_key("objectid", matter), "matters", matter, record.get("matter_id")):
         return True
-    return draft.ref("objectid_contact", "contacts", "contact", record.get("contact_id"))
+    return draft.ref(
+        lookup_key("objectid", "contact"), "contacts", "contact", record.get("contact_id")
+    )
 
 
 def _note(record: Record, ctx: MappingContext) -> TransformResult:
@@ -1224,34 +1303,105 @@ def _note(record: Record, ctx: MappingContext) -> TransformResult:
     return [draft.build(ctx, external_id("notes", record["id"]))]
 
 
-def _location(
-    record: Record,
-    ctx: MappingContext,
-    site: str,
-    filename: str,
-    file: FileRef | None,
-    note: str | None = None,
-) -> Payload:
-    """A SharePoint document location under the parent's folder, regarding the parent."""
-    p = prefix_of(ctx)
+FOLDER_PREFIX = "folder:"
+"""External id of a record's SharePoint folder row: ``folder:<table>:<source id>``."""
+
+
+def _folder(record: Record, ctx: MappingContext) -> Payload | None:
+    """The SharePoint folder of the record a document belongs to: one
+    ``sharepointdocumentlocation`` per matter (else contact), ``relativeurl`` its folder
+    name, under its table's document library location (``parentsiteorlocation``, named by
+    ``keys.library_ref``: the client finds that location's id in the org), regarding the
+    record — the shape Dataverse's own document management gives a record's folder
+    (site → library location → record folder, "Manage your documents using SharePoint",
+    https://learn.microsoft.com/power-platform/admin/manage-documents-using-sharepoint;
+    the regarding binds only where the table has document management on, which the
+    plan asks for). Every document of the record yields the same row, so the upsert on
+    its external id writes it once."""
+    place = _folder_place(record, ctx)
+    if place is None:
+        return None
+    collection, table, owner = place
     draft = _Draft("sharepointdocumentlocation")
+    draft.text("name", f"Documents on {table} {owner}")
+    draft.text("relativeurl", folder_name(table, owner))
+    draft.put(lookup_key("parentsiteorlocation", "sharepointdocumentlocation"), library_ref(table))
+    draft.ref(lookup_key("regardingobjectid", table), collection, table, owner)
+    return draft.build(ctx, f"{FOLDER_PREFIX}{table}:{owner}")
+
+
+def folder_name(table: str, owner: str) -> str:
+    """A record's folder in its table's library: ``<table>_<source id>``, unique per record."""
+    return sharepoint_name(f"{table}_{owner}", table)
+
+
+def _folder_place(record: Record, ctx: MappingContext) -> tuple[str, str, str] | None:
+    """(collection, table, source id) of the record whose folder holds a document's file:
+    its matter, else its contact; None when it has neither."""
     if not blank(record.get("matter_id")):
-        folder = f"{matter_table(p)}/{record['matter_id']}"
-        draft.ref(
-            f"regardingobjectid_{matter_table(p)}", "matters", matter_table(p), record["matter_id"]
+        return "matters", matter_table(prefix_of(ctx)), str(record["matter_id"])
+    if not blank(record.get("contact_id")):
+        return "contacts", "contact", str(record["contact_id"])
+    return None
+
+
+SHAREPOINT_MODES = ("oversized", "all")
+"""``[mapping] sharepoint_documents``: which documents go to SharePoint when a site is set.
+``oversized`` (default): only files over the attachment limit, the rest stay notes with
+their file (searchable, offline, no SharePoint licence needed to open them); ``all``: every
+file of a matter or contact, for firms that keep documents in SharePoint."""
+
+
+def _sharepoint_file(
+    record: Record, ctx: MappingContext, file: FileRef, why: str
+) -> TransformResult:
+    """A document's file in its record's SharePoint folder, after that folder's location
+    row (the loader writes objects in the order given). Named ``<source id>_<filename>``:
+    unique in the folder whatever the source's file names, so two documents never
+    overwrite each other, and a rerun overwrites only its own file."""
+    place = _folder_place(record, ctx)
+    folder = _folder(record, ctx)
+    if place is None or folder is None:
+        return Rejection(
+            "failed",
+            "no_sharepoint_folder",
+            f"{file.filename} {why}, but it is attached to no matter or contact: a file in "
+            "SharePoint lives in its record's folder; it stays in the blob store",
         )
-    elif not blank(record.get("contact_id")):
-        folder = f"contact/{record['contact_id']}"
-        draft.ref("regardingobjectid_contact", "contacts", "contact", record["contact_id"])
-    else:
-        folder = "unfiled"
-        draft.note("regardingobjectid: no matter or contact in BackDocket; location unlinked")
-    draft.text("name", filename)
-    draft.text("relativeurl", folder)
-    draft.text("absoluteurl", f"{site.rstrip('/')}/{folder}/{filename}")
-    if note:
-        draft.note(note)
-    return draft.build(ctx, external_id("documents", record["id"]), file)
+    _, table, owner = place
+    name = sharepoint_name(f"{record['id']}_{file.filename}", str(record["id"]))
+    payload = Payload(
+        object=SHAREPOINT_FILES,
+        external_id=external_id("documents", record["id"]),
+        fields={"library": table, "folder": folder_name(table, owner)},
+        file=replace(file, filename=name),
+        notes=(f"file {why}: uploaded to SharePoint folder {folder_name(table, owner)}",),
+    )
+    return [folder, payload]
+
+
+def _document_lines(record: Record, ctx: MappingContext) -> list[str]:
+    """What BackDocket knows of a document beyond its file, for the note's text (a note
+    takes no custom columns): its version and every custom value, ``Label: value``."""
+    lines = []
+    version = record.get("version")
+    if version not in (None, "", 1):
+        lines.append(f"Version {version} in BackDocket")
+    values = record.get("custom_fields")
+    definitions = _definitions_by_key(ctx.custom_fields.get("documents", ()))
+    for key, value in (values or {}).items() if isinstance(values, Mapping) else ():
+        if value is None or value == "" or value == []:
+            continue
+        label = str((definitions.get(key) or {}).get("label") or key)
+        shown = "; ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        lines.append(f"{label}: {shown}")
+    return lines
+
+
+def sharepoint_mode(ctx: MappingContext) -> str:
+    """``[mapping] sharepoint_documents`` (SHAREPOINT_MODES); an unknown value is the default."""
+    mode = str(ctx.settings.get("sharepoint_documents") or SHAREPOINT_MODES[0]).strip().lower()
+    return mode if mode in SHAREPOINT_MODES else SHAREPOINT_MODES[0]
 
 
 def base64_size(size: int) -> int:
@@ -1288,23 +1438,24 @@ def _document(record: Record, ctx: MappingContext) -> TransformResult:
                 f"{over}; attached to {attached_to(record)}; held in staging until a "
                 "SharePoint site is configured (setting sharepoint_site)",
             )
-        note = f"{over}; uploaded to SharePoint only, no annotation"
-        return [_location(record, ctx, site, filename, file, note)]
+        return _sharepoint_file(record, ctx, file, "is over the attachment limit")
+    if site is not None and sharepoint_mode(ctx) == "all" and _folder_place(record, ctx):
+        return _sharepoint_file(record, ctx, file, "goes to SharePoint (sharepoint_documents)")
     draft = _Draft("annotation")
     draft.text("subject", filename.rsplit(".", 1)[0] if "." in filename[1:] else filename)
     draft.text("filename", filename)
     draft.text("mimetype", mime)
     draft.put("isdocument", True)
-    version = record.get("version")
-    if version not in (None, "", 1):
-        draft.text("notetext", f"Version {version} in BackDocket")
+    lines = _document_lines(record, ctx)
+    if lines:
+        draft.text("notetext", "\n".join(lines))
     draft.owner(ctx, record.get("uploaded_by_id"), "uploader")
     if not _object_binding(draft, record, p):
         draft.note("objectid: no matter or contact in BackDocket; file unlinked")
-    _custom_fields(draft, "documents", record, ctx)
     payloads = [draft.build(ctx, external_id("documents", record["id"]), file)]
-    if site is not None:
-        payloads.append(_location(record, ctx, site, filename, None))
+    folder = _folder(record, ctx) if site is not None else None
+    if folder is not None:
+        payloads.append(folder)
     return payloads
 
 
@@ -1313,6 +1464,13 @@ def _definition(record: Record, ctx: MappingContext) -> TransformResult:
     p = prefix_of(ctx)
     entity, key, kind = (str(record.get(k)) for k in ("entity", "key", "type"))
     target = CUSTOM_FIELD_TABLES.get(entity)
+    if entity in NOTE_TEXT_ENTITIES:
+        return Rejection(
+            "skipped",
+            "schema_definition",
+            f"custom field {key} of {entity} gets no column: {NOTE_TEXT_ENTITIES[entity]} "
+            "takes no custom columns; its values are kept in the note's text",
+        )
     if target is None:
         return Rejection(
             "skipped",
@@ -1381,4 +1539,10 @@ def transform(collection: str, record: Record, ctx: MappingContext) -> Transform
         created = tx.iso_datetime(tx.parse_datetime(record.get("created_at")))
     except ValueError:
         return result
-    return [replace(p, fields={**p.fields, "overriddencreatedon": created}) for p in result]
+    # A file in SharePoint is no Dataverse row: it keeps SharePoint's own times.
+    return [
+        p
+        if p.object == SHAREPOINT_FILES
+        else replace(p, fields={**p.fields, "overriddencreatedon": created})
+        for p in result
+    ]

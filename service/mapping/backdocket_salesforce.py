@@ -17,13 +17,21 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
+import pycountry
+
 from adapters.base import Record
-from adapters.salesforce.schema import FieldSpec, FieldType, ObjectSpec, OrgSchema
+from adapters.salesforce.client import (
+    ENABLE_ACTIVITIES,
+    STATE_COUNTRY_PICKLISTS,
+    STATE_COUNTRY_TEXT,
+)
+from adapters.salesforce.schema import ACTIVITY, FieldSpec, FieldType, ObjectSpec, OrgSchema
 from service.mapping import transforms as tx
 from service.mapping.backdocket import (
     NO_SUBJECT,
@@ -148,6 +156,9 @@ NOT_LOADED: Mapping[str, tuple[str, str]] = {
 
 # --- Salesforce field facts --------------------------------------------------------------
 
+ACTIVITY_OBJECTS = ("Task", "Event")
+"""The objects that show the fields defined on ``ACTIVITY``."""
+
 LONG_TEXT_LENGTH = 131_072
 """Maximum length of a Salesforce Long Text Area field."""
 
@@ -167,6 +178,8 @@ DEFAULT_MAX_FILE_BYTES = 25 * 1024 * 1024
 """The per-file limit the seed enforces for Salesforce Files (setting ``max_file_bytes``)."""
 
 CURRENCY_PRECISION, CURRENCY_SCALE = 16, 2
+ANNUAL_REVENUE_PRECISION = 18
+"""Account.AnnualRevenue is Currency(18, 0): whole units only (Object Reference, Account)."""
 NUMBER_PRECISION, NUMBER_SCALE = 18, 4
 
 STANDARD_TEXT_LENGTHS: Mapping[str, Mapping[str, int]] = {
@@ -456,12 +469,14 @@ CUSTOM_FIELD_OBJECTS: Mapping[str, str] = {
     "matters": "Case_Matter__c",
     "matter_parties": "Case_Party__c",
     "claims": "Claim__c",
-    "tasks": "Task",
-    "events": "Event",
+    "tasks": ACTIVITY,
+    "events": ACTIVITY,
     "documents": "ContentVersion",
 }
-"""BackDocket entity → the object its custom fields are created on. Entities that
-share or switch objects (notes, e-signatures, intake) have no place for them."""
+"""BackDocket entity → the object its custom fields are created on (task and event fields
+on Activity, where Salesforce defines them for both). Entities that share or switch
+objects (notes, e-signatures, intake) have no place for them. A key both tasks and
+events define becomes one Activity field, typed by the first definition."""
 
 API_NAME_STEM_LENGTH = 40
 """Salesforce allows 40 characters before a custom field's ``__c``."""
@@ -497,9 +512,27 @@ def _currency(api_name: str) -> FieldSpec:
     return _spec(api_name, "currency", precision=CURRENCY_PRECISION, scale=CURRENCY_SCALE)
 
 
+def _master(api_name: str, master: str) -> FieldSpec:
+    """A master-detail field: required, and never reparented (see ``PLANNED_FIELDS``)."""
+    return _spec(
+        api_name, "reference", reference_to=(master,), required=True, master_detail=True,
+        reparentable=False, updateable=False,
+    )  # fmt: skip
+
+
 _SOURCE_ID = _spec(
     EXTERNAL_ID_FIELD, "string", label="Source System ID", length=255, external_id=True, unique=True
 )
+
+_ACTIVITY_SOURCE_ID = replace(_SOURCE_ID, unique=False)
+"""Activity custom fields cannot be unique (Setup offers no Unique attribute for them:
+https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm), so on
+Task and Event the source id is a non-unique external id. Upsert still matches on it
+(one match updates, none creates, several is an error:
+https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_upsert.htm),
+and the client never sends one source id twice in a request and reports ids the org
+already holds twice."""
+
 
 _OBJECT_LABELS: Mapping[str, str] = {
     "Account": "Account",
@@ -512,6 +545,7 @@ _OBJECT_LABELS: Mapping[str, str] = {
     "Case_Matter__c": "Case / Matter",
     "Case_Party__c": "Case Party",
     "Claim__c": "Claim",
+    ACTIVITY: "Activity",
 }
 
 _RECURRENCE_FIELDS = (
@@ -537,15 +571,15 @@ PLANNED_FIELDS: Mapping[str, tuple[FieldSpec, ...]] = {
         _picklist("Intake_Status__c", INTAKE_STATUS_MAP),
         _lookup("Converted_Matter__c", "Case_Matter__c"),
     ),
-    "Task": (
+    ACTIVITY: (
         *_RECURRENCE_FIELDS,
         _long_text("Approval_Request__c"),
         _picklist("DocuSign_Status__c", ESIGN_STATUS_MAP),
         _long_text("Signer_List__c"),
         _text("DocuSign_Envelope_Id__c", 64),
         _text("Signature_Document__c"),
+        _long_text("External_Attendees__c"),
     ),
-    "Event": (*_RECURRENCE_FIELDS, _long_text("External_Attendees__c")),
     "ContentVersion": (
         _spec("Original_Upload_Date__c", "datetime"),
         _text("Original_MIME_Type__c"),
@@ -583,14 +617,14 @@ PLANNED_FIELDS: Mapping[str, tuple[FieldSpec, ...]] = {
     ),
     "Case_Party__c": (
         _spec("Name", "string", length=80, createable=False, updateable=False),
-        _lookup("Case_Matter__c", "Case_Matter__c", required=True),
+        _master("Case_Matter__c", "Case_Matter__c"),
         _lookup("Contact__c", "Contact", required=True),
         _picklist("Role__c", PARTY_ROLE_MAP),
         _spec("Is_Primary__c", "boolean"),
     ),
     "Claim__c": (
         _text("Name", 80),
-        _lookup("Case_Matter__c", "Case_Matter__c", required=True),
+        _master("Case_Matter__c", "Case_Matter__c"),
         _picklist("Claim_Kind__c", CLAIM_KIND_MAP),
         _currency("Amount__c"),
         _spec("Revenue_Generating__c", "boolean"),
@@ -599,16 +633,32 @@ PLANNED_FIELDS: Mapping[str, tuple[FieldSpec, ...]] = {
     ),
 }
 """The fields the admin creates before loading, per object, besides Source_System_ID__c
-and the custom fields of the BackDocket definitions. Case_Party__c and Claim__c hang
-off Case_Matter__c by master-detail (so they have no owner of their own); Case_Party__c
-names itself with an auto-number."""
+and the custom fields of the BackDocket definitions; Task and Event fields live on
+Activity. Case_Party__c and Claim__c hang off Case_Matter__c by master-detail: a party
+or a claim exists only within its matter, and who may see or edit it is who may see
+or edit the matter (sharing and ownership follow the master, so they have no owner of
+their own). They are not reparentable: a party or claim never moves to another matter
+in BackDocket's model, so a changed matter id is a data error the loader notes, not a
+move to replay (Metadata API ``CustomField.reparentableMasterDetail``,
+https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customfield.htm).
+Case_Party__c names itself with an auto-number."""
+
+ACTIVITY_TARGETS: tuple[str, ...] = ("Case_Matter__c",)
+"""Custom objects tasks, events, notes and e-signature tasks point at (``WhatId``): they
+need "Allow Activities" (``CustomObject.enableActivities``), or the org refuses the link."""
+
+
+def field_home(sobject: str) -> str:
+    """The object whose definition holds ``sobject``'s custom fields (Activity for activities)."""
+    return ACTIVITY if sobject in ACTIVITY_OBJECTS else sobject
+
 
 _FIELD_LENGTHS: Mapping[str, Mapping[str, int]] = {
     name: {
         **STANDARD_TEXT_LENGTHS.get(name, {}),
-        **{f.name: f.length for f in specs if f.length is not None},
+        **{f.name: f.length for f in PLANNED_FIELDS[field_home(name)] if f.length is not None},
     }
-    for name, specs in PLANNED_FIELDS.items()
+    for name in (*(n for n in PLANNED_FIELDS if n != ACTIVITY), *ACTIVITY_OBJECTS)
 }
 
 
@@ -677,11 +727,12 @@ def _custom_field_spec(definition: Mapping[str, Any], api_name: str) -> FieldSpe
 def schema_plan(definitions: Sequence[Mapping[str, Any]]) -> OrgSchema:
     """The objects and fields the admin pre-creates before any record loads.
 
-    Every target object gets Source_System_ID__c (external id, unique); the custom
-    objects get their whole definition; each BackDocket custom field definition
-    becomes one ``__c`` field on the object its entity maps to. Custom fields are
-    never required in Salesforce, even when BackDocket required them, so a record
-    whose value was dropped as unparseable still loads.
+    Every target object gets Source_System_ID__c (an external id, unique except on
+    Activity, where Salesforce allows no unique field); the custom objects get their
+    whole definition, with "Allow Activities" on those activities point at; each
+    BackDocket custom field definition becomes one ``__c`` field on the object its
+    entity maps to. Custom fields are never required in Salesforce, even when BackDocket
+    required them, so a record whose value was dropped as unparseable still loads.
     """
     by_object: dict[str, dict[str, Mapping[str, Any]]] = {}
     for definition in definitions:
@@ -693,13 +744,63 @@ def schema_plan(definitions: Sequence[Mapping[str, Any]]) -> OrgSchema:
         custom = by_object.get(name, {})
         names = _custom_field_names(name, tuple(sorted(custom)))
         extra = tuple(_custom_field_spec(d, names[key]) for key, d in custom.items())
+        source_id = _ACTIVITY_SOURCE_ID if name == ACTIVITY else _SOURCE_ID
         objects[name] = ObjectSpec(
             name=name,
             label=_OBJECT_LABELS[name],
             custom=name.endswith("__c"),
-            fields=(_SOURCE_ID, *planned, *extra),
+            fields=(source_id, *planned, *extra),
+            enable_activities=name in ACTIVITY_TARGETS,
         )
     return OrgSchema(objects)
+
+
+def gate_fields(plan: OrgSchema) -> dict[str, tuple[FieldSpec, ...]]:
+    """The plan's fields per object the loader writes, as describe will show them: a field
+    deployed on Activity is a field of Task and of Event."""
+    fields: dict[str, tuple[FieldSpec, ...]] = {}
+    for name, spec in plan.objects.items():
+        for target in ACTIVITY_OBJECTS if name == ACTIVITY else (name,):
+            fields[target] = (*fields.get(target, ()), *spec.fields)
+    return fields
+
+
+STATE_COUNTRY_SETTING = "state_country_picklists"
+"""The plan's ``[mapping]`` switch: the org has State and Country/Territory Picklists on."""
+
+PICKLISTS_ON = STATE_COUNTRY_PICKLISTS
+"""Describe shows ``BillingCountryCode`` (…) on the object: addresses take ISO codes, and
+free-text state or country values are refused
+(https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_overview.htm)."""
+
+PICKLISTS_OFF = STATE_COUNTRY_TEXT
+"""Describe shows only the free-text ``BillingState``/``BillingCountry`` (…) fields."""
+
+ADDRESS_OBJECTS = ("Account", "Contact")
+"""Objects the mapping writes an address to."""
+
+
+def required_settings(plan: OrgSchema, settings: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Org settings the gate requires, per object, in the words ``describe`` reports them:
+    Allow Activities where the plan asks for it, and state/country fields matching the
+    plan's ``state_country_picklists`` (either way round, so a mismatch stops the run
+    before the org refuses every address, or before codes go into text fields)."""
+    required: dict[str, set[str]] = {}
+    for name, spec in plan.objects.items():
+        if spec.enable_activities:
+            required.setdefault(name, set()).add(ENABLE_ACTIVITIES)
+    address = PICKLISTS_ON if state_country_picklists(settings) else PICKLISTS_OFF
+    for name in ADDRESS_OBJECTS:
+        required.setdefault(name, set()).add(address)
+    return {name: frozenset(values) for name, values in required.items()}
+
+
+def state_country_picklists(settings: Mapping[str, Any]) -> bool:
+    """Whether the plan says the org's addresses take ISO state and country codes."""
+    value = settings.get(STATE_COUNTRY_SETTING, False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    return bool(value)
 
 
 # --- owners ------------------------------------------------------------------------------
@@ -789,17 +890,116 @@ class _Draft(Draft):
         return self.payload(external, file=file)
 
 
-def _address(draft: _Draft, prefix: str, address: Any) -> None:
+def _address(draft: _Draft, prefix: str, address: Any, ctx: MappingContext) -> None:
     if not isinstance(address, Mapping):
         return
-    for part, suffix in (
-        ("street", "Street"),
-        ("city", "City"),
-        ("state", "State"),
-        ("postal_code", "PostalCode"),
-        ("country", "Country"),
-    ):
+    for part, suffix in (("street", "Street"), ("city", "City"), ("postal_code", "PostalCode")):
         draft.text(f"{prefix}{suffix}", address.get(part))
+    if state_country_picklists(ctx.settings):
+        _address_codes(draft, prefix, address.get("state"), address.get("country"))
+    else:
+        draft.text(f"{prefix}State", address.get("state"))
+        draft.text(f"{prefix}Country", address.get("country"))
+
+
+def _address_codes(draft: _Draft, prefix: str, state: Any, country: Any) -> None:
+    """With State and Country/Territory Picklists on, an address takes ISO codes
+    (``BillingCountryCode``, ``BillingStateCode``) and the org refuses free text that is
+    not one of the picklists' values; a value that maps to no code is kept in a note."""
+    country_text, state_text = plain(country), plain(state)
+    code = country_code(country_text) if country_text else None
+    if country_text and code is None:
+        draft.note(f"{prefix}Country: {country_text!r} is no known country; not sent (kept here)")
+    draft.put(f"{prefix}CountryCode", code)
+    if not state_text:
+        return
+    state_code = subdivision_code(code, state_text) if code else None
+    if state_code is None:
+        where = f"for {code}" if code else "without a country"
+        draft.note(f"{prefix}State: {state_text!r} has no state code {where}; not sent (kept here)")
+    draft.put(f"{prefix}StateCode", state_code)
+
+
+STATE_PICKLIST_COUNTRIES = frozenset({"US", "CA"})
+"""Countries whose states crmlift maps to codes: the United States and Canada, whose state
+and province codes in Salesforce's picklists are the ISO 3166-2 subdivision codes."""
+
+COUNTRY_ALIASES: Mapping[str, str] = {
+    "uk": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "america": "US",
+    "united states of america": "US",
+    "holland": "NL",
+    "russia": "RU",
+    "korea": "KR",
+    "ivory coast": "CI",
+    "deutschland": "DE",
+    "espana": "ES",
+    "mexique": "MX",
+    "uae": "AE",
+}
+"""Common names and abbreviations pycountry does not know (dots and accents ignored)."""
+
+
+def _folded(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return " ".join(ascii_text.replace(".", "").casefold().split())
+
+
+def country_code(value: str) -> str | None:
+    """ISO 3166-1 alpha-2 code of a country name, code or common alias; None if unknown."""
+    folded = _folded(value)
+    if folded in COUNTRY_ALIASES:
+        return COUNTRY_ALIASES[folded]
+    for candidate in (value.strip(), folded):
+        try:
+            return str(pycountry.countries.lookup(candidate).alpha_2)
+        except LookupError:
+            continue
+    return None
+
+
+@lru_cache(maxsize=8)
+def _subdivisions(country: str) -> Mapping[str, str]:
+    table: dict[str, str] = {}
+    for sub in pycountry.subdivisions:
+        if sub.country_code != country:
+            continue
+        code = str(sub.code).split("-", 1)[1]
+        table[_folded(code)] = code
+        table[_folded(str(sub.name))] = code
+    return table
+
+
+def subdivision_code(country: str, value: str) -> str | None:
+    """A US state's or Canadian province's code from its name or code; None otherwise."""
+    if country not in STATE_PICKLIST_COUNTRIES:
+        return None
+    return _subdivisions(country).get(_folded(value))
+
+
+def _annual_revenue(draft: _Draft, value: Any) -> None:
+    """Account.AnnualRevenue is Currency(18, 0): whole units, rounded half-up, with a note
+    when the source had cents."""
+    if value is None or value == "":
+        return
+    try:
+        amount = tx.parse_decimal(value)
+    except ValueError:
+        draft.note(f"AnnualRevenue: {value!r} is not a decimal amount; left empty")
+        return
+    whole = amount.quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    if abs(whole) >= Decimal(10) ** ANNUAL_REVENUE_PRECISION:
+        draft.note(f"AnnualRevenue: {value!r} exceeds the field's 18 digits; left empty")
+        return
+    draft.put("AnnualRevenue", int(whole))
+    if whole != amount:
+        draft.note(f"AnnualRevenue: {value!r} rounded half-up to {int(whole)} (whole units)")
 
 
 def _email(draft: _Draft, name: str, value: Any) -> None:
@@ -907,13 +1107,24 @@ def _definitions_by_key(
     return table
 
 
+def _home_keys(home: str, ctx: MappingContext, own: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every definition key whose field lands on ``home``: tasks' and events' together on
+    Activity, so both name their fields as the plan did."""
+    keys = set(own)
+    for entity, target in CUSTOM_FIELD_OBJECTS.items():
+        if target == home:
+            keys.update(_definition_keys(ctx.custom_fields.get(entity, ())))
+    return tuple(sorted(keys))
+
+
 def _custom_fields(draft: _Draft, entity: str, record: Record, ctx: MappingContext) -> None:
     """Every custom field value that converts to its declared type; the rest are noted."""
     values = record.get("custom_fields")
     if not isinstance(values, Mapping) or not values:
         return
     definitions = _definitions_by_key(ctx.custom_fields.get(entity, ()))
-    names = _custom_field_names(draft.object, tuple(sorted(definitions)))
+    home = field_home(draft.object)
+    names = _custom_field_names(home, _home_keys(home, ctx, definitions))
     for key, value in values.items():
         known = definitions.get(key)
         if known is None:
@@ -960,10 +1171,10 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
         )
     if not blank(record.get("domain")):
         draft.text("Website", tx.website(str(record["domain"])))
-    _address(draft, "Billing", record.get("billing_address"))
+    _address(draft, "Billing", record.get("billing_address"), ctx)
     _industry(draft, record.get("industry"))
     _employees(draft, record.get("employee_count"))
-    draft.money("AnnualRevenue", record.get("annual_revenue"), precision=18)
+    _annual_revenue(draft, record.get("annual_revenue"))
     draft.pick("BackDocket_Kind__c", record.get("kind"), ACCOUNT_KIND_MAP)
     draft.timestamp("Source_Created_Date__c", record.get("created_at"))
     draft.put("OwnerId", ctx.fallback_owner)
@@ -1001,7 +1212,12 @@ def _employees(draft: _Draft, value: Any) -> None:
 
 
 def _relation(contact_id: str, link: CompanyLink) -> Payload:
-    """An AccountContactRelation for a company beyond the contact's primary one."""
+    """An AccountContactRelation for a company beyond the contact's primary one.
+
+    Its AccountId and ContactId are create-only, and its external id is the pair itself,
+    so a link that changes in BackDocket is a new relation (the old one stays, as the
+    link did exist); a relation never needs either id changed. Should a rerun still
+    resolve the same pair to another id, the loader leaves it out and notes it."""
     draft = _Draft("AccountContactRelation")
     draft.put("IsActive", True)
     if link.linked_at is not None:
@@ -1018,7 +1234,7 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     _email(draft, "Email", record.get("email"))
     draft.text("Phone", record.get("phone"))
     draft.text("MobilePhone", record.get("mobile"))
-    _address(draft, "Mailing", record.get("address"))
+    _address(draft, "Mailing", record.get("address"), ctx)
     draft.text("Bar_Number__c", record.get("bar_number"))
     draft.pick("Intake_Status__c", record.get("intake_status"), CONTACT_INTAKE_STATUS_MAP)
     draft.timestamp("Source_Created_Date__c", record.get("created_at"))
@@ -1390,8 +1606,7 @@ def _definition(record: Record, ctx: MappingContext) -> TransformResult:
             f"custom field {key} of {entity} has no destination object; its values are not "
             "migrated",
         )
-    keys = _definition_keys(ctx.custom_fields.get(entity, ())) or (key,)
-    api_name = _custom_field_names(target, tuple(sorted({*keys, key})))[key]
+    api_name = _custom_field_names(target, _home_keys(target, ctx, (key,)))[key]
     sf_type = CUSTOM_FIELD_TYPES.get(kind, CUSTOM_FIELD_FALLBACK_TYPE)[0]
     reason = f"custom field {key} ({kind}) becomes {target}.{api_name} ({sf_type})"
     if kind == "computed":

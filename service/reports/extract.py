@@ -18,7 +18,20 @@ def write_extract_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {
         "run_id": summary.run_id,
-        "elapsed_seconds": round(summary.elapsed, 3),
+        "resumed": summary.resumed,
+        "this_process": {
+            "records_read": summary.read,
+            "pages_read": summary.pages_read,
+            "elapsed_seconds": round(summary.elapsed, 3),
+            "records_per_second": round(summary.rate, 1),
+            "tokens_fetched": summary.tokens_fetched,
+            "token_renewals": summary.token_renewals,
+        },
+        "run_total": {
+            "expected": sum(c.expected for c in summary.collections),
+            "staged": summary.staged,
+            "pages": sum(c.pages for c in summary.collections),
+        },
         "staged": summary.staged,
         "deletions": summary.deletions,
         "files_stored": summary.files_stored,
@@ -38,8 +51,9 @@ def render_markdown(summary: ExtractSummary, issues: list[RecordIssue]) -> str:
     lines = [
         f"# Extraction {summary.run_id}",
         "",
-        f"Staged {summary.staged} records in {summary.elapsed:.1f} s; "
-        f"{summary.deletions} deletions; files stored {summary.files_stored}, "
+        f"- {run_total_line(summary)}",
+        f"- {this_process_line(summary)}",
+        f"- {summary.deletions} deletions; files stored {summary.files_stored}, "
         f"failed {summary.files_failed}.",
         "",
         "| collection | expected | staged | windows | pages | issues |",
@@ -58,6 +72,24 @@ def render_markdown(summary: ExtractSummary, issues: list[RecordIssue]) -> str:
             for i in issues
         ]
     return "\n".join(lines) + "\n"
+
+
+def run_total_line(summary: ExtractSummary) -> str:
+    """The run's totals, whichever processes read them."""
+    expected = sum(c.expected for c in summary.collections)
+    return f"Run total: {summary.staged} records staged (expected {expected})."
+
+
+def this_process_line(summary: ExtractSummary) -> str:
+    """This process's own work and speed: a resumed run's earlier records are not in it."""
+    resumed = " (resumed run)" if summary.resumed else ""
+    renewals = "renewal" if summary.token_renewals == 1 else "renewals"
+    return (
+        f"This process{resumed}: {summary.read} records read in {summary.pages_read} pages "
+        f"in {summary.elapsed:.1f} s ({summary.rate:.0f} records/s); "
+        f"{summary.tokens_fetched} access tokens fetched, "
+        f"{summary.token_renewals} token {renewals}."
+    )
 
 
 def _cell(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The migration report: per object counts, every failure in a CSV, owners who fell back."""
+"""The migration report: per object counts, every failure in a CSV, who owns what."""
 
 from __future__ import annotations
 
@@ -42,9 +42,11 @@ class MigrateReport:
     owners_fell_back: list[dict[str, Any]]
     schema_missing: list[str] = field(default_factory=list)
     duplicate_emails: list[dict[str, Any]] = field(default_factory=list)
+    """Contacts sharing an email (the de-duplication key), for the firm to merge."""
     notes: list[RecordIssue] = field(default_factory=list)
     """Records loaded with a reviewable change (a value mapped to a fallback, truncated…)."""
-    """Contacts sharing an email (the de-duplication key), for the firm to merge."""
+    owners_matches: list[dict[str, str]] = field(default_factory=list)
+    """Who matched: ``user_id`` (BackDocket), ``email`` it matched on, ``destination_user``."""
 
     @property
     def created(self) -> int:
@@ -86,6 +88,7 @@ def write_migrate_report(report: MigrateReport, out_dir: Path) -> list[Path]:
                 "objects": [asdict(r) for r in report.rows],
                 "failures": len(report.failures),
                 "owners_matched": report.owners_matched,
+                "owners_matches": report.owners_matches,
                 "owners_fell_back": report.owners_fell_back,
                 "schema_missing": report.schema_missing,
                 "duplicate_emails": report.duplicate_emails,
@@ -102,7 +105,10 @@ def write_migrate_report(report: MigrateReport, out_dir: Path) -> list[Path]:
                 [op.collection, op.source_id, op.object or "", op.action, op.reason_code or "",
                  op.message or ""]
             )  # fmt: skip
-    paths[3].write_text(render_owners(report.owners_matched, report.owners_fell_back))
+    paths[3].write_text(
+        render_owners(report.owners_matched, report.owners_fell_back, report.owners_matches),
+        encoding="utf-8",
+    )
     with paths[4].open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["collection", "record", "object", "notes"])
@@ -139,16 +145,32 @@ def render_markdown(report: MigrateReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_owners(matched: int, fell_back: Sequence[Mapping[str, Any]]) -> str:
-    """Who owns what: the owner-resolution report the seed asks for."""
+def render_owners(
+    matched: int,
+    fell_back: Sequence[Mapping[str, Any]],
+    matches: Sequence[Mapping[str, str]] = (),
+) -> str:
+    """Who owns what: the owner-resolution report the seed asks for.
+
+    Both sides are listed: an admin checks the matches (an email shared by two
+    people would hand one's records to the other) as much as the fallbacks.
+    """
     lines = [
         "# Owner resolution",
         "",
         f"{matched} BackDocket users matched a destination user by email; "
         f"{len(fell_back)} fell back to the fallback owner.",
     ]
+    if matches:
+        lines += ["", "## Matched", "", "| BackDocket user | matched on email | destination user |"]
+        lines += ["|---|---|---|"]
+        lines += [
+            f"| {m['user_id']} | {m['email']} | {m['destination_user']} |"
+            for m in sorted(matches, key=lambda m: m["user_id"])
+        ]
     if fell_back:
-        lines += ["", "| BackDocket user | name | email | why |", "|---|---|---|---|"]
+        lines += ["", "## Fell back to the fallback owner", ""]
+        lines += ["| BackDocket user | name | email | why |", "|---|---|---|---|"]
         lines += [
             f"| {f['user_id']} | {f['name']} | {f.get('email') or ''} | {f['reason']} |"
             for f in fell_back

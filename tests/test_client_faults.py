@@ -137,6 +137,7 @@ async def test_salesforce_a_session_that_expires_at_every_retry_is_renewed_each_
     async with salesforce(fault_500_rate=0.3, token_ttl=0.1) as (sim, client):
         client.policy = RetryPolicy(attempts=4, base=0.15, cap=0.15)
         client._rng = Script()  # every back-off near its ceiling, 0.15 s
+        await client.describe("Account")  # the upsert checks values against it: read it first
         sim._fault_rng = Script(0.0, 0.0, 0.0)  # three 500s, then the call goes through
         [result] = await client.upsert(
             "Account", accounts("A", 1, "Source_System_ID__c", "Name"), Ledger()

@@ -62,6 +62,22 @@ SCHEMA: dict[str, Any] = {
 """A schema plan in the shape ``backdocket_dynamics.schema_plan()`` returns."""
 
 
+class SdkFailure(Exception):
+    """What the SDK raised, as plain values: status and Dataverse error code if HTTP."""
+
+    def __init__(self, kind: str, message: str, status: int | None, code: str | None) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.status = status
+        self.code = code
+
+    @classmethod
+    def of(cls, error: Exception) -> SdkFailure:
+        if isinstance(error, HttpError):
+            code = error.details.get("service_error_code")
+            return cls("HttpError", error.message, error.status_code, code)
+        return cls(type(error).__name__, str(error), None, None)
+
+
 @dataclass
 class Org:
     """A simulated environment served over HTTPS, and how the SDK reaches it."""
@@ -89,17 +105,35 @@ class Org:
 
     @contextmanager
     def client(self) -> Iterator[DataverseClient]:
-        with DataverseClient(self.url, self.credential()) as client:
+        # Both hold a pooled connection; closing them lets the server stop at once.
+        with self.credential() as credential, DataverseClient(self.url, credential) as client:
             yield client
 
+    async def token(self, scope: str, **changes: str) -> str:
+        def get() -> str:
+            with self.credential(**changes) as credential:
+                return credential.get_token(scope).token
+
+        return await asyncio.wait_for(asyncio.to_thread(get), SDK_SECONDS)
+
     async def drive(self, steps: Callable[[DataverseClient], T]) -> T:
-        """Run blocking SDK calls in a thread while the simulator serves on the loop."""
+        """Run blocking SDK calls in a thread while the simulator serves on the loop.
 
-        def run() -> T:
+        A failure comes back as a fresh :class:`SdkFailure`: the SDK's own exception
+        carries frames that keep its TLS connection alive past the test.
+        """
+
+        def run() -> T | SdkFailure:
             with self.client() as client:
-                return steps(client)
+                try:
+                    return steps(client)
+                except Exception as error:  # re-raised below, as data
+                    return SdkFailure.of(error)
 
-        return await asyncio.wait_for(asyncio.to_thread(run), SDK_SECONDS)
+        outcome = await asyncio.wait_for(asyncio.to_thread(run), SDK_SECONDS)
+        if isinstance(outcome, SdkFailure):
+            raise outcome
+        return outcome
 
     def rows(self, entity_set: str) -> list[dict[str, Any]]:
         return self.sim.records(entity_set)
@@ -147,30 +181,19 @@ async def test_sdk_authenticates_with_client_secret_and_creates_over_https(org: 
 
 
 async def test_an_unknown_tenant_fails_openid_discovery(org: Org) -> None:
-    credential = org.credential(tenant_id="00000000-0000-0000-0000-000000000000")
-    scope = f"{org.url}/.default"
-
-    with pytest.raises(ClientAuthenticationError):
-        await asyncio.wait_for(asyncio.to_thread(credential.get_token, scope), SDK_SECONDS)
+    with pytest.raises(ClientAuthenticationError, match="authority configuration"):
+        await org.token(f"{org.url}/.default", tenant_id="00000000-0000-0000-0000-000000000000")
     assert org.sim.stats.tokens_issued == 0
 
 
 async def test_a_wrong_secret_is_refused_by_the_token_endpoint(org: Org) -> None:
-    credential = org.credential(client_secret="not-the-secret")
-    scope = f"{org.url}/.default"
-
     with pytest.raises(ClientAuthenticationError, match="AADSTS7000215"):
-        await asyncio.wait_for(asyncio.to_thread(credential.get_token, scope), SDK_SECONDS)
+        await org.token(f"{org.url}/.default", client_secret="not-the-secret")
 
 
 async def test_a_token_for_another_environment_is_refused(org: Org) -> None:
-    credential = org.credential()
-
     with pytest.raises(ClientAuthenticationError, match="AADSTS1002012"):
-        await asyncio.wait_for(
-            asyncio.to_thread(credential.get_token, "https://other.crm.dynamics.com/.default"),
-            SDK_SECONDS,
-        )
+        await org.token("https://other.crm.dynamics.com/.default")
 
 
 # -- writes: create with choice labels, upsert by alternate key
@@ -310,14 +333,14 @@ async def test_sdk_reads_table_column_and_key_metadata(org: Org) -> None:
     [key] = found["keys"]
     assert key.key_attributes == ["crm_sourceid"]
     assert {"account", "crm_matter"} <= {t["LogicalName"] for t in found["tables"]}
-    bindable = {r["ReferencingEntityNavigationPropertyName"] for r in found["relationships"]}
-    assert "crm_client" in bindable
+    lookups = {r["ReferencingAttribute"]: r["ReferencedEntity"] for r in found["relationships"]}
+    assert lookups["crm_client"] == "account"
 
 
 async def test_sdk_sees_a_refused_query_option_as_an_http_error(org: Org) -> None:
     """``expand`` is real Dataverse the simulator does not join: it refuses, loudly."""
     _seed_accounts(org.sim, 1)
 
-    with pytest.raises(HttpError, match=r"\$expand is not supported") as raised:
+    with pytest.raises(SdkFailure, match=r"\$expand is not supported") as raised:
         await org.drive(lambda c: c.records.list("account", expand=["primarycontactid"]))
-    assert raised.value.status_code == 400
+    assert (raised.value.status, raised.value.code) == (400, "0x80060888")

@@ -116,7 +116,9 @@ def test_files_in_sharepoint_cost_the_dataverse_environment_nothing() -> None:
 
 
 def _dataverse() -> DataverseConfig:
-    return DataverseConfig("https://x.crm.dynamics.com", "t", (Application("c", Secret("sharepoint-s3cret")),))
+    return DataverseConfig(
+        "https://x.crm.dynamics.com", "t", (Application("c", Secret("sharepoint-s3cret")),)
+    )
 
 
 def test_sharepoint_config_refuses_a_relative_site() -> None:

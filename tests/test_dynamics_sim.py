@@ -1641,3 +1641,105 @@ async def test_sharepoint_locations_are_folders_and_files_go_to_the_site() -> No
         assert org.sim.records("sharepointsites") == []
         nowhere = await _sharepoint(org, "POST", "folders", json={"ServerRelativeUrl": "/x"})
         assert nowhere.status == 404
+
+
+# -- query options (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "$skip=2",  # unsupported by the platform itself (query/overview)
+        "$search=Okoro",
+        "$format=json",
+        "$expand=parentcustomerid_account($select=name)",  # real, but not simulated
+        "$apply=groupby((companyname))",
+        "$orderby=@p1&@p1=lastname",
+        "fetchXml=%3Cfetch%2F%3E",
+        "$select=lastname&$unknown=1",
+    ],
+)
+async def test_an_unsupported_query_option_is_refused_not_ignored(query: str) -> None:
+    """Ignoring one would answer every row, unsorted, as if that were the answer."""
+    async with running() as org:
+        await org.call("POST", "leads", {"lastname": "Okoro"})
+        reply = await org.call("GET", f"leads?{query}")
+        assert reply.status == 400
+        assert reply.body["error"]["code"] == "0x80060888"
+        assert "is not supported" in reply.body["error"]["message"]
+
+
+async def test_filters_beyond_eq_and_and_are_refused() -> None:
+    async with running() as org:
+        for expression in (
+            "lastname ne 'Okoro'",
+            "lastname eq 'Okoro' or lastname eq 'Li'",
+            "contains(lastname,'ok')",
+            "not lastname eq 'Okoro'",
+            "lastname gt 'A'",
+        ):
+            reply = await org.call("GET", f"leads?$filter={quote(expression)}")
+            assert reply.status == 400, expression
+
+
+async def test_one_row_and_metadata_refuse_collection_options() -> None:
+    async with running() as org:
+        created = await org.call("POST", "leads", {"lastname": "Okoro"})
+        row = guid_of(created)
+        assert (await org.call("GET", f"leads({row})?$select=lastname")).status == 200
+        assert (await org.call("GET", f"leads({row})?$top=1")).status == 400
+        assert (await org.call("GET", f"leads({row})?$expand=ownerid")).status == 400
+        # Metadata has "no paging" and no ordering (query-metadata-web-api).
+        assert (await org.call("GET", "EntityDefinitions?$top=1")).status == 400
+        assert (await org.call("GET", "EntityDefinitions?$orderby=LogicalName")).status == 400
+        listed = await org.call(
+            "GET", "EntityDefinitions?$select=LogicalName&$filter=IsPrivate eq false"
+        )
+        assert "lead" in {t["LogicalName"] for t in listed.body["value"]}
+        unknown = await org.call("GET", "EntityDefinitions?$filter=IsSecret eq false")
+        assert unknown.status == 400
+
+
+async def test_orderby_sorts_rows_across_pages() -> None:
+    """query/order-rows: asc by default, desc on request, several columns; strings sort
+    case-insensitively, empty values first when ascending (SQL Server's order)."""
+    async with running() as org:
+        for last, first in (("okoro", "Ada"), ("Li", "Wei"), ("Okoro", "Bo"), ("Adeyemi", None)):
+            await org.call("POST", "leads", {"lastname": last, "firstname": first})
+        names: list[tuple[str, str | None]] = []
+        url: str | None = "leads?$select=lastname,firstname&$orderby=lastname desc,firstname"
+        while url is not None:
+            page = await org.call("GET", url, headers={"Prefer": "odata.maxpagesize=3"})
+            assert page.status == 200, page.body
+            names += [(row["lastname"], row["firstname"]) for row in page.body["value"]]
+            link = page.body.get("@odata.nextLink")
+            url = None if link is None else link.split(API, 1)[1]
+        assert names == [("okoro", "Ada"), ("Okoro", "Bo"), ("Li", "Wei"), ("Adeyemi", None)]
+        by_first = await org.call("GET", "leads?$select=firstname&$orderby=firstname asc")
+        assert [row["firstname"] for row in by_first.body["value"]] == [None, "Ada", "Bo", "Wei"]
+
+
+async def test_orderby_refuses_what_it_cannot_sort() -> None:
+    async with running() as org:
+        for orderby in ("nosuchcolumn", "lastname sideways", "_parentcustomerid_value"):
+            reply = await org.call("GET", f"leads?$orderby={quote(orderby)}")
+            assert reply.status == 400, orderby
+
+
+async def test_count_reports_every_matching_row_whatever_the_page() -> None:
+    """query/count-rows: ``@odata.count`` counts rows matching the filter, up to 5,000,
+    irrespective of the page size."""
+    async with running() as org:
+        for index in range(5):
+            await org.call(
+                "POST", "leads", {"lastname": f"L{index}", "companyname": f"c{index % 2}"}
+            )
+        page = await org.call(
+            "GET",
+            "leads?$select=lastname&$filter=companyname eq 'c0'&$count=true",
+            headers={"Prefer": "odata.maxpagesize=2"},
+        )
+        assert page.body["@odata.count"] == 3
+        assert len(page.body["value"]) == 2
+        assert "@odata.count" not in (await org.call("GET", "leads?$count=false")).body
+        assert (await org.call("GET", "leads?$count=yes")).status == 400

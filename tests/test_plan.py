@@ -102,7 +102,8 @@ batches_in_flight = 6
 
 def test_a_destination_brings_its_quota_and_load_budget(tmp_path: Path) -> None:
     plan = load_plan(
-        write(tmp_path, PLAN + DESTINATION), env={"ACME_SECRET": "acme-s3cret", "SF_SECRET": "sf-s3cret"}
+        write(tmp_path, PLAN + DESTINATION),
+        env={"ACME_SECRET": "acme-s3cret", "SF_SECRET": "sf-s3cret"},
     )
     assert plan.destination is not None
     assert plan.destination.quota.daily_requests == 250_000
@@ -114,7 +115,9 @@ def test_a_destination_brings_its_quota_and_load_budget(tmp_path: Path) -> None:
 def test_a_load_budget_of_zero_is_refused(tmp_path: Path) -> None:
     bad = PLAN + DESTINATION.replace("batches_in_flight = 6", "batches_in_flight = 0")
     with pytest.raises(ConfigError, match="at least 1"):
-        load_plan(write(tmp_path, bad), env={"ACME_SECRET": "acme-s3cret", "SF_SECRET": "sf-s3cret"})
+        load_plan(
+            write(tmp_path, bad), env={"ACME_SECRET": "acme-s3cret", "SF_SECRET": "sf-s3cret"}
+        )
 
 
 def test_a_cutover_window_is_hours_above_zero(tmp_path: Path) -> None:

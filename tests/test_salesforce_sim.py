@@ -1457,6 +1457,8 @@ async def test_create_only_fields_refuse_updates_and_a_changed_file_is_a_new_ver
             relation["ContactId"],
         ):
             assert (field["createable"], field["updateable"]) == (True, False), field["name"]
+        assert version["ReasonForChange"]["updateable"] is True
+        assert version["ContentLocation"]["defaultedOnCreate"] is True
 
         def upload(ext: str, body: bytes, **extra: str) -> dict[str, Any]:
             data = base64.b64encode(body).decode()
@@ -1693,7 +1695,7 @@ async def test_activity_custom_fields_live_on_activity_and_cannot_be_unique() ->
     """Custom fields of Task and Event are defined once on Activity (Object Reference,
     Activity); Setup offers no Unique attribute for them, External ID it does
     (https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm)."""
-    async with running(FIDELITY) as (sim, api):
+    async with running(FIDELITY) as (_, api):
         for sobject in ("Task", "Event"):
             ext = by_name(await api.ok("GET", f"{V}/sobjects/{sobject}/describe"))
             assert (

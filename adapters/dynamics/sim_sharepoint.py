@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from adapters.dynamics.sim_store import DataverseError
+
 SHAREPOINT_API = "_api/web/"
 FORBIDDEN_NAME_CHARACTERS = frozenset('"*:<>?/\\|')
 """Characters a SharePoint file or folder name cannot contain
@@ -45,14 +47,9 @@ _FILES_ADD = re.compile(
 )
 
 
-class SharePointError(Exception):
-    """A SharePoint REST refusal: HTTP status plus SharePoint's own error code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class SharePointError(DataverseError):
+    """A SharePoint REST refusal: HTTP status plus SharePoint's own error code, answered
+    in SharePoint's error shape."""
 
     def body(self) -> dict[str, Any]:
         return {

@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
+from adapters.errors import ConfigError
 from adapters.salesforce.schema import OrgSchema
 from adapters.salesforce.sim_bulk import IngestJobs
 from adapters.salesforce.sim_rest import RestApi
@@ -647,8 +648,12 @@ async def run_forever(
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Load the custom schema (if any), serve the org until cancelled, then shut down."""
-    schema = OrgSchema() if schema_path is None else OrgSchema.load(schema_path)
-    runner, base_url = await serve(SalesforceSim(schema, settings), host, port, ssl_context)
+    try:
+        schema = OrgSchema() if schema_path is None else OrgSchema.load(schema_path)
+        sim = SalesforceSim(schema, settings)
+    except ValueError as exc:  # SchemaError: an org a real Salesforce could not hold
+        raise ConfigError(f"schema file {schema_path}: {exc}") from exc
+    runner, base_url = await serve(sim, host, port, ssl_context)
     try:
         on_ready(base_url)
         await asyncio.Event().wait()

@@ -1131,7 +1131,6 @@ def _missing(record_id: str, recycled: bool) -> RecordError:
 
 
 _COUNTRIES = country_names()
-_COUNTRY_BY_NAME = {name: code for code, name in _COUNTRIES.items()}
 
 
 def _blank_none(value: Any) -> Any:
@@ -1169,26 +1168,12 @@ def _address_group(
 def _country_code(
     table: Table, prefix: str, given: Mapping[str, Any], current: Mapping[str, Any] | None
 ) -> str | None:
-    code_name, text_name = f"{prefix}CountryCode", f"{prefix}Country"
-    if code_name in given:
-        code = given[code_name]
-        code = None if code is None else str(code).upper()
-        if code is not None and code not in _COUNTRIES:
-            raise _picklist_problem(table, code_name, "country/territory")
-        text = given.get(text_name)
-        # On create the code wins over a mismatched integration value; on update it's refused.
-        if current is not None and text is not None and code and text != _COUNTRIES[code]:
-            raise _picklist_problem(table, text_name, "country/territory")
+    sent, code = _given_code(
+        table, prefix, "Country", given, current, _COUNTRIES, "country/territory"
+    )
+    if sent:
         return code
-    if text_name in given:
-        text = given[text_name]
-        if text is None:
-            return None
-        # Strict: only the exact integration value (the ISO name) matches.
-        if str(text) not in _COUNTRY_BY_NAME:
-            raise _picklist_problem(table, text_name, "country/territory")
-        return _COUNTRY_BY_NAME[str(text)]
-    return None if current is None else current.get(code_name)
+    return None if current is None else current.get(f"{prefix}CountryCode")
 
 
 def _state_code(
@@ -1198,28 +1183,47 @@ def _state_code(
     current: Mapping[str, Any] | None,
     country: str | None,
 ) -> str | None:
-    code_name, text_name = f"{prefix}StateCode", f"{prefix}State"
     states = state_names(country) if country else {}
-    if code_name in given:
-        code = given[code_name]
-        code = None if code is None else str(code).upper()
-        text = given.get(text_name)
-        if code is not None and code not in states:
-            raise _picklist_problem(table, code_name, "state")
-        if current is not None and text is not None and code and text != states[code]:
-            raise _picklist_problem(table, text_name, "state")
+    sent, code = _given_code(table, prefix, "State", given, current, states, "state")
+    if sent:
         return code
+    if country is None:
+        return None  # removing the country removes its state too
+    kept = None if current is None else current.get(f"{prefix}StateCode")
+    if kept is not None and kept not in states:
+        raise _picklist_problem(table, f"{prefix}StateCode", "state")
+    return kept
+
+
+def _given_code(
+    table: Table,
+    prefix: str,
+    part: str,
+    given: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    names: Mapping[str, str],
+    what: str,
+) -> tuple[bool, str | None]:
+    """Whether a write sets ``{prefix}{part}``, and the code: its ``…Code`` field, else the
+    text field matched exactly against the integration values (the names). A code the org does not
+    list, or text that is not one of the names, is refused; on an update, text that does not
+    match the code sent with it is refused too (on create the code wins)."""
+    code_name, text_name = f"{prefix}{part}Code", f"{prefix}{part}"
+    if code_name in given:
+        raw = given[code_name]
+        code = None if raw is None else str(raw).upper()
+        if code is not None and code not in names:
+            raise _picklist_problem(table, code_name, what)
+        text = given.get(text_name)
+        if current is not None and text is not None and code and text != names[code]:
+            raise _picklist_problem(table, text_name, what)
+        return True, code
     if text_name in given:
         text = given[text_name]
         if text is None:
-            return None
-        by_name = {name: code for code, name in states.items()}
+            return True, None
+        by_name = {name: code for code, name in names.items()}
         if str(text) not in by_name:
-            raise _picklist_problem(table, text_name, "state")
-        return by_name[str(text)]
-    if country is None:
-        return None  # removing the country removes its state too
-    kept = None if current is None else current.get(code_name)
-    if kept is not None and kept not in states:
-        raise _picklist_problem(table, code_name, "state")
-    return kept
+            raise _picklist_problem(table, text_name, what)
+        return True, by_name[str(text)]
+    return False, None

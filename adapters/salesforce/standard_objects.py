@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import cache
 from typing import Any
 
 import pycountry
@@ -79,6 +80,8 @@ ACTIVITY_TYPES = ("Call", "Email", "Meeting", "Other")
 SHOW_AS = ("Busy", "OutOfOffice", "Free", "WorkingElsewhere")
 SUBJECT_VALUES = ("Call", "Send Letter", "Send Quote", "Other")
 """Task/Event.Subject is a combobox: these suggestions, and any text up to 255."""
+CONTENT_LOCATIONS = ("S", "E", "L")
+"""ContentVersion.ContentLocation: Salesforce, external, social (Object Reference)."""
 SHARE_TYPES = ("V", "C", "I")
 """ContentDocumentLink.ShareType: viewer, collaborator, inferred (destinations.md §1.8)."""
 VISIBILITIES = ("AllUsers", "InternalUsers", "SharedUsers")
@@ -111,6 +114,7 @@ DEFAULTS: Mapping[tuple[str, str], Any] = {
     ("Event", "EventSubtype"): "Event",
     ("Event", "ShowAs"): "Busy",
     ("ContentDocumentLink", "ShareType"): "V",
+    ("ContentVersion", "ContentLocation"): "S",
     ("ContentDocumentLink", "Visibility"): "AllUsers",
     ("AccountContactRelation", "IsActive"): True,
     ("User", "IsActive"): True,
@@ -224,18 +228,23 @@ def _address(prefix: str) -> tuple[FieldSpec, ...]:
     )
 
 
+@cache
 def country_names() -> dict[str, str]:
     """ISO code → integration value (by default the ISO name, as Salesforce ships them:
     https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_integ_values.htm)."""
     return {c.alpha_2: c.name for c in pycountry.countries}
 
 
+@cache
 def state_names(country: str) -> dict[str, str]:
     """State code (without the country part) → integration value, for one country."""
     if country not in STATE_PICKLIST_COUNTRIES:
         return {}
-    found = pycountry.subdivisions.get(country_code=country) or ()
-    return {s.code.split("-", 1)[1]: s.name for s in found if s.parent_code is None}
+    return {
+        s.code.split("-", 1)[1]: s.name
+        for s in pycountry.subdivisions
+        if s.country_code == country and s.parent_code is None
+    }
 
 
 def _address_codes(prefix: str) -> tuple[FieldSpec, ...]:
@@ -425,6 +434,16 @@ def _content_version() -> ObjectSpec:
         _read_only("VersionNumber", "string", 20),
         _read_only("IsLatest", "boolean"),
         _f("Description", "textarea", 1000),
+        _text("ReasonForChange", 1000),
+        _f(
+            "ContentLocation",
+            "picklist",
+            40,
+            picklist_values=CONTENT_LOCATIONS,
+            restricted=True,
+            updateable=False,
+        ),
+        _f("IsMajorVersion", "boolean", updateable=False),
         _ref("OwnerId", "User"),
     )
 

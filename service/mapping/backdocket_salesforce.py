@@ -841,14 +841,20 @@ class _Draft(Draft):
     def field_length(self, name: str) -> int | None:
         return _FIELD_LENGTHS.get(self.object, {}).get(name)
 
-    def money(self, name: str, value: Any, precision: int = CURRENCY_PRECISION) -> None:
-        """Set a currency field from a decimal string, exact to the cent."""
+    def amount(self, name: str, value: Any) -> Decimal | None:
+        """``value`` as a Decimal; None when absent, or (noted) when not a number."""
         if value is None or value == "":
-            return
+            return None
         try:
-            amount = tx.parse_decimal(value)
+            return tx.parse_decimal(value)
         except ValueError:
             self.note(f"{name}: {value!r} is not a decimal amount; left empty")
+            return None
+
+    def money(self, name: str, value: Any, precision: int = CURRENCY_PRECISION) -> None:
+        """Set a currency field from a decimal string, exact to the cent."""
+        amount = self.amount(name, value)
+        if amount is None:
             return
         if abs(amount) >= 10 ** (precision - CURRENCY_SCALE):
             self.note(f"{name}: {value!r} exceeds the field's {precision} digits; left empty")
@@ -986,12 +992,8 @@ def subdivision_code(country: str, value: str) -> str | None:
 def _annual_revenue(draft: _Draft, value: Any) -> None:
     """Account.AnnualRevenue is Currency(18, 0): whole units, rounded half-up, with a note
     when the source had cents."""
-    if value is None or value == "":
-        return
-    try:
-        amount = tx.parse_decimal(value)
-    except ValueError:
-        draft.note(f"AnnualRevenue: {value!r} is not a decimal amount; left empty")
+    amount = draft.amount("AnnualRevenue", value)
+    if amount is None:
         return
     whole = amount.quantize(Decimal(1), rounding=ROUND_HALF_UP)
     if abs(whole) >= Decimal(10) ** ANNUAL_REVENUE_PRECISION:

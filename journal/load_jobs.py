@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -23,6 +23,8 @@ class LoadJob:
     records: int
     members: list[tuple[str, str, str]]
     """(external id, source id, payload hash) of every record in the job."""
+    pre_images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """External id → the record as it was before the job updates it (rollback's)."""
 
 
 class LoadJobs:
@@ -36,8 +38,10 @@ class LoadJobs:
         """The job exists on the platform; nothing is uploaded yet."""
         await self._pool.execute(
             """INSERT INTO load_jobs
-                   (job_id, run_id, platform, object, collection, state, records, members)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) ON CONFLICT (job_id) DO NOTHING""",
+                   (job_id, run_id, platform, object, collection, state, records, members,
+                    pre_images)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb)
+               ON CONFLICT (job_id) DO NOTHING""",
             job.job_id,
             self.run_id,
             job.platform,
@@ -46,6 +50,7 @@ class LoadJobs:
             job.state,
             job.records,
             orjson.dumps(job.members).decode(),
+            orjson.dumps(job.pre_images).decode(),
         )
 
     async def moved(self, job_id: str, state: JobState) -> None:
@@ -59,7 +64,8 @@ class LoadJobs:
     async def unfinished(self) -> list[LoadJob]:
         """Jobs of this run whose results were never journaled."""
         rows = await self._pool.fetch(
-            """SELECT job_id, platform, object, collection, state, records, members::text
+            """SELECT job_id, platform, object, collection, state, records, members::text,
+                      pre_images::text
                FROM load_jobs
                WHERE run_id = $1 AND state IN ('open', 'uploaded') ORDER BY created_at""",
             self.run_id,
@@ -73,6 +79,7 @@ class LoadJobs:
                 state=r["state"],
                 records=r["records"],
                 members=[tuple(m) for m in orjson.loads(r["members"])],
+                pre_images=orjson.loads(r["pre_images"] or "{}"),
             )
             for r in rows
         ]

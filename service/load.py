@@ -314,7 +314,14 @@ class Loader:
         results: dict[str, WriteResult] = {}
         if records:
             members = [(w.payload.external_id, w.source_id, w.payload_hash) for w in records]
-            ledger = _Ledger(self.jobs, self.destination.platform, records[0].collection, members)
+            before = {
+                w.payload.external_id: pre_images[w.mapped.destination_id]
+                for w in records
+                if w.mapped is not None and w.mapped.destination_id in pre_images
+            }
+            ledger = _Ledger(
+                self.jobs, self.destination.platform, records[0].collection, members, before
+            )
             ledgers.append(ledger)
             rows = [self._row(info, w) for w in records]
             with self._timed("destination"):
@@ -324,6 +331,7 @@ class Loader:
             with self._timed("destination"):
                 results.update(await self._upload_files(info, files, ledgers))
         ops = []
+        strangers: list[RecordIssue] = []
         for w in writes:
             result = results.get(w.payload.external_id)
             if result is None or not result.ok:
@@ -335,6 +343,10 @@ class Loader:
             else:
                 pre = pre_images.get(result.destination_id or "")
                 ops.append(_op(w, "updated", result.destination_id, pre_image=pre))
+                if w.mapped is None:
+                    strangers.append(_stranger(w, sobject, result.destination_id))
+        if strangers:
+            await self.journal.issues.record_many(self.run.run_id, strangers)
         return ops
 
     async def _pre_images(
@@ -519,8 +531,10 @@ class Loader:
                     continue  # the waves will try it again
                 created = r.created if r.created is not None else ext not in mapped
                 action: Action = "created" if created else "updated"
+                before = None if created else job.pre_images.get(ext)
                 ops.append(Operation(job.collection, source_id, action, job.object, ext,
-                                     r.destination_id, payload_hash=payload_hash))  # fmt: skip
+                                     r.destination_id, payload_hash=payload_hash,
+                                     pre_image=before))  # fmt: skip
             await self.journal.operations.record(self.run.run_id, self.migration, ops)
             await self.jobs.moved(job.job_id, "done")
             log.info("load.job_recovered", job_id=job.job_id, records=len(ops))
@@ -567,19 +581,25 @@ class _Ledger:
     """Journals a Bulk job the moment it exists, with the records it carries."""
 
     def __init__(
-        self, jobs: LoadJobs, platform: str, collection: str, members: list[tuple[str, str, str]]
+        self,
+        jobs: LoadJobs,
+        platform: str,
+        collection: str,
+        members: list[tuple[str, str, str]],
+        pre_images: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._jobs = jobs
         self._platform = platform
         self._collection = collection
         self._members = members
+        self._pre_images = pre_images or {}
         self._open: list[str] = []
 
     async def job_opened(self, job_id: str, sobject: str, records: int) -> None:
         self._open.append(job_id)
         await self._jobs.opened(
             LoadJob(job_id, self._platform, sobject, self._collection, "open", records,
-                    self._members)
+                    self._members, self._pre_images)
         )  # fmt: skip
 
     async def job_uploaded(self, job_id: str) -> None:
@@ -627,6 +647,17 @@ def _op(
         message=message, pre_image=pre_image,
         payload_hash=w.payload_hash if action in ("created", "updated", "unchanged") else None,
         content_sha256=w.payload.file.sha256 if w.payload.file else None,
+    )  # fmt: skip
+
+
+def _stranger(w: PendingWrite, sobject: str, destination_id: str | None) -> RecordIssue:
+    """An update of a record this migration's id map did not hold: the org had it under
+    our external id already (another tool, a lost journal), so no pre-image was read."""
+    return RecordIssue(
+        PHASE, w.collection, w.source_id, "warning", f"no_pre_image:{sobject}",
+        f"{sobject} {destination_id} already carried external id {w.payload.external_id} "
+        "though this migration never wrote it; updated without a pre-image (rollback "
+        "cannot restore it)",
     )  # fmt: skip
 
 

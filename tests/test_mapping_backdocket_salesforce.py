@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from adapters.backdocket.tenant import CLAIM_TEMPLATES, Tenant, generate_tenant
 from adapters.base import Record
 from adapters.salesforce.schema import ACTIVITY, FieldSpec, FieldType, ObjectSpec, OrgSchema
-from adapters.salesforce.standard_objects import STANDARD_OBJECTS
+from adapters.salesforce.standard_objects import STANDARD_OBJECTS, org_schema
 from service.mapping import transforms as tx
 from service.mapping.backdocket_salesforce import (
     CASE_TYPE_MAP,
@@ -377,6 +377,30 @@ def test_parties_and_claims_are_master_detail_children_of_their_matter_never_rep
         assert spec.required
         assert (spec.reparentable, spec.createable, spec.updateable) == (False, True, False)
         assert spec.reference_to == ("Case_Matter__c",)
+
+
+def test_parties_and_claims_never_carry_an_owner_of_their_own(
+    tenant: Tenant, ctx: MappingContext
+) -> None:
+    """A detail record has no OwnerId: it is owned through its master ("Relationships Among
+    Objects", https://help.salesforce.com/s/articleView?id=sf.overview_of_custom_object_relationships.htm),
+    and an org built from the plan has no such field to write, so a payload carrying one
+    would be refused (INVALID_FIELD) on every party and claim."""
+    plan = schema_plan(_definitions(tenant))
+    built = org_schema(plan)
+    for collection, child in (("matter_parties", "Case_Party__c"), ("claims", "Claim__c")):
+        assert _spec(plan, child, "Case_Matter__c").master_detail
+        assert plan.objects[child].field("OwnerId") is None
+        assert built.objects[child].field("OwnerId") is None
+        payloads = [
+            payload
+            for record in tenant.records[collection]
+            for payload in _payloads_or_none(transform(collection, record, ctx))
+        ]
+        assert payloads, collection
+        for payload in payloads:
+            sent = {*payload.fields, *payload.refs, *payload.deferred_refs}
+            assert "OwnerId" not in sent, (child, payload.external_id)
 
 
 def test_the_plan_defines_case_matter_for_the_admin(tenant: Tenant, org: OrgSchema) -> None:

@@ -256,6 +256,46 @@ async def test_a_crash_after_a_bulk_upload_recovers_the_jobs_results_instead_of_
     assert resumed.report.failed == 0
 
 
+async def test_a_crash_during_a_bulk_update_still_journals_what_each_update_replaced(
+    world: World, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rollback needs the pre-image of every update, those recovered from a Bulk job whose
+    process died included: they are journaled with the job, before its data is sent."""
+    await run_migrate(world.plan)
+    contacts = world.tenant.records["contacts"]
+    for contact in contacts:
+        world.backdocket.edit(
+            "contacts", contact["id"], last_name=f"{contact['last_name']}-Renamed"
+        )
+    real_results = SalesforceClient._job_results
+    crashed: list[str] = []
+
+    async def die_once(self: SalesforceClient, job_id: str, *args: Any) -> list[WriteResult]:
+        if not crashed:
+            crashed.append(job_id)
+            raise Crash(f"killed while job {job_id} was processing")
+        return await real_results(self, job_id, *args)
+
+    monkeypatch.setattr(SalesforceClient, "_job_results", die_once)
+    with pytest.raises(Crash):
+        await run_migrate(world.plan)
+    run = (await journal.runs.recent(world.plan.name))[0]
+    await run_migrate(world.plan, resume=run.run_id)
+
+    recovered = await journal.pool.fetch(
+        """SELECT o.action, o.pre_image FROM operations o
+           JOIN load_jobs j ON j.run_id = o.run_id AND j.job_id = $2
+           WHERE o.run_id = $1 AND o.object = j.object AND o.action = 'updated'
+             AND EXISTS (SELECT 1 FROM jsonb_array_elements(j.members) m
+                         WHERE m->>0 = o.external_id)""",
+        run.run_id,
+        crashed[0],
+    )
+    assert len(recovered) >= 150  # the whole job, a Bulk one (bulk_threshold = 150)
+    names = [orjson.loads(r["pre_image"]).get("LastName") for r in recovered]
+    assert all(name and not name.endswith("-Renamed") for name in names)
+
+
 def without_case_matters(schema: OrgSchema) -> OrgSchema:
     """The admin has not created Case_Matter__c (nor its children) yet."""
     gone = {"Case_Matter__c", "Case_Party__c", "Claim__c"}
@@ -570,3 +610,27 @@ async def test_a_rerun_after_users_changed_a_file_a_parent_company_and_a_partys_
     assert any(n.code == "create_only:Case_Party__c" and "Case_Matter__c" in n.message
                for n in notes), notes  # fmt: skip
     assert second.report.failed <= first.report.failed
+
+
+async def test_a_record_the_org_already_held_under_our_id_is_updated_and_named(
+    world: World, org: SalesforceClient, journal: Journal
+) -> None:
+    """Another tool (or a lost journal) left a contact carrying our external id: the run
+    updates it rather than duplicating it, and says rollback has no pre-image for it."""
+    contact = world.tenant.records["contacts"][0]
+    [held] = await org.upsert(
+        "Contact",
+        [{"Source_System_ID__c": contact["id"], "LastName": "Loaded-By-Someone-Else"}],
+        NoJobs(),
+    )
+    outcome = await run_migrate(world.plan)
+    action = await journal.pool.fetchval(
+        """SELECT action FROM operations WHERE run_id = $1 AND object = 'Contact'
+           AND external_id = $2""",
+        outcome.run.run_id,
+        contact["id"],
+    )
+    assert action == "updated"
+    [note] = [n for n in outcome.report.notes if n.code == "no_pre_image:Contact"]
+    assert note.source_id == contact["id"]
+    assert held.destination_id in note.message

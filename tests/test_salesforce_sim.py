@@ -437,7 +437,7 @@ async def test_describe_standard_and_custom_objects() -> None:
         assert {"Id", "Name", "OwnerId", "CreatedDate"} <= set(fields)
         task = await api.ok("GET", f"{V}/sobjects/Task/describe")
         what = next(f for f in task["fields"] if f["name"] == "WhatId")
-        assert what["referenceTo"] == ["Account", "Case_Matter__c"]
+        assert what["referenceTo"] == [*TAKES_ACTIVITIES, "Case_Matter__c"]
 
     async with running(OrgSchema()) as (_, api):
         missing = await api.call("GET", f"{V}/sobjects/Case_Matter__c/describe")
@@ -1080,10 +1080,16 @@ async def test_bulk_upsert_reports_created_then_updated_and_deletes() -> None:
         assert info["numberRecordsFailed"] == 3
         failed = read_csv((await api.call("GET", f"{V}/jobs/ingest/{dupes_id}/failedResults")).body)
         assert [r["sf__Error"].split(":")[0] for r in failed] == [
-            "DUPLICATE_EXTERNAL_ID",
-            "DUPLICATE_EXTERNAL_ID",
+            "DUPLICATE_VALUE",
+            "DUPLICATE_VALUE",
             "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
         ]
+        # A key repeated in the payload is DUPLICATE_VALUE "Duplicate external id specified"
+        # on the key field (see sim_store.duplicate_key); DUPLICATE_EXTERNAL_ID is for a key
+        # the org already holds on two records.
+        assert failed[0]["sf__Error"] == (
+            "DUPLICATE_VALUE:Duplicate external id specified: BD-1:Source_System_ID__c --"
+        )
 
         doomed = [r["sf__Id"] for r in created[:3]]
         delete_csv = "Id\n" + "\n".join([*doomed, "a00000000000zzzAAA"]) + "\n"
@@ -1369,6 +1375,13 @@ FIDELITY = OrgSchema(
 )
 
 
+TAKES_ACTIVITIES = ["Account", "Opportunity", "Case", "Campaign", "Contract", "Product2", "Asset"]
+"""Standard objects the simulator knows that take activities, as Task.WhatId lists them
+(Object Reference, TaskRelation: "account, asset, campaign, case, contract, opportunity,
+product, solution, or custom object",
+https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_taskrelation.htm)."""
+
+
 def by_name(describe: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["name"]: f for f in describe["fields"]}
 
@@ -1377,19 +1390,34 @@ async def test_activities_only_relate_to_objects_that_allow_activities() -> None
     """Allow Activities (Metadata API CustomObject.enableActivities,
     https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customobject.htm):
     WhatId lists exactly the objects that take activities, and refuses the others."""
-    async with running(FIDELITY) as (_, api):
+    async with running(FIDELITY) as (sim, api):
         for sobject in ("Task", "Event"):
             what = by_name(await api.ok("GET", f"{V}/sobjects/{sobject}/describe"))["WhatId"]
-            assert what["referenceTo"] == ["Account", "Case_Matter__c"]
+            assert what["referenceTo"] == [*TAKES_ACTIVITIES, "Case_Matter__c"]
+            assert what["label"] == "Related To ID"
         matter = await api.ok("POST", f"{V}/sobjects/Case_Matter__c", 201, json={})
         note = await api.ok("POST", f"{V}/sobjects/Case_Note__c", 201, json={})
         task = {"Subject": "Call the client", "WhatId": note["id"]}
         refused = await api.call("POST", f"{V}/sobjects/Task", json=task)
         assert refused.status == 400
         assert refused.body[0]["errorCode"] == "FIELD_INTEGRITY_EXCEPTION"
+        assert refused.body[0]["message"] == (
+            f"Related To ID: id value of incorrect type: {note['id']}"
+        )
         assert refused.body[0]["fields"] == ["WhatId"]
+        contact = await api.ok("POST", f"{V}/sobjects/Contact", 201, json={"LastName": "Client"})
+        for other in (contact["id"], sim.user_id("admin@firm.example")):
+            wrong = await api.call("POST", f"{V}/sobjects/Task", json={"WhatId": other})
+            assert wrong.body[0]["errorCode"] == "FIELD_INTEGRITY_EXCEPTION", other
         task["WhatId"] = matter["id"]
         await api.ok("POST", f"{V}/sobjects/Task", 201, json=task)
+        opportunity = await api.ok(
+            "POST",
+            f"{V}/sobjects/Opportunity",
+            201,
+            json={"Name": "Settlement", "StageName": "Prospecting", "CloseDate": "2024-06-30"},
+        )
+        await api.ok("POST", f"{V}/sobjects/Task", 201, json={"WhatId": opportunity["id"]})
 
 
 async def test_master_detail_is_required_never_reparented_and_cascades_deletes() -> None:
@@ -1523,7 +1551,8 @@ async def test_a_value_that_cannot_be_deserialised_fails_the_whole_collections_r
     """REST API error responses: 400 JSON_PARSER_ERROR for the request, nothing written
     (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm);
     repeated external ids in one upsert fail each of those records with DUPLICATE_VALUE
-    (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_upsert.htm).
+    "Duplicate external id specified" (the REST guide is silent; a real org's words for
+    the same save path: https://salesforce.stackexchange.com/questions/104048).
     Bulk API 2.0 keeps failing such a row on its own."""
     async with running() as (sim, api):
 

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import BodyPartReader, web
 
 from adapters.salesforce.schema import FieldSpec
-from adapters.salesforce.sim_store import Org, RecordError, Table, now_text
+from adapters.salesforce.sim_store import Org, RecordError, Table, duplicate_key, now_text
 from adapters.salesforce.sim_wire import (
     SF_USER,
     ApiError,
@@ -430,7 +430,7 @@ class IngestJobs:
         return self.org.table(relation.reference_to[0])
 
     def _duplicate_keys(self, job: IngestJob, plan: _Plan, batch: Sequence[list[str]]) -> set[str]:
-        """Upsert keys that occur twice in one batch: both rows fail DUPLICATE_EXTERNAL_ID."""
+        """Upsert keys that occur twice in one batch: both rows fail (see ``_upsert``)."""
         if job.operation != "upsert" or job.external_id_field == "Id":
             return set()
         index = next(i for i, c in enumerate(plan.columns) if c.field == job.external_id_field)
@@ -474,7 +474,7 @@ class IngestJobs:
         assert spec is not None
         key = values.get(spec.name)
         if isinstance(key, str) and key.casefold() in duplicates:
-            raise RecordError("DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {key}")
+            raise duplicate_key(spec.name, key)
         return self.org.upsert(plan.table, spec, key, values, job.created_by)
 
 

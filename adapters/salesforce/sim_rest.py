@@ -25,6 +25,7 @@ from adapters.salesforce.sim_store import (
     Org,
     RecordError,
     Table,
+    duplicate_key,
     relationship_name,
 )
 from adapters.salesforce.sim_wire import (
@@ -482,14 +483,7 @@ class RestApi:
         def write(item: tuple[Any, dict[str, Any]]) -> Result:
             key, record = item
             if key not in (None, "") and repeated[str(key).casefold()] > 1:
-                # Every record carrying a repeated key fails, none of them is written
-                # (issue 9 item 4: DUPLICATE_VALUE, as the upsert() call reports a key
-                # repeated within one call; strict where the REST guide is silent).
-                raise RecordError(
-                    "DUPLICATE_VALUE",
-                    f"Duplicate external id specified: {key}",
-                    (spec.name,),
-                )
+                raise duplicate_key(spec.name, key)
             record_id, created = self.org.upsert(table, spec, key, record, user)
             return {"id": record_id, "success": True, "errors": [], "created": created}
 

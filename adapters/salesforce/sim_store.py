@@ -131,6 +131,18 @@ class MultipleMatches(RecordError):
         self.ids = tuple(ids)
 
 
+def duplicate_key(field_name: str, key: Any) -> RecordError:
+    """An upsert key repeated within one call (Collections request, Bulk batch): every
+    record carrying it fails, none is written. The REST and Bulk guides are silent; the
+    code, words and field are what real orgs answer for the same save path (Apex upsert:
+    "DUPLICATE_VALUE, Duplicate external id specified: ABC123: [Name]",
+    https://salesforce.stackexchange.com/questions/104048/why-does-upsert-cause-a-duplicate-value-error;
+    "…specified: 1: [Test__c]", https://salesforce.stackexchange.com/questions/296121),
+    and what integrations parse from Bulk results (DUPLICATE_VALUE with that text for keys
+    repeated in the payload, DUPLICATE_EXTERNAL_ID for keys the org already holds twice)."""
+    return RecordError("DUPLICATE_VALUE", f"Duplicate external id specified: {key}", (field_name,))
+
+
 def relationship_name(spec: FieldSpec) -> str | None:
     """``AccountId`` → ``Account``, ``Matter__c`` → ``Matter__r``; None for non-lookups."""
     if spec.type != "reference":

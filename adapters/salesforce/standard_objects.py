@@ -118,6 +118,8 @@ DEFAULTS: Mapping[tuple[str, str], Any] = {
     ("ContentDocumentLink", "Visibility"): "AllUsers",
     ("AccountContactRelation", "IsActive"): True,
     ("User", "IsActive"): True,
+    ("Case", "Status"): "New",
+    ("Contract", "Status"): "Draft",
 }
 """Values Salesforce fills in on create when the caller leaves the field out."""
 
@@ -145,8 +147,15 @@ _WHAT_TARGETS = "*activities"
 """Marker for Task/Event.WhatId: exactly the objects that take activities — standard ones
 that do and custom objects with "Allow Activities" (``CustomObject.enableActivities``,
 https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customobject.htm).
-A WhatId to any other object's record is FIELD_INTEGRITY_EXCEPTION "id value of incorrect
-type", as for any lookup pointed at an object outside its referenceTo."""
+A WhatId to any other object's record is FIELD_INTEGRITY_EXCEPTION "Related To ID: id value
+of incorrect type: <id>" on [WhatId], as real orgs answer it (the field's label is "Related
+To ID"; the code, words and field as quoted from a real org in public Salesforce
+integrations, e.g. a DmlException "FIELD_INTEGRITY_EXCEPTION, Related To ID: id value of
+incorrect type: a16…: [WhatId]" for a custom object without activities)."""
+WHAT_LABEL = "Related To ID"
+"""Task/Event.WhatId's label in describe (Object Reference, Task: "Related To")."""
+WHO_LABEL = "Name ID"
+"""Task/Event.WhoId's label in describe (Object Reference, Task: "Name")."""
 
 STATE_PICKLIST_COUNTRIES = frozenset({"US", "CA", "AU", "BR", "CN", "IN", "IE", "IT", "MX", "JP"})
 """Countries whose states a fresh org lists when State and Country/Territory Picklists are
@@ -341,8 +350,8 @@ def _activity_common() -> tuple[FieldSpec, ...]:
     return (
         _f("Subject", "combobox", 255, picklist_values=SUBJECT_VALUES),
         _f("ActivityDate", "date"),
-        _ref("WhoId", "Contact", "Lead"),
-        _ref("WhatId", _WHAT_TARGETS),
+        replace(_ref("WhoId", "Contact", "Lead"), label=WHO_LABEL),
+        replace(_ref("WhatId", _WHAT_TARGETS), label=WHAT_LABEL),
         _ref("OwnerId", "User"),
         _read_only("AccountId", "reference", 18, reference_to=("Account",)),
         _f("Description", "textarea", LONG_TEXT_LENGTH),
@@ -504,6 +513,127 @@ def _account_contact_relation() -> ObjectSpec:
     )
 
 
+OPPORTUNITY_STAGES = (
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Id. Decision Makers",
+    "Perception Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+)
+CASE_STATUSES = ("New", "Working", "Escalated", "Closed")
+CASE_ORIGINS = ("Phone", "Email", "Web")
+CAMPAIGN_STATUSES = ("Planned", "In Progress", "Completed", "Aborted")
+CONTRACT_STATUSES = ("Draft", "In Approval Process", "Activated")
+
+
+def _opportunity() -> ObjectSpec:
+    """Object Reference, Opportunity (sforce_api_objects_opportunity.htm): Name, StageName
+    and CloseDate are required on create."""
+    return _object(
+        "Opportunity",
+        "006",
+        _text("Name", 120, required=True),
+        _f("StageName", "picklist", 255, required=True, picklist_values=OPPORTUNITY_STAGES),
+        _f("CloseDate", "date", required=True),
+        _ref("AccountId", "Account"),
+        _f("Amount", "currency", precision=16, scale=2),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _ref("OwnerId", "User"),
+        activities=True,
+    )
+
+
+def _case() -> ObjectSpec:
+    """Object Reference, Case (sforce_api_objects_case.htm): Status defaults to "New"."""
+    return _object(
+        "Case",
+        "500",
+        _read_only("CaseNumber", "string", 30),
+        _text("Subject", 255),
+        _picklist("Status", CASE_STATUSES),
+        _picklist("Origin", CASE_ORIGINS),
+        _ref("AccountId", "Account"),
+        _ref("ContactId", "Contact"),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _ref("OwnerId", "User"),
+        activities=True,
+    )
+
+
+def _campaign() -> ObjectSpec:
+    """Object Reference, Campaign (sforce_api_objects_campaign.htm)."""
+    return _object(
+        "Campaign",
+        "701",
+        _text("Name", 80, required=True),
+        _picklist("Status", CAMPAIGN_STATUSES),
+        _f("IsActive", "boolean"),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _ref("OwnerId", "User"),
+        activities=True,
+    )
+
+
+def _contract() -> ObjectSpec:
+    """Object Reference, Contract (sforce_api_objects_contract.htm): AccountId is required;
+    Status defaults to "Draft"."""
+    return _object(
+        "Contract",
+        "800",
+        _f("AccountId", "reference", 18, required=True, reference_to=("Account",)),
+        _picklist("Status", CONTRACT_STATUSES),
+        _f("StartDate", "date"),
+        _f("ContractTerm", "int", precision=4, scale=0),
+        _f("Description", "textarea", LONG_TEXT_LENGTH),
+        _ref("OwnerId", "User"),
+        activities=True,
+    )
+
+
+def _product() -> ObjectSpec:
+    """Object Reference, Product2 (sforce_api_objects_product2.htm): no owner of its own."""
+    return _object(
+        "Product2",
+        "01t",
+        _text("Name", 255, required=True),
+        _text("ProductCode", 255),
+        _f("IsActive", "boolean"),
+        _f("Description", "textarea", 4000),
+        activities=True,
+    )
+
+
+def _asset() -> ObjectSpec:
+    """Object Reference, Asset (sforce_api_objects_asset.htm). A real org also requires an
+    account or a contact; the simulator does not check that pair (no crmlift write makes
+    assets)."""
+    return _object(
+        "Asset",
+        "02i",
+        _text("Name", 255, required=True),
+        _ref("AccountId", "Account"),
+        _ref("ContactId", "Contact"),
+        _ref("Product2Id", "Product2"),
+        _text("SerialNumber", 80),
+        _ref("OwnerId", "User"),
+        activities=True,
+    )
+
+
+ACTIVITY_STANDARD_OBJECTS = ("Opportunity", "Case", "Campaign", "Contract", "Product2", "Asset")
+"""Standard objects besides Account that take activities in every org, so a real describe
+lists them (and more the simulator does not model, such as Solution) in Task.WhatId's
+referenceTo: "a task can also be related to one account, asset, campaign, case, contract,
+opportunity, product, solution, or custom object" (Object Reference, TaskRelation,
+https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_taskrelation.htm).
+Each is modelled with its required fields only; the Object Reference page of each is
+``…/object_reference/sforce_api_objects_<name>.htm``."""
+
 STANDARD_OBJECTS = OrgSchema(
     {
         spec.name: spec
@@ -518,6 +648,12 @@ STANDARD_OBJECTS = OrgSchema(
             _content_document(),
             _content_document_link(),
             _account_contact_relation(),
+            _opportunity(),
+            _case(),
+            _campaign(),
+            _contract(),
+            _product(),
+            _asset(),
         )
     }
 )

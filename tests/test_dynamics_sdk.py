@@ -225,6 +225,69 @@ async def test_sdk_upserts_by_alternate_key_without_duplicating(org: Org) -> Non
     assert row["@odata.etag"] == 'W/"2"'
 
 
+# -- bulk operation messages (power-apps/developer/data-platform/bulk-operations)
+
+
+async def test_sdk_creates_a_list_of_rows_with_create_multiple(org: Org) -> None:
+    names = ["Okoro & Li LLP", "Acme Holdings", "Brandt Law"]
+
+    ids = await org.drive(lambda c: c.records.create("account", [{"name": name} for name in names]))
+
+    rows = org.rows("accounts")
+    assert [row["name"] for row in rows] == names
+    assert ids == [row["accountid"] for row in rows]
+
+
+async def test_sdk_upserts_several_items_with_upsert_multiple_by_alternate_key(org: Org) -> None:
+    def upsert(client: DataverseClient) -> None:
+        client.records.upsert(
+            "account",
+            [UpsertItem(alternate_key={"crm_sourceid": "bd-1"}, record={"name": "Okoro"})],
+        )
+        client.records.upsert(
+            "account",
+            [
+                UpsertItem(alternate_key={"crm_sourceid": "bd-1"}, record={"name": "Okoro & Li"}),
+                UpsertItem(alternate_key={"crm_sourceid": "bd-2"}, record={"name": "Acme"}),
+            ],
+        )
+
+    await org.drive(upsert)
+
+    rows = {row["crm_sourceid"]: row for row in org.rows("accounts")}
+    assert {key: row["name"] for key, row in rows.items()} == {"bd-1": "Okoro & Li", "bd-2": "Acme"}
+    assert rows["bd-1"]["@odata.etag"] == 'W/"2"'
+
+
+async def test_one_bad_target_rolls_back_the_whole_upsert_multiple(org: Org) -> None:
+    """On a standard table "any error ... causes the entire operation to roll back"."""
+
+    def upsert(client: DataverseClient) -> None:
+        client.records.upsert(
+            "account",
+            [
+                UpsertItem(alternate_key={"crm_sourceid": "bd-1"}, record={"name": "Okoro"}),
+                UpsertItem(alternate_key={"crm_sourceid": "bd-2"}, record={"name": "x" * 161}),
+            ],
+        )
+
+    with pytest.raises(SdkFailure) as raised:
+        await org.drive(upsert)
+    assert (raised.value.status, raised.value.code) == (400, "0x80044331")
+    assert org.rows("accounts") == []
+
+
+async def test_notes_take_no_create_multiple(org: Org) -> None:
+    """The Note table's messages include no CreateMultiple
+    (learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation)."""
+    notes = [{"subject": "Intake call"}, {"subject": "Demand letter"}]
+
+    with pytest.raises(SdkFailure) as raised:
+        await org.drive(lambda c: c.records.create("annotation", notes))
+    assert raised.value.status == 400
+    assert org.rows("annotations") == []
+
+
 # -- $batch through the SDK's batch API
 
 

@@ -421,12 +421,16 @@ async def test_query_subset_for_read_back() -> None:
 
 
 async def test_metadata_reports_tables_attributes_and_keys() -> None:
+    """``$select`` narrows metadata, but "The MetadataId property value is always returned"
+    (learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api)."""
     async with running() as org:
         found = await org.call(
             "GET",
             "EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute"
             "&$filter=LogicalName eq 'crm_matter'",
         )
+        [matter] = found.body["value"]
+        assert uuid.UUID(matter.pop("MetadataId"))
         assert found.body["value"] == [
             {
                 "LogicalName": "crm_matter",
@@ -440,12 +444,20 @@ async def test_metadata_reports_tables_attributes_and_keys() -> None:
             "?$select=LogicalName,AttributeType,RequiredLevel,MaxLength",
         )
         subject = next(a for a in attributes.body["value"] if a["LogicalName"] == "subject")
+        assert uuid.UUID(subject.pop("MetadataId"))
         assert subject == {
             "LogicalName": "subject",
             "AttributeType": "String",
             "RequiredLevel": {"Value": "ApplicationRequired"},
             "MaxLength": 200,
         }
+        note_subject = await org.call(
+            "GET",
+            "EntityDefinitions(LogicalName='annotation')/Attributes(LogicalName='subject')"
+            "?$select=RequiredLevel",
+        )
+        # The Note reference lists subject as ApplicationRequired (reference/entities/annotation).
+        assert note_subject.body["RequiredLevel"] == {"Value": "ApplicationRequired"}
         custom = await org.call("GET", "EntityDefinitions(LogicalName='crm_matter')/Attributes")
         names = {a["LogicalName"] for a in custom.body["value"]}
         assert {"crm_matternumber", "crm_opened", "crm_client", "crm_sourceid"} <= names
@@ -1072,7 +1084,7 @@ async def test_many_to_one_relationships_name_the_bindable_navigation_properties
             "account",
             "contact",
         ]
-        assert len(selected.body["value"][0]) == 5
+        assert len(selected.body["value"][0]) == 6  # the five selected and MetadataId
         account = guid_of(await org.call("POST", "accounts", {"name": "A"}))
         bound = await org.call(
             "POST",
@@ -1103,8 +1115,8 @@ async def test_option_sets_through_picklist_metadata() -> None:
             "?$select=LogicalName&$expand=OptionSet($select=Options)",
         )
         (liens,) = multi.body["value"]
-        assert set(liens) == {"LogicalName", "OptionSet"}
-        assert set(liens["OptionSet"]) == {"Options"}
+        assert set(liens) == {"LogicalName", "OptionSet", "MetadataId"}
+        assert set(liens["OptionSet"]) == {"Options", "MetadataId"}
         one = await org.call(
             "GET",
             "EntityDefinitions(LogicalName='lead')/Attributes(LogicalName='leadsourcecode')/"
@@ -1159,7 +1171,10 @@ async def test_alternate_key_and_metadata_reads_inside_a_batch() -> None:
         found = orjson.loads(parts[0].body or b"")
         assert set(found) == {"@odata.context", "@odata.etag", "contactid"}
         keys = orjson.loads(parts[2].body or b"")["value"]
-        assert keys == [{"KeyAttributes": ["crm_sourceid"]}]
+        assert [{k: v for k, v in key.items() if k != "MetadataId"} for key in keys] == [
+            {"KeyAttributes": ["crm_sourceid"]}
+        ]
+        assert all(uuid.UUID(key["MetadataId"]) for key in keys)
         contact = found["contactid"]
         read = await org.call(
             "GET",
@@ -1323,6 +1338,7 @@ async def test_custom_lookups_bind_only_through_their_case_sensitive_schema_name
         )
         by_attribute = {r["ReferencingAttribute"]: r for r in relationships.body["value"]}
         assert by_attribute["crm_attorney"] == {
+            "MetadataId": by_attribute["crm_attorney"]["MetadataId"],
             "ReferencingAttribute": "crm_attorney",
             "ReferencedEntity": "systemuser",
             "ReferencingEntityNavigationPropertyName": "crm_ATTORNEY",

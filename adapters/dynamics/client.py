@@ -310,27 +310,8 @@ class DataverseClient(SessionClient):
             if fresh and time.monotonic() < user.renew_at:
                 assert user.token is not None
                 return user.token
-            app = user.application
-            url = (
-                f"{self.config.authority_url.rstrip('/')}/{self.config.tenant_id}/oauth2/v2.0/token"
-            )
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": app.client_id,
-                "client_secret": app.client_secret.reveal(),
-                "scope": f"{self.config.environment_url.rstrip('/')}/.default",
-            }
-            try:
-                async with self.session.post(url, data=form) as resp:
-                    status, body = resp.status, await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise PlatformUnavailable(PLATFORM, "token", f"connection failed: {exc}") from exc
-            if status != 200:
-                raise AuthError(PLATFORM, f"{app.client_id}: {_identity_error(body, status)}")
-            answer = orjson.loads(body)
-            user.token = str(answer["access_token"])
-            lifetime = float(answer.get("expires_in", 3599))
-            user.renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 2)
+            scope = f"{self.config.environment_url.rstrip('/')}/.default"
+            user.token, user.renew_at = await self._fetch_token(user.application, scope)
             return user.token
 
     async def _scoped_token(self, scope: str, stale: str | None = None) -> str:
@@ -340,31 +321,37 @@ class DataverseClient(SessionClient):
             held = self._scoped_tokens.get(scope)
             if held is not None and held[0] != stale and time.monotonic() < held[1]:
                 return held[0]
-            app = self.config.applications[0]
-            url = (
-                f"{self.config.authority_url.rstrip('/')}/{self.config.tenant_id}/oauth2/v2.0/token"
-            )
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": app.client_id,
-                "client_secret": app.client_secret.reveal(),
-                "scope": scope,
-            }
-            try:
-                async with self.session.post(url, data=form) as resp:
-                    status, body = resp.status, await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise PlatformUnavailable(PLATFORM, f"token for {scope}", str(exc)) from exc
-            if status != 200:
-                raise AuthError(
-                    PLATFORM, f"{app.client_id} for {scope}: {_identity_error(body, status)}"
-                )
-            answer = orjson.loads(body)
-            lifetime = float(answer.get("expires_in", 3599))
-            renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 2)
-            self._scoped_tokens[scope] = (str(answer["access_token"]), renew_at)
-            log.info("dataverse.token_renewed", scope=scope, client_id=app.client_id)
+            self._scoped_tokens[scope] = await self._fetch_token(self.config.applications[0], scope)
             return self._scoped_tokens[scope][0]
+
+    async def _fetch_token(self, app: Application, scope: str) -> tuple[str, float]:
+        """A client-credentials token for ``scope`` and when to renew it (``time.monotonic``):
+        ahead of expiry by TOKEN_MARGIN_SECONDS, or halfway through a short life."""
+        url = f"{self.config.authority_url.rstrip('/')}/{self.config.tenant_id}/oauth2/v2.0/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": app.client_id,
+            "client_secret": app.client_secret.reveal(),
+            "scope": scope,
+        }
+        try:
+            async with self.session.post(url, data=form) as resp:
+                status, body = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PlatformUnavailable(
+                PLATFORM, f"token for {scope} from {url}", f"connection failed: {exc!r}"
+            ) from exc
+        if status != 200:
+            raise AuthError(
+                PLATFORM, f"{app.client_id} for {scope}: {_identity_error(body, status)}"
+            )
+        answer = orjson.loads(body)
+        lifetime = float(answer.get("expires_in", 3599))
+        renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 2)
+        log.info(
+            "dataverse.token_renewed", scope=scope, client_id=app.client_id, expires_in=lifetime
+        )
+        return str(answer["access_token"]), renew_at
 
     # -- one governed, retried request -----------------------------------------
 

@@ -140,6 +140,15 @@ TOKEN_TTL_SECONDS = 3599
 ERR_UNEXPECTED = "0x80040216"
 """'An unexpected error occurred.': the generic platform failure (injected 500s/503s)."""
 UNEXPECTED_MESSAGE = "An unexpected error occurred."
+BULK_ACTIONS = {
+    "/Microsoft.Dynamics.CRM.CreateMultiple": "CreateMultiple",
+    "/Microsoft.Dynamics.CRM.UpsertMultiple": "UpsertMultiple",
+}
+"""Collection-bound bulk operation messages the simulator answers (bulk-operations)."""
+NO_BULK_MESSAGES = frozenset({"annotation", "task", "appointment"})
+"""Standard tables whose reference page lists no CreateMultiple/UpsertMultiple message
+(learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation, …/task;
+appointment assumed alike, strictly): "Not all standard tables support these messages"."""
 ERR_BATCH_SIZE = "0x8006088a"
 """More than 1,000 requests in a batch (limit: destinations.md §2.3; code [INFER])."""
 _OPERATIONS = web.RequestKey("operations", int)
@@ -603,11 +612,15 @@ class DataverseSim:
             return metadata_result(self._by_logical, path, query, origin)
         match = ENTITY_PATH.match(path)
         table = self.tables.get(match.group("name")) if match else None
+        raw_key = match.group("key") if match else None
+        action = BULK_ACTIONS.get(match.group("rest") or "") if match else None
+        if table is not None and action is not None and raw_key is None and method == "POST":
+            check_query_options(query, frozenset())
+            return self._bulk(table, action, body, origin)
         if match is None or table is None or match.group("rest"):
             raise DataverseError(
                 404, ERR_BAD_PROPERTY, f"Resource not found for the segment '{path}'."
             )
-        raw_key = match.group("key")
         collection = raw_key is None and method == "GET"
         check_query_options(query, COLLECTION_OPTIONS if collection else RECORD_OPTIONS)
         if raw_key is None:
@@ -900,6 +913,111 @@ class DataverseSim:
                 raise DataverseError(412, ERR_VERSION_MISMATCH, VERSION_MESSAGE)
         if header_value(headers, "If-None-Match") == "*" and ident is not None:
             raise self._duplicate()
+
+    # -- bulk operation messages (bulk-operations)
+
+    def _bulk(self, table: Table, action: str, body: bytes, origin: str) -> Result:
+        """``CreateMultiple`` / ``UpsertMultiple``: every target or none.
+
+        "Any error that occurs in a bulk operation with a standard table causes the entire
+        operation to roll back"; each target must carry ``@odata.type``; the answer is
+        ``{"Ids": [...]}`` (https://learn.microsoft.com/power-apps/developer/data-platform/
+        bulk-operations). Tables whose reference lists no such message refuse it.
+        """
+        if table.logical_name in NO_BULK_MESSAGES:
+            raise DataverseError(
+                400,
+                ERR_BAD_PROPERTY,
+                f"The '{action}' message is not available for the '{table.logical_name}' "
+                "entity: send one request per row (or a $batch).",
+            )
+        targets = self._bulk_targets(table, action, body)
+        own = self._journal is None
+        journal: Journal = [] if own else (self._journal or [])
+        if own:
+            self._journal = journal
+        try:
+            ids = [self._bulk_one(table, action, target, origin) for target in targets]
+        except DataverseError:
+            if own:
+                self._rollback(journal)
+            raise
+        finally:
+            if own:
+                self._journal = None
+        context = f"{origin}{API_ROOT}$metadata#Microsoft.Dynamics.CRM.{action}Response"
+        return json_result({"@odata.context": context, "Ids": ids})
+
+    @staticmethod
+    def _bulk_targets(table: Table, action: str, body: bytes) -> list[dict[str, Any]]:
+        try:
+            payload = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as error:
+            raise DataverseError(400, ERR_BAD_VALUE, f"Invalid JSON. {error}") from error
+        targets = payload.get("Targets") if isinstance(payload, dict) else None
+        if not isinstance(targets, list) or not targets:
+            raise DataverseError(
+                400, ERR_BAD_VALUE, f"'Targets' should be one of the parameters for {action}."
+            )
+        wanted = f"Microsoft.Dynamics.CRM.{table.logical_name}"
+        for index, target in enumerate(targets):
+            if not isinstance(target, dict) or target.get("@odata.type", "").lstrip("#") != wanted:
+                raise DataverseError(
+                    400,
+                    ERR_BAD_VALUE,
+                    f"Targets[{index}] must be an object whose @odata.type is '{wanted}'.",
+                )
+        return targets
+
+    def _bulk_one(self, table: Table, action: str, target: dict[str, Any], origin: str) -> str:
+        """One target, as the single-row create or upsert would write it; its row id."""
+        reference = target.pop("@odata.id", None)
+        target.pop("@odata.type", None)
+        if action == "CreateMultiple":
+            if reference is not None:
+                raise DataverseError(
+                    400, ERR_BAD_VALUE, "CreateMultiple targets take no @odata.id."
+                )
+            result = self._create(table, orjson.dumps(target), {}, {}, origin)
+        else:
+            key, raw_key = self._upsert_key(table, target, reference)
+            result = self._upsert(table, key, raw_key, orjson.dumps(target), {}, {}, origin)
+        return result.entity[result.entity.rfind("(") + 1 : -1]
+
+    def _upsert_key(
+        self, table: Table, target: dict[str, Any], reference: Any
+    ) -> tuple[str | dict[str, Any], str]:
+        """The row an UpsertMultiple target names: ``@odata.id`` (``set(key)``, as the SDK
+        sends it), else its primary id, else the alternate-key columns of its body."""
+        if reference is not None:
+            if not isinstance(reference, str):
+                raise DataverseError(400, ERR_BAD_VALUE, "@odata.id must be a URL string.")
+            found, key, raw_key = self._reference(reference)
+            if found is not table:
+                raise DataverseError(
+                    400, ERR_BAD_VALUE, f"@odata.id '{reference}' is not a {table.logical_name}."
+                )
+            if isinstance(key, dict) and any(
+                name in target and key_value(target[name]) != key_value(value)
+                for name, value in key.items()
+            ):
+                raise DataverseError(
+                    400, ERR_BAD_VALUE, f"The key of @odata.id '{reference}' differs from the body."
+                )
+            return key, raw_key
+        ident = target.get(table.primary_id)
+        if isinstance(ident, str) and is_guid(ident):
+            return ident.lower(), ident
+        for attrs in table.keys.values():
+            if all(target.get(name) is not None for name in attrs):
+                key = {name: target[name] for name in attrs}
+                return key, ",".join(f"{name}='{value}'" for name, value in key.items())
+        raise DataverseError(
+            400,
+            ERR_BAD_VALUE,
+            f"An UpsertMultiple target of '{table.logical_name}' names no row: give @odata.id, "
+            f"{table.primary_id} or an alternate key's columns.",
+        )
 
     def _key_columns(self, table: Table, key: Mapping[str, Any]) -> dict[str, Any]:
         """The alternate-key values of the URL as stored columns of the upserted row."""

@@ -546,7 +546,8 @@ def _standard_columns(enabled: Mapping[str, Sequence[str]]) -> dict[str, list[At
             regarding_lookup,
         ],
         "annotation": [
-            _s("subject", 500),
+            # ApplicationRequired, as the Note reference lists it (reference/entities/annotation).
+            _s("subject", 500, required=True),
             _memo("notetext", 100_000),
             _s("filename", 255),
             _s("mimetype", 256),
@@ -1238,7 +1239,10 @@ def refuse_read_only(
 ) -> None:
     """A Completed or Canceled activity is read-only: the only update it takes is a reopen.
 
-    Strict where the docs are silent: a reopen carries statecode/statuscode alone (write
+    "Completed and canceled tasks are read-only and can't be edited" (task StateCode,
+    https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/task#BKMK_StateCode).
+    Strict where the docs are silent (the error code is not documented, see
+    ERR_INVALID_ARGUMENT): a reopen carries statecode/statuscode alone (write
     the other columns once it is open, then close it again), and a move from one closed
     state to another is refused too.
     """

@@ -163,11 +163,13 @@ def select_columns(table: Table, query: Mapping[str, str]) -> list[str] | None:
 def select_metadata(
     metadata: dict[str, Any], query: Mapping[str, str], expanded: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """``$select`` on metadata; ``$expand``-ed navigation properties stay regardless."""
+    """``$select`` on metadata; ``$expand``-ed navigation properties stay regardless, and
+    so does ``MetadataId``: "The MetadataId property value is always returned"
+    (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api)."""
     raw = query.get("$select")
     if raw is None:
         return metadata
-    names = {name.strip() for name in raw.split(",")} | set(expanded)
+    names = {name.strip() for name in raw.split(",")} | set(expanded) | {"MetadataId"}
     return {k: v for k, v in metadata.items() if k in names}
 
 

@@ -209,9 +209,9 @@ class Crash(Exception):
     """Stands in for the process dying: nothing after it runs."""
 
 
-async def test_a_crash_after_a_bulk_upload_recovers_the_jobs_results_instead_of_reloading(
-    world: World, journal: Journal, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def die_in_first_bulk_job(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The process dies while its first Bulk job processes (its data uploaded, its results
+    not read); the list names that job once it has happened."""
     real_results = SalesforceClient._job_results
     crashed: list[str] = []
 
@@ -222,6 +222,13 @@ async def test_a_crash_after_a_bulk_upload_recovers_the_jobs_results_instead_of_
         return await real_results(self, job_id, *args)
 
     monkeypatch.setattr(SalesforceClient, "_job_results", die_once)
+    return crashed
+
+
+async def test_a_crash_after_a_bulk_upload_recovers_the_jobs_results_instead_of_reloading(
+    world: World, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashed = die_in_first_bulk_job(monkeypatch)
     with pytest.raises(Crash):
         await run_migrate(world.plan)
     run = (await journal.runs.recent(world.plan.name))[0]
@@ -267,16 +274,7 @@ async def test_a_crash_during_a_bulk_update_still_journals_what_each_update_repl
         world.backdocket.edit(
             "contacts", contact["id"], last_name=f"{contact['last_name']}-Renamed"
         )
-    real_results = SalesforceClient._job_results
-    crashed: list[str] = []
-
-    async def die_once(self: SalesforceClient, job_id: str, *args: Any) -> list[WriteResult]:
-        if not crashed:
-            crashed.append(job_id)
-            raise Crash(f"killed while job {job_id} was processing")
-        return await real_results(self, job_id, *args)
-
-    monkeypatch.setattr(SalesforceClient, "_job_results", die_once)
+    crashed = die_in_first_bulk_job(monkeypatch)
     with pytest.raises(Crash):
         await run_migrate(world.plan)
     run = (await journal.runs.recent(world.plan.name))[0]

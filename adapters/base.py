@@ -199,6 +199,17 @@ class Destination(Protocol):
         """Destination ids of records carrying these external ids."""
         ...
 
+    async def existing_ids(self, sobject: str, ids: Sequence[str]) -> set[str]:
+        """Which of these destination ids (as given) still exist: the id map's rows are
+        checked before a rerun calls them unchanged, since someone may have deleted them.
+        Ids of records the platform cannot look up cheaply count as existing."""
+        ...
+
+    async def org_identity(self) -> str:
+        """The org's own id (not its URL): a sandbox refresh or a reset keeps the URL
+        and changes this, and every id the id map holds for the org with it."""
+        ...
+
     async def upload_files(self, sobject: str, uploads: Sequence[FileUpload]) -> list[WriteResult]:
         """Create file records with their content; one result per upload.
 

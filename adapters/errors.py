@@ -135,3 +135,20 @@ class PlatformUnreachable(PlatformUnavailable):
         self.tries = tries
         attempts = "1 try" if tries == 1 else f"{tries} tries"
         self.args = (f"{platform}: {what} could not reach {url}: {cause} ({attempts})",)
+
+
+class PlatformRefused(FatalError):
+    """A platform answered in a way no retry can change: a permission it denies, an API
+    version it does not serve, a redirect to another address, a cursor it repeats.
+
+    It is raised at once, with the platform's own reason and the URL or collection
+    concerned, so the operator is not told "failed after retries" about a refusal.
+    """
+
+    exit_code = 8
+
+    def __init__(self, platform: str, what: str, reason: str) -> None:
+        super().__init__(f"{platform}: {what} refused: {reason}")
+        self.platform = platform
+        self.what = what
+        self.reason = reason

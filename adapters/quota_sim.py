@@ -20,13 +20,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from adapters.simserver import serve_app
+from adapters.simserver import admin_gate, new_admin_token, serve_app
 from ratelimit.enforce import QuotaEnforcer
 from ratelimit.limits import Call
 from ratelimit.profiles import QuotaProfile
@@ -47,6 +47,8 @@ class QuotaSimSettings:
     request against the profile's execution window (when it sets one)."""
     latency_seconds: float = 0.0
     """Wall seconds each admitted request takes to answer."""
+    admin_token: str = field(default_factory=new_admin_token)
+    """What ``/_sim/state`` requires in ADMIN_HEADER (see ``adapters.simserver``)."""
 
     def __post_init__(self) -> None:
         if self.execution_ms_per_operation < 0 or self.latency_seconds < 0:
@@ -66,7 +68,7 @@ class QuotaSim:
         self.unauthorized = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[admin_gate(self.settings.admin_token)])
         app.router.add_post(RECORDS_PATH, self._records)
         app.router.add_get("/_sim/state", self._state)
         return app

@@ -2,10 +2,78 @@
 
 from __future__ import annotations
 
+import ipaddress
+import secrets
 import ssl
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+ADMIN_HEADER = "X-Crmlift-Sim-Admin"
+"""The header carrying a simulator's admin token; every ``/_sim`` endpoint requires it."""
+ADMIN_TOKEN_ENV = "CRMLIFT_SIM_ADMIN_TOKEN"
+"""Where ``crmlift sim`` reads the admin token; unset, a random one closes ``/_sim``."""
+SIM_PREFIX = "/_sim"
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_admin_token() -> str:
+    """A fresh admin token: nobody can read a simulator's debug state by guessing."""
+    return secrets.token_urlsafe(32)
+
+
+def admin_gate(token: str) -> Middleware:
+    """Middleware: ``/_sim`` answers only a request carrying ``token`` in ADMIN_HEADER.
+
+    The debug endpoints dump every record the simulator holds, client data included;
+    no real platform has such a door, so it stays shut without the admin's token.
+    """
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == SIM_PREFIX or request.path.startswith(SIM_PREFIX + "/"):
+            given = request.headers.get(ADMIN_HEADER, "")
+            if not token or not secrets.compare_digest(given.encode(), token.encode()):
+                return web.json_response(
+                    {"error": "admin_required", "message": f"send {ADMIN_HEADER}"}, status=401
+                )
+        return await handler(request)
+
+    return gate
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` binds loopback only; a name other than localhost counts as exposed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str) -> None:
+    """Say loudly, on stderr and in the log, that a simulator listens beyond this machine.
+
+    A simulator's secrets are demo secrets and it holds client-shaped data; binding
+    ``0.0.0.0`` by mistake puts both on the network.
+    """
+    if is_loopback(host):
+        return
+    print(
+        f"WARNING: the simulator listens on {host}, reachable from other machines; "
+        "its demo credentials and data are exposed. Use --host 127.0.0.1 unless you mean it.",
+        file=sys.stderr,
+        flush=True,
+    )
+    log.warning("sim.exposed_bind", host=host)
 
 
 async def serve_app(
@@ -18,6 +86,7 @@ async def serve_app(
 
     The caller cleans up the runner; if the port cannot be bound, nothing is left open.
     """
+    warn_if_exposed(host)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

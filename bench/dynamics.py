@@ -41,10 +41,14 @@ import uvloop
 
 from adapters.backdocket.client import BackDocketConfig
 from adapters.secrets import Secret
+from adapters.simserver import ADMIN_HEADER, ADMIN_TOKEN_ENV, new_admin_token
 from service.commands import dynamics_schema, prepare_org, simulator
 from service.logs import configure_logging
 from service.migrate import MigrateOutcome, run_migrate
 from service.plan import parse_plan
+
+SIM_ADMIN = {ADMIN_HEADER: os.environ.setdefault(ADMIN_TOKEN_ENV, new_admin_token())}
+"""The admin token the bench's simulators start with (they read it from the environment)."""
 
 ADMIN = "admin@bench-firm.example"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -54,7 +58,10 @@ EXECUTION_MS_PER_WINDOW = 1_200_000
 
 
 async def sim_state(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/_sim/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/_sim/state", headers=SIM_ADMIN) as resp,
+    ):
         state: dict[str, Any] = orjson.loads(await resp.read())
         return state
 

@@ -21,12 +21,15 @@ import aiohttp
 import orjson
 import uvloop
 
+from adapters.simserver import ADMIN_HEADER, ADMIN_TOKEN_ENV, new_admin_token
 from service.commands import simulator
 from service.logs import configure_logging
 from service.pipeline import run_extract
 from service.plan import parse_plan
 
 RATE = 20.0
+SIM_ADMIN = {ADMIN_HEADER: os.environ.setdefault(ADMIN_TOKEN_ENV, new_admin_token())}
+"""The admin token the simulator starts with (it reads it from the environment)."""
 
 
 async def bench(records: int, latency: str, files: bool, window: int) -> None:
@@ -64,7 +67,10 @@ async def bench(records: int, latency: str, files: bool, window: int) -> None:
             plan = parse_plan(raw, env=os.environ, base=Path(tmp))
             configure_logging(Path(tmp) / "bench.log.jsonl")
             outcome = await run_extract(plan)
-            async with aiohttp.ClientSession() as http, http.get(f"{url}/_sim/state") as r:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{url}/_sim/state", headers=SIM_ADMIN) as r,
+            ):
                 state = orjson.loads(await r.read())
 
     s, g = outcome.summary, outcome.governor.stats

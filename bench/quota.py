@@ -44,7 +44,7 @@ import uvloop
 from adapters.dynamics.batch import BatchRequest, encode_batch
 from adapters.dynamics.sim import DataverseSim, DataverseSimSettings
 from adapters.quota_sim import RECORDS_PATH, QuotaSim, QuotaSimSettings
-from adapters.simserver import serve_app
+from adapters.simserver import ADMIN_HEADER, serve_app
 from ratelimit.backoff import RetryPolicy, parse_retry_after
 from ratelimit.governor import Governor
 from ratelimit.profiles import QuotaProfile, freshsales_profile, profile_for
@@ -285,7 +285,11 @@ async def freshsales(args: argparse.Namespace) -> float:
         started = time.perf_counter()
         tally = await drive(governor, send, callers=args.callers, seconds=seconds)
         elapsed = time.perf_counter() - started
-        async with aiohttp.ClientSession() as http, http.get(f"{url}/_sim/state") as r:
+        admin = {ADMIN_HEADER: settings.admin_token}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{url}/_sim/state", headers=admin) as r,
+        ):
             state = orjson.loads(await r.read())
 
     server = state["principals"].get(account, {})

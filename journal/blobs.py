@@ -9,6 +9,23 @@ from pathlib import Path
 
 import asyncpg
 
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+"""Blobs are client documents: only the account crmlift runs as may read them,
+whatever the umask says."""
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) and make it owner-only (0700).
+
+    ``mkdir``'s mode is filtered by the umask and ignored for an existing directory,
+    so the mode is set explicitly.
+    """
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        path.chmod(PRIVATE_DIR_MODE)
+    return path
+
 
 class ContentMismatch(Exception):
     """Streamed bytes did not match the size or sha256 the source declared."""
@@ -60,12 +77,14 @@ class BlobStore:
         nothing behind and raises ContentMismatch.
         """
         final = self.path_for(expected_sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(final.parent)
         partial = final.with_suffix(f".part-{os.getpid()}-{id(chunks):x}")
         digest = hashlib.sha256()
         size = 0
         try:
-            with partial.open("wb") as out:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -10,6 +11,25 @@ from typing import Literal
 import asyncpg
 
 WindowKind = Literal["main", "catchup"]
+NUL_CURSOR = "crmlift-nul:"
+"""Prefix of a stored cursor that held a NUL (PostgreSQL text cannot): the rest is the
+cursor with ``\\`` doubled and NUL written ``\\0``. A cursor that starts with the
+prefix on its own is stored the same way, so reading back is never ambiguous."""
+
+
+def store_cursor(cursor: str | None) -> str | None:
+    """A source's opaque cursor as a text column can hold it."""
+    if cursor is None or ("\x00" not in cursor and not cursor.startswith(NUL_CURSOR)):
+        return cursor
+    return NUL_CURSOR + cursor.replace("\\", "\\\\").replace("\x00", "\\0")
+
+
+def load_cursor(stored: str | None) -> str | None:
+    """The source's cursor exactly as it was handed out."""
+    if stored is None or not stored.startswith(NUL_CURSOR):
+        return stored
+    text = stored.removeprefix(NUL_CURSOR)
+    return re.sub(r"\\([\\0])", lambda m: "\x00" if m.group(1) == "0" else "\\", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +76,7 @@ class Checkpoints:
                         w.start,
                         w.end,
                         w.expected,
-                        w.cursor,
+                        store_cursor(w.cursor),
                         w.pages,
                         w.records,
                         w.done,
@@ -80,7 +100,7 @@ class Checkpoints:
                 start=r["window_start"],
                 end=r["window_end"],
                 expected=r["expected"],
-                cursor=r["cursor"],
+                cursor=load_cursor(r["cursor"]),
                 pages=r["pages"],
                 records=r["records"],
                 done=r["done"],
@@ -120,6 +140,6 @@ async def advance(
         window.collection,
         window.kind,
         window.start,
-        cursor,
+        store_cursor(cursor),
         records,
     )

@@ -33,7 +33,8 @@ class JournalSettings:
     dsn: str | None = None
     """A PostgreSQL DSN for production; None starts the embedded server in ``data_dir``."""
     pool_size: int = 24
-    """Connections in the pool; extraction workers and writers share them."""
+    """Connections in the pool; extraction workers and writers share them, and a run holds
+    one for its whole life (its lock, ``Runs.locked``)."""
 
 
 @dataclass(frozen=True, slots=True)

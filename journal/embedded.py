@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 import anyio.to_thread
 import psutil
 
-from adapters.errors import JournalUnavailable
+from adapters.errors import ConfigError, JournalUnavailable
+from journal.blobs import PRIVATE_FILE_MODE, private_dir
 
 
 def _load_pgserver() -> Any:
@@ -57,6 +59,9 @@ def route_pgserver_log(path: Path) -> None:
             logger.removeHandler(handler)
             handler.close()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # initdb's output names the data directory and users: owner-only, like the data.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE))
+    path.chmod(PRIVATE_FILE_MODE)
     handler = _PostgresLog(path, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
@@ -99,10 +104,20 @@ class EmbeddedPostgres:
         return await anyio.to_thread.run_sync(self._start_blocking)
 
     def _start_blocking(self) -> str:
-        route_pgserver_log(self.log_file)
+        try:
+            route_pgserver_log(self.log_file)
+            # The crmlift data dir holds the journal, its log and client documents: owner only.
+            # PostgreSQL itself refuses a data directory others can read (initdb makes it 0700).
+            private_dir(self.data_dir.parent)
+            private_dir(self.data_dir)
+            _forget_dead_handles(self.data_dir)
+        except OSError as exc:
+            # A data dir that is a file, or on a read-only filesystem, is the plan's mistake.
+            raise ConfigError(
+                f"data dir {self.data_dir.parent} is not a writable directory "
+                f"({exc.strerror or exc}); set [journal] data_dir or CRMLIFT_DATA_DIR"
+            ) from exc
         pgserver = _load_pgserver()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        _forget_dead_handles(self.data_dir)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -63,6 +63,22 @@ SET destination_id = EXCLUDED.destination_id, payload_hash = EXCLUDED.payload_ha
     run_id = EXCLUDED.run_id, updated_at = now(),
     content_sha256 = coalesce(EXCLUDED.content_sha256, id_map.content_sha256)"""
 
+
+@dataclass(frozen=True, slots=True)
+class OrgBinding:
+    """What the journal knew of the org an id-map scope points into."""
+
+    previous: str | None
+    """The identity recorded before this run (None: first run of the scope)."""
+    retired: int = 0
+    """Id-map rows set aside because the identity changed."""
+
+
+def retired_scope(migration: str, identity: str) -> str:
+    """Where an id map goes when its org's identity changes: kept, never read by a load."""
+    return f"{migration}#org:{identity}"
+
+
 RefKey = tuple[str, str, str | None]
 """(source collection, source id, destination object or None for any)."""
 
@@ -114,6 +130,56 @@ class Operations:
                     "incoming_id_map", records=mapped, columns=_ID_MAP_COLUMNS
                 )
                 await conn.execute(_MERGE_ID_MAP)
+
+    async def bind_org(self, migration: str, identity: str) -> OrgBinding:
+        """Record the identity of the org ``migration``'s id map points into.
+
+        A different identity for the same scope (same org URL) means the org was
+        reset or refreshed: none of the mapped ids exist there, so the id map moves
+        aside (to ``retired_scope``) in the same transaction and the scope starts empty.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            previous = await conn.fetchval(
+                "SELECT identity FROM org_identity WHERE migration = $1 FOR UPDATE", migration
+            )
+            retired = 0
+            if previous is not None and previous != identity:
+                retired = await _retire_id_map(conn, migration, retired_scope(migration, previous))
+            await conn.execute(
+                """INSERT INTO org_identity (migration, identity) VALUES ($1, $2)
+                   ON CONFLICT (migration) DO UPDATE
+                   SET identity = EXCLUDED.identity, recorded_at = now()""",
+                migration,
+                identity,
+            )
+        return OrgBinding(previous, retired)
+
+    async def mapped_page(
+        self, migration: str, run_id: str, collection: str, after: tuple[str, str], limit: int
+    ) -> list[tuple[str, str, str]]:
+        """(object, external id, destination id) of id-map rows of the records staged in
+        this run for ``collection``, after ``after`` = (object, external id), in key order:
+        what a rerun would otherwise trust without asking the destination."""
+        rows = await self._pool.fetch(
+            """SELECT m.object, m.external_id, m.destination_id FROM id_map m
+               JOIN staged_records s ON s.run_id = $2 AND s.collection = m.collection
+                                    AND s.source_id = m.source_id
+               WHERE m.migration = $1 AND m.collection = $3 AND (m.object, m.external_id) > ($4, $5)
+               ORDER BY m.object, m.external_id LIMIT $6""",
+            migration, run_id, collection, after[0], after[1], limit,
+        )  # fmt: skip
+        return [(r["object"], r["external_id"], r["destination_id"]) for r in rows]
+
+    async def forget(self, migration: str, sobject: str, external_ids: Sequence[str]) -> None:
+        """Drop id-map rows of records gone from the destination: the next write creates
+        them again and nothing resolves a lookup to an id that no longer exists."""
+        await self._pool.execute(
+            """DELETE FROM id_map WHERE migration = $1 AND object = $2
+               AND external_id = ANY($3::text[])""",
+            migration,
+            sobject,
+            list(external_ids),
+        )
 
     async def existing(
         self, migration: str, sobject: str, external_ids: Sequence[str]
@@ -191,3 +257,16 @@ class Operations:
             run_id,
         )
         return [Operation(**dict(r)) for r in rows]
+
+
+async def _retire_id_map(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, migration: str, archive: str
+) -> int:
+    """Move a scope's id map to ``archive`` (replacing an older archive of that org)."""
+    await conn.execute("DELETE FROM id_map WHERE migration = $1", archive)
+    status = await conn.execute(
+        "UPDATE id_map SET migration = $2, updated_at = now() WHERE migration = $1",
+        migration,
+        archive,
+    )
+    return int(status.split()[-1])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+import orjson
 
 from journal.checkpoints import WindowCheckpoint, advance
 
@@ -20,6 +23,91 @@ class StagedRow:
     updated_at: datetime
     payload: str
     content_hash: str
+
+
+NUL = "\x00"
+NUL_MARK = "_crmlift_nul_escaped"
+"""Key of a staged payload listing where NULs were escaped.
+
+PostgreSQL's jsonb and text cannot hold U+0000, so a source string holding one is
+staged escaped (``\\`` → ``\\\\``, NUL → ``\\0``) and the places are listed
+under this key; ``payloads`` puts every NUL back, so the mapping sees the source's
+text exactly.
+"""
+_ESCAPED = re.compile(r"\\([\\0])")
+Path = list[str | int]
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(NUL, "\\0")
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(lambda m: NUL if m.group(1) == "0" else "\\", text)
+
+
+def escape_nuls(record: Any) -> tuple[Any, list[str]]:
+    """``record`` with every NUL escaped, and the fields that held one (for the journal).
+
+    Records without a NUL come back as they are.
+    """
+    values: list[Path] = []
+    keys: list[Path] = []
+    escaped = _escape_in(record, [], values, keys)
+    if not values and not keys:
+        return record, []
+    assert isinstance(escaped, dict)  # a top-level string record has no id to stage
+    escaped[NUL_MARK] = {"values": values, "keys": keys}
+    fields = [_dotted(p) for p in values + keys]
+    return escaped, fields
+
+
+def _escape_in(value: Any, path: Path, values: list[Path], keys: list[Path]) -> Any:
+    if isinstance(value, str):
+        if NUL in value:
+            values.append(path)
+            return _escape(value)
+        return value
+    if isinstance(value, list):
+        return [_escape_in(v, [*path, i], values, keys) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key
+            if NUL in key:
+                name = _escape(key)
+                keys.append([*path, name])
+            out[name] = _escape_in(item, [*path, name], values, keys)
+        return out
+    return value
+
+
+def restore_nuls(payload: str) -> str:
+    """The source's JSON text of a staged payload: escaped NULs put back."""
+    if NUL_MARK not in payload:
+        return payload
+    record = orjson.loads(payload)
+    mark = record.pop(NUL_MARK, None) if isinstance(record, dict) else None
+    if not isinstance(mark, dict):
+        return payload
+    for path in mark["values"]:
+        parent, last = _parent(record, path)
+        parent[last] = _unescape(parent[last])
+    for path in sorted(mark["keys"], key=len, reverse=True):  # deepest first: paths stay valid
+        parent, last = _parent(record, path)
+        parent[_unescape(str(last))] = parent.pop(last)
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _parent(record: Any, path: Path) -> tuple[Any, Any]:
+    node = record
+    for step in path[:-1]:
+        node = node[step]
+    return node, path[-1]
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(_escape(str(p)) for p in path) or "(record)"
 
 
 _INCOMING = """CREATE TEMP TABLE IF NOT EXISTS incoming_records (
@@ -102,4 +190,4 @@ class Staging:
                 collection,
                 prefetch=batch,
             ):
-                yield row["source_id"], row["payload"]
+                yield row["source_id"], restore_nuls(row["payload"])

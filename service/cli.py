@@ -1,21 +1,37 @@
 """``crmlift``: the operator's commands.
 
-Exit codes: 0 done; 1 unexpected error; 2 bad plan or arguments; 3 credentials
-refused; 4 a platform kept failing or could not be reached; 5 journal unavailable;
-6 quota exhausted; 7 an object the destination has lacks part of the schema plan;
-75 stopped by the operator (the run is resumable).
+Exit codes (the README's table): 0 done; 1 unexpected error; 2 bad plan or arguments;
+3 credentials refused; 4 a platform kept failing or could not be reached; 5 journal
+unavailable; 6 quota exhausted; 7 an object the destination has lacks part of the
+schema plan; 8 a platform refused for good; 75 stopped by the operator (resumable).
 """
 
+# ruff: noqa: E402  (the Ctrl-C handler goes in before the slow imports below)
 from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+STOPPED_EXIT = 75
+"""``Interrupted.exit_code``, known before the imports that define it."""
+
+
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C while crmlift is still importing (about a second): nothing has started,
+    so one line and exit 75, not a KeyboardInterrupt traceback from deep in an import."""
+    sys.stderr.write("crmlift: stopped by the operator before anything started\n")
+    raise SystemExit(STOPPED_EXIT)
+
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "crmlift":
+    signal.signal(signal.SIGINT, _stopped_while_starting)
 
 import argparse
 import asyncio
 import logging
-import signal
-import sys
 from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import uvloop
 
@@ -23,13 +39,14 @@ from adapters.errors import CrmliftError, Interrupted
 from adapters.secrets import redact
 from service import commands
 from service.logs import configure_logging
-from service.plan import MigrationPlan, load_plan
+from service.plan import MigrationPlan, ensure_writable_dir, load_plan
 from service.shutdown import Shutdown
 
 EXIT_CODES = """exit codes:
   0   done
   1   unexpected error (see the log file)
-  2   bad plan, arguments or run id
+  2   bad plan, arguments or run id; a resume of a plan changed since its run
+      started; the migration is in use by another process (named)
   3   credentials refused by a platform
   4   a platform kept failing after every retry, or could not be reached
       (the message names the URL and the cause: refused, DNS, TLS, timeout)
@@ -38,15 +55,59 @@ EXIT_CODES = """exit codes:
   7   an object the destination has lacks a field, a lookup to its planned target
       or an org setting (Allow Activities, HasNotes, ...) of the schema plan;
       a missing custom object does not stop the run: its records wait
+  8   a platform refused in a way no retry changes (permission, API version,
+      a repeated cursor), with its own reason
   75  stopped by SIGINT/SIGTERM; the run is resumable with --resume RUN_ID
 """
 
 T = TypeVar("T")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error shape: one line, exit 2 (usage stays in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _plan_file(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--plan needs the path of a plan file (TOML)")
+    return Path(text)
+
+
+def _count(text: str) -> int:
+    """A record count: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port; 0 picks a free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not 0..65535")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a readable file")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option, with the help an operator reads first."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crmlift",
         description="Move a law firm's practice data from BackDocket or CASEpeer into a CRM, "
         "journaled in PostgreSQL so every run can resume and roll back.",
@@ -85,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the source's custom field definitions and write every custom "
         "object and field the migration needs, as a schema file (JSON).",
     )
-    schema.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    schema.add_argument("--plan", type=_plan_file, required=True, help="the migration plan (TOML)")
     schema.add_argument("--out", type=Path, default=Path("schema-plan.json"))
 
     estimate = commands.add_parser(
@@ -96,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         "needs and how long the destination's quota allows. Warns when the run would exceed "
         "the daily allocation or the plan's [migration] cutover_hours. Reads the source only.",
     )
-    estimate.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    estimate.add_argument(
+        "--plan", type=_plan_file, required=True, help="the migration plan (TOML)"
+    )
     estimate.add_argument("--out", type=Path, help="also write the estimate as JSON")
 
     runs = commands.add_parser(
@@ -105,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the plan's recent runs. A run whose process is gone (killed, out of "
         "memory, its container lost) shows as interrupted, with the command that resumes it.",
     )
-    runs.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    runs.add_argument("--plan", type=_plan_file, required=True, help="the migration plan (TOML)")
 
     sim = commands.add_parser("sim", help="serve a platform simulator for demos and the bench")
     sims = sim.add_subparsers(dest="platform", required=True, metavar="PLATFORM")
@@ -116,10 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     salesforce = sims.add_parser(
         "salesforce", help="a Salesforce org: OAuth, REST, sObject Collections, Bulk API 2.0"
     )
-    salesforce.add_argument("--schema", type=Path, help="custom objects and fields (JSON)")
-    salesforce.add_argument("--users", type=Path, help="users of the org: JSON [[name, email]]")
+    salesforce.add_argument(
+        "--schema", type=_existing_file, help="custom objects and fields (JSON)"
+    )
+    salesforce.add_argument(
+        "--users", type=_existing_file, help="users of the org: JSON [[name, email]]"
+    )
     salesforce.add_argument("--host", default="127.0.0.1")
-    salesforce.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    salesforce.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     salesforce.add_argument("--client-id", default="crmlift")
     salesforce.add_argument(
         "--client-secret-env",
@@ -127,8 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the secret the simulator accepts",
     )
     salesforce.add_argument("--daily-api-requests", type=int, default=100_000)
-    salesforce.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
-    salesforce.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    salesforce.add_argument(
+        "--tls-cert", type=_existing_file, help="serve HTTPS with this certificate (PEM)"
+    )
+    salesforce.add_argument(
+        "--tls-key", type=_existing_file, help="the certificate's private key (PEM)"
+    )
     salesforce.add_argument(
         "--bulk-records-per-second", type=float, default=50_000.0,
         help="how fast Bulk API 2.0 jobs process",
@@ -163,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulators, writes a plan, migrates on the embedded journal, prints the summary "
         "and where the reports are, and stops everything it started.",
     )
-    demo.add_argument("--records", type=int, default=10_000, help="tenant size (default 10000)")
+    demo.add_argument("--records", type=_count, default=10_000, help="tenant size (default 10000)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workdir", type=Path, default=Path("crmlift-demo"))
     demo.add_argument(
@@ -177,17 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     """The options of every command that starts or resumes a run."""
-    parser.add_argument("--plan", type=Path, required=True, help="the migration plan (TOML)")
+    parser.add_argument("--plan", type=_plan_file, required=True, help="the migration plan (TOML)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_backdocket_sim_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", type=int, default=10_000, help="approximate tenant size")
+    parser.add_argument("--records", type=_count, default=10_000, help="approximate tenant size")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dirty", action="store_true", help="include every dirty-data case")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     parser.add_argument("--client-id", default="crmlift")
     parser.add_argument(
         "--client-secret-env",
@@ -222,10 +293,12 @@ def _add_sim_fault_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_dynamics_sim_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--schema", type=Path, help="the schema plan the admin deployed (JSON)")
-    parser.add_argument("--users", type=Path, help="licensed users: JSON [[name, email]]")
+    parser.add_argument(
+        "--schema", type=_existing_file, help="the schema plan the admin deployed (JSON)"
+    )
+    parser.add_argument("--users", type=_existing_file, help="licensed users: JSON [[name, email]]")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     parser.add_argument("--org-url", default="https://crmlift-sim.crm.dynamics.com",
                         help="the environment URL tokens are scoped to")  # fmt: skip
     parser.add_argument("--client-id", default="crmlift")
@@ -247,19 +320,27 @@ def _add_dynamics_sim_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execution-ms-per-operation", type=float, default=5.0,
                         help="server time each operation costs, platform ms")  # fmt: skip
     parser.add_argument("--max-concurrent", type=int, default=52)
-    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
-    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument(
+        "--tls-cert", type=_existing_file, help="serve HTTPS with this certificate (PEM)"
+    )
+    parser.add_argument(
+        "--tls-key", type=_existing_file, help="the certificate's private key (PEM)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return _dispatch(args)
     except CrmliftError as exc:
         # One plain line, never wrapped: operators grep it and scripts parse it.
         print(f"crmlift: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Ctrl-C before the run's own signal handling is in place: nothing to resume.
+        print("crmlift: stopped by the operator before a run was started", file=sys.stderr)
+        return STOPPED_EXIT
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -275,6 +356,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("extract", "migrate", "schema", "estimate", "runs"):
         plan = load_plan(args.plan)
         args.loaded_plan = plan
+        ensure_writable_dir(plan.output_dir, "plan migration.output_dir")
         configure_logging(_log_file(plan), console_level=_console_level(args))
     else:
         configure_logging(None, console_level=_console_level(args))

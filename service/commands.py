@@ -38,7 +38,7 @@ from adapters.errors import ConfigError, PlatformUnavailable
 from adapters.salesforce.sim import SfSimSettings
 from adapters.salesforce.sim import run_forever as run_salesforce_sim
 from adapters.secrets import Secret
-from adapters.simserver import server_tls
+from adapters.simserver import ADMIN_TOKEN_ENV, new_admin_token, server_tls
 from journal import open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
@@ -89,9 +89,10 @@ async def schema(args: argparse.Namespace) -> int:
     plan: MigrationPlan = args.loaded_plan
     if plan.destination is None:
         raise ConfigError("the plan has no [destination] table: a schema plan is a destination's")
+    writable_file(args.out)
     definitions = await read_collection(plan.source, "custom_field_definitions")
     wanted = pair_for(plan.destination.platform).schema_plan(definitions, plan.destination.mapping)
-    args.out.write_bytes(wanted.document)
+    write_out(args.out, wanted.document)
     out.print(
         f"schema plan: {len(wanted.deployed)} objects, {wanted.field_count} fields → {args.out}"
     )
@@ -104,12 +105,14 @@ async def schema(args: argparse.Namespace) -> int:
 async def estimate(args: argparse.Namespace) -> int:
     """``crmlift estimate``: the load's calls, batches and time against the destination's quotas."""
     plan: MigrationPlan = args.loaded_plan
+    if args.out is not None:
+        writable_file(args.out)
     result = await run_estimate(plan)
     out.print(estimate_table(result))
     for line in estimate_lines(result):
         out.print(line, markup=False, highlight=False)
     if args.out is not None:
-        args.out.write_bytes(result.to_json())
+        write_out(args.out, result.to_json())
         out.print(f"estimate → {args.out}", highlight=False)
     return 0
 
@@ -160,6 +163,50 @@ async def sim(args: argparse.Namespace) -> int:
     return await serve.get(args.platform, _sim_backdocket)(args)
 
 
+def sim_admin_token() -> str:
+    """The token ``/_sim`` endpoints require: ``$CRMLIFT_SIM_ADMIN_TOKEN``, else a random
+    one nobody knows, which keeps them shut."""
+    return os.environ.get(ADMIN_TOKEN_ENV) or new_admin_token()
+
+
+def writable_file(path: Path) -> None:
+    """Refuse an ``--out`` that cannot be written before any work is done, not after."""
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a directory; name a file")
+    parent = path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: directory {parent} does not exist or is not writable")
+
+
+def write_out(path: Path, data: bytes) -> None:
+    """Write an ``--out`` file; a failure (disk full, read-only) is one line, not a traceback."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ConfigError(f"--out {path} cannot be written: {exc.strerror or exc}") from exc
+
+
+def read_users(
+    path: Path | None, default: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """A simulator's ``--users`` file: JSON ``[[name, email], ...]``."""
+    if path is None:
+        return default
+    try:
+        return tuple((str(name), str(email)) for name, email in orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"--users {path}: want a JSON list of [name, email] ({exc})") from exc
+
+
+@contextlib.asynccontextmanager
+async def listening(host: str, port: int) -> AsyncIterator[None]:
+    """A simulator that cannot bind (port in use, address not ours) is a bad flag: exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def _ready(url: str) -> None:
     # The first stdout line is the contract with whoever started us.
     print(f"READY {url}", flush=True)
@@ -169,13 +216,11 @@ async def _sim_salesforce(args: argparse.Namespace) -> int:
     secret = os.environ.get(args.client_secret_env)
     if not secret:
         raise ConfigError(f"set {args.client_secret_env} to the secret the simulator accepts")
-    users = SfSimSettings().users
-    if args.users is not None:
-        users = tuple((name, email) for name, email in orjson.loads(args.users.read_bytes()))
+    users = read_users(args.users, SfSimSettings().users)
     try:
         settings = SfSimSettings(
             client_id=args.client_id, client_secret=secret, users=users,
-            daily_api_requests=args.daily_api_requests,
+            admin_token=sim_admin_token(), daily_api_requests=args.daily_api_requests,
             bulk_records_per_second=args.bulk_records_per_second,
             token_ttl=args.token_ttl, fault_500_rate=args.fault_500,
             fault_503_rate=args.fault_503, fault_reset_rate=args.fault_reset,
@@ -189,9 +234,13 @@ async def _sim_salesforce(args: argparse.Namespace) -> int:
     tls = None
     if args.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
-    with contextlib.suppress(asyncio.CancelledError):
-        await run_salesforce_sim(args.schema, settings, args.host, args.port, _ready, tls)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--tls-cert/--tls-key: {exc}") from exc
+    async with listening(args.host, args.port):
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_salesforce_sim(args.schema, settings, args.host, args.port, _ready, tls)
     return 0
 
 
@@ -203,14 +252,13 @@ async def _sim_dynamics(args: argparse.Namespace) -> int:
         if not client_id or not secret:
             raise ConfigError(f"--application {given!r}: want CLIENT_ID:ENV_NAME with ENV_NAME set")
         applications.append((client_id, secret))
-    users = DataverseSimSettings().users
-    if args.users is not None:
-        users = tuple((name, email) for name, email in orjson.loads(args.users.read_bytes()))
+    users = read_users(args.users, DataverseSimSettings().users)
     (client_id, secret), *extra = applications
     try:
         settings = DataverseSimSettings(
             org_url=args.org_url, client_id=client_id, client_secret=secret,
             applications=tuple(extra), users=users, time_scale=args.time_scale,
+            admin_token=sim_admin_token(),
             requests_per_window=args.requests_per_window,
             execution_ms_per_window=args.execution_ms_per_window,
             execution_ms_per_operation=args.execution_ms_per_operation,
@@ -219,9 +267,10 @@ async def _sim_dynamics(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"simulator settings: {exc}") from exc
     schema = load_schema(args.schema) if args.schema is not None else None
-    with contextlib.suppress(asyncio.CancelledError):
-        tls = server_tls(args.tls_cert, args.tls_key)
-        await run_dynamics_sim(schema, settings, args.host, args.port, _ready, tls)
+    async with listening(args.host, args.port):
+        with contextlib.suppress(asyncio.CancelledError):
+            tls = server_tls(args.tls_cert, args.tls_key)
+            await run_dynamics_sim(schema, settings, args.host, args.port, _ready, tls)
     return 0
 
 
@@ -234,6 +283,7 @@ async def _sim_backdocket(args: argparse.Namespace) -> int:
         settings = SimSettings(
             client_id=args.client_id,
             client_secret=secret,
+            admin_token=sim_admin_token(),
             token_ttl=args.token_ttl,
             rate=args.rate,
             burst=args.burst,
@@ -252,16 +302,17 @@ async def _sim_backdocket(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"simulator settings: {exc}") from exc
 
-    with contextlib.suppress(asyncio.CancelledError):
-        await run_forever(
-            records=args.records,
-            seed=args.seed,
-            dirty=args.dirty,
-            settings=settings,
-            host=args.host,
-            port=args.port,
-            on_ready=_ready,
-        )
+    async with listening(args.host, args.port):
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_forever(
+                records=args.records,
+                seed=args.seed,
+                dirty=args.dirty,
+                settings=settings,
+                host=args.host,
+                port=args.port,
+                on_ready=_ready,
+            )
     return 0
 
 

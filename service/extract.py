@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
+from adapters.backdocket.client import parse_timestamp
 from adapters.base import (
     CursorRejected,
     NotFound,
@@ -32,12 +33,13 @@ from adapters.base import (
     canonical_json,
     digest,
 )
+from adapters.errors import PlatformRefused
 from journal import Journal
 from journal.blobs import ContentMismatch
 from journal.checkpoints import WindowCheckpoint
 from journal.issues import RecordIssue
 from journal.runs import Run
-from journal.staging import StagedRow
+from journal.staging import NUL, StagedRow, escape_nuls
 from service.plan import ExtractSettings
 from service.progress import ProgressBoard
 
@@ -47,6 +49,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PHASE = "extract"
 FILES_TRACK = "files"
 MAX_SPLIT_DEPTH = 6
+MAX_ID_LENGTH = 255
+"""Longer source ids are refused as records: no CRM key holds one, and a staging index
+entry must fit a PostgreSQL page."""
+SHOWN = 120
+"""Characters of a bad value an issue quotes."""
 """How often a window far over target is halved again: skewed data stays parallel."""
 
 
@@ -293,8 +300,14 @@ class Extractor:
             ],
         )
 
-    async def _read_window(self, run: Run, checkpoint: WindowCheckpoint) -> None:
-        """Stage a window page by page from its saved cursor."""
+    async def _read_window(
+        self, run: Run, checkpoint: WindowCheckpoint, *, restarted: bool = False
+    ) -> None:
+        """Stage a window page by page from its saved cursor.
+
+        A rejected cursor rewinds the window once; a source that rejects the
+        rewound window's cursors too would be rewound forever, so it is refused.
+        """
         window = Window(checkpoint.collection, checkpoint.start, checkpoint.end)
         cursor = checkpoint.cursor
         page_no = checkpoint.pages
@@ -310,9 +323,11 @@ class Extractor:
                 self._read += len(page.records)
                 self._pages += 1
                 page_no += 1
-        except CursorRejected:
-            if cursor is None:
-                raise
+        except CursorRejected as exc:
+            if restarted or (cursor is None and page_no == checkpoint.pages):
+                where = f"{checkpoint.collection} window from {checkpoint.start.isoformat()}"
+                reason = f"the source rejected the cursor it handed out ({exc})"
+                raise PlatformRefused(self.source.platform, where, reason) from exc
             # Staging merges on the source id, so re-reading from the start
             # costs calls but never doubles a record.
             log.warning(
@@ -321,20 +336,18 @@ class Extractor:
                 collection=checkpoint.collection,
                 window_start=checkpoint.start.isoformat(),
             )
-            restarted = await self.journal.checkpoints.restart(run.run_id, checkpoint)
+            rewound = await self.journal.checkpoints.restart(run.run_id, checkpoint)
             self.progress.advance(checkpoint.collection, -checkpoint.records)
-            await self._read_window(run, restarted)
+            await self._read_window(run, rewound, restarted=True)
 
     # -- deletions and files ---------------------------------------------
 
     async def _stage_deletions(self, run: Run) -> int:
         async for page in self.source.deletions(EPOCH):
-            rows = [
-                (d["collection"], d["id"], datetime.fromisoformat(d["deleted_at"]))
-                for d in page
-                if isinstance(d.get("collection"), str) and isinstance(d.get("id"), str)
-            ]
+            rows, issues = _deletion_rows(page)
             await self.journal.deletions.stage(run.run_id, rows)
+            for issue in issues:
+                await self.journal.issues.record(run.run_id, issue)
         return await self.journal.deletions.count(run.run_id)
 
     def _wants_files(self) -> bool:
@@ -425,49 +438,100 @@ def _rows(
     """Staging rows for a page, and an issue for every record that is not well formed.
 
     A record is kept whenever it can be named: a bad ``updated_at`` falls back
-    to the window's start (the source still ordered it into this window).
+    to the window's start (the source still ordered it into this window), and a
+    NUL is escaped in staging (restored on load) rather than refusing the page.
     """
     rows: list[StagedRow] = []
     issues: list[RecordIssue] = []
     for index, record in enumerate(records):
         source_id = record.get("id") if isinstance(record, dict) else None
-        if not isinstance(source_id, str) or not source_id:
+        problem = _id_problem(source_id)
+        if problem is not None or not isinstance(source_id, str):
             name = f"?page{page_no}#{index}@{window.start.isoformat()}"
-            snippet = canonical_json(record).decode(errors="replace")[:200]
+            message = f"record {problem or 'has no string id'}, cannot be tracked: "
             issues.append(
                 RecordIssue(
-                    PHASE,
-                    collection,
-                    name,
-                    "failed",
-                    "missing_id",
-                    f"record has no string id, cannot be tracked: {snippet}",
+                    PHASE, collection, name, "failed", "missing_id", message + _shown(record)
                 )
             )
             continue
-        updated_at = _parse_timestamp(record.get("updated_at"))
-        if updated_at is None:
-            updated_at = window.start
-            issues.append(
-                RecordIssue(
-                    PHASE,
-                    collection,
-                    source_id,
-                    "warning",
-                    "bad_updated_at",
-                    f"updated_at {record.get('updated_at')!r} is not ISO-8601",
-                )
-            )
+        updated_at, note = _updated_at(record.get("updated_at"), window)
+        if note is not None:
+            issues.append(RecordIssue(PHASE, collection, source_id, "warning", *note))
         payload = canonical_json(record)
-        rows.append(StagedRow(collection, source_id, updated_at, payload.decode(), digest(payload)))
+        staged, fields = escape_nuls(record)
+        if fields:
+            message = (
+                f"field(s) {', '.join(fields)[:SHOWN]} hold NUL characters: staged escaped"
+                " (PostgreSQL text cannot hold them) and restored on load"
+            )
+            issues.append(
+                RecordIssue(PHASE, collection, source_id, "warning", "nul_escaped", message)
+            )
+        text = canonical_json(staged).decode() if fields else payload.decode()
+        rows.append(StagedRow(collection, source_id, updated_at, text, digest(payload)))
     return rows, issues
 
 
-def _parse_timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
+def _id_problem(source_id: object) -> str | None:
+    """Why ``source_id`` cannot key a staged record, or None when it can."""
+    if not isinstance(source_id, str) or not source_id:
+        return "has no string id"
+    if NUL in source_id:
+        return "has an id holding a NUL character"
+    if len(source_id) > MAX_ID_LENGTH:
+        return f"has an id of {len(source_id)} characters (more than {MAX_ID_LENGTH})"
+    return None
+
+
+def _updated_at(value: object, window: Window) -> tuple[datetime, tuple[str, str] | None]:
+    """The record's version time, and a (code, message) note when it had to be guessed."""
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        shown = _shown(value)
+        return window.start, ("bad_updated_at", f"updated_at {shown} is not ISO-8601")
+    if isinstance(value, str) and datetime.fromisoformat(value).tzinfo is None:
+        return parsed, (
+            "naive_updated_at",
+            f"updated_at {value[:SHOWN]!r} has no offset: read as UTC",
+        )
+    return parsed, None
+
+
+def _deletion_rows(
+    page: Iterable[object],
+) -> tuple[list[tuple[str, str, datetime]], list[RecordIssue]]:
+    """Rows of a deletion page; an entry that names no record or no time is journaled."""
+    rows: list[tuple[str, str, datetime]] = []
+    issues: list[RecordIssue] = []
+    for index, entry in enumerate(page):
+        item = entry if isinstance(entry, dict) else {}
+        collection, source_id = item.get("collection"), item.get("id")
+        deleted_at = parse_timestamp(item.get("deleted_at"))
+        if (
+            not isinstance(collection, str)
+            or not isinstance(source_id, str)
+            or _id_problem(collection) is not None
+            or _id_problem(source_id) is not None
+        ):
+            collection, source_id, reason = "deletions", f"?deletion#{index}", "no usable id"
+        elif deleted_at is not None:
+            rows.append((collection, source_id, deleted_at))
+            continue
+        else:
+            reason = "invalid deleted_at"
+        issues.append(
+            RecordIssue(
+                PHASE, collection, source_id, "failed", "bad_deletion", f"{reason}: {_shown(entry)}"
+            )
+        )
+    return rows, issues
+
+
+def _shown(value: object) -> str:
+    """A bad value as an issue quotes it: JSON, short, NUL-free (PostgreSQL text)."""
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        text = canonical_json(value).decode(errors="replace")  # type: ignore[arg-type]
+    except TypeError:
+        text = repr(value)
+    return text[:SHOWN].replace(NUL, "\\u0000")

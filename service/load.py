@@ -48,6 +48,9 @@ PHASE = "load"
 Transform = Callable[[str, dict[str, Any], MappingContext], TransformResult]
 
 
+SWEEP_PAGE = 2_000
+"""Id-map rows checked for existence per round (the clients chunk it to their limits)."""
+
 MIN_BATCH_RECORDS = 500
 """Below this a batch's fixed costs (lookups, journal writes, a job) outweigh overlap."""
 
@@ -112,6 +115,8 @@ class Loader:
         self._slots = asyncio.Semaphore(self.settings.batches_in_flight)
         self.timings: dict[str, float] = defaultdict(float)
         """Seconds spent per kind of work (summed over concurrent batches)."""
+        self.missing: dict[tuple[str, str], int] = defaultdict(int)
+        """(collection, object) → mapped records found deleted in the destination."""
 
     @contextmanager
     def _timed(self, kind: str) -> Iterator[None]:
@@ -124,9 +129,12 @@ class Loader:
     # -- the run ------------------------------------------------------------
 
     async def load(self, extra: Sequence[tuple[str, Payload]] = ()) -> None:
-        """Recover journaled jobs, write ``extra`` payloads, then every wave in order."""
+        """Check the org is the one the id map knows, recover journaled jobs, write
+        ``extra`` payloads, then every wave in order."""
+        await self._check_org()
         await self._recover_jobs()
         if extra:
+            await self._sweep_extra(extra)
             await self._write_batch([(collection, p.external_id, [p]) for collection, p in extra])
         staged = await self.journal.staging.counts(self.run.run_id)
         for collection in self.load_order:
@@ -142,12 +150,94 @@ class Loader:
         for collection in staged:
             if collection not in self.load_order:
                 await self._skip_collection(collection)
+        await self._note_missing()
+
+    # -- is the id map still true? ------------------------------------------
+
+    async def _check_org(self) -> None:
+        """A reset or refreshed org keeps its URL but not its identity nor a single id:
+        the id map of the old one is set aside, and every record loads as new."""
+        identity = await self.destination.org_identity()
+        bound = await self.journal.operations.bind_org(self.migration, identity)
+        if bound.previous is None or bound.previous == identity:
+            return
+        platform = self.destination.platform
+        message = (
+            f"the {platform} org at this URL is now {identity}, not {bound.previous} as "
+            f"when this migration last loaded it (an org reset or sandbox refresh): its id "
+            f"map ({bound.retired} records) no longer applies and was set aside; this run "
+            "treats the org as new and loads every record again"
+        )
+        log.warning("load.org_changed", run_id=self.run.run_id, phase=PHASE, platform=platform,
+                    previous=bound.previous, identity=identity, retired=bound.retired)  # fmt: skip
+        await self.journal.issues.record(
+            self.run.run_id, RecordIssue(PHASE, "-", identity, "warning", "org_changed", message)
+        )
+
+    async def _sweep(self, collection: str) -> None:
+        """Before a wave, check in bulk that the records the id map holds for what is
+        staged still exist, and forget the ones that do not: they are then written as
+        new, and no lookup (a self-reference, a later wave's parent) resolves to a
+        deleted id. One existence call per chunk of ids (SOQL ``Id IN``, a ``$batch``)."""
+        after = ("", "")
+        while True:
+            page = await self.journal.operations.mapped_page(
+                self.migration, self.run.run_id, collection, after, SWEEP_PAGE
+            )
+            if not page:
+                return
+            by_object: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for sobject, ext, dest in page:
+                by_object[sobject].append((ext, dest))
+            for sobject, pairs in by_object.items():
+                await self._forget_gone(collection, sobject, pairs)
+            after = page[-1][:2]
+
+    async def _sweep_extra(self, extra: Sequence[tuple[str, Payload]]) -> None:
+        """The same check for the payloads the pair adds itself (the unassigned account)."""
+        for collection, p in extra:
+            found = await self.journal.operations.existing(
+                self.migration, p.object, [p.external_id]
+            )
+            await self._forget_gone(
+                collection, p.object, [(e, m.destination_id) for e, m in found.items()]
+            )
+
+    async def _forget_gone(
+        self, collection: str, sobject: str, pairs: list[tuple[str, str]]
+    ) -> None:
+        """Forget the (external id, destination id) pairs whose record no longer exists."""
+        if not pairs:
+            return
+        with self._timed("destination"):
+            there = await self.destination.existing_ids(sobject, [d for _, d in pairs])
+        gone = [ext for ext, dest in pairs if dest not in there]
+        if gone:
+            self.missing[(collection, sobject)] += len(gone)
+            await self.journal.operations.forget(self.migration, sobject, gone)
+
+    async def _note_missing(self) -> None:
+        """One warning per object: how many records the id map held that were gone."""
+        platform = self.destination.platform
+        notes = [
+            RecordIssue(PHASE, collection, sobject, "warning", f"missing:{sobject}",
+                        f"{n} {sobject} record(s) this migration wrote no longer existed in "
+                        f"{platform} (deleted since); written again as new")
+            for (collection, sobject), n in sorted(self.missing.items())
+        ]  # fmt: skip
+        for note in notes:
+            log.warning("load.missing_in_destination", run_id=self.run.run_id, phase=PHASE,
+                        platform=platform, collection=note.collection, object=note.source_id,
+                        message=note.message)  # fmt: skip
+        if notes:
+            await self.journal.issues.record_many(self.run.run_id, notes)
 
     async def _wave(self, collection: str, batch_records: int) -> None:
         bound = log.bind(run_id=self.run.run_id, phase=PHASE, collection=collection)
         started = time.perf_counter()
         deferred: list[Deferred] = []  # payloads whose self-references wait for the wave
         slots = self._slots
+        await self._sweep(collection)
 
         async def write(batch: list[tuple[str, str]]) -> None:
             try:
@@ -338,7 +428,8 @@ class Loader:
                 code = result.error_code if result else "NO_RESULT"
                 message = result.error_message if result else "the destination returned no result"
                 ops.append(_op(w, "failed", None, code, message))
-            elif w.mapped is None and result.created is not False:
+            elif result.created or (w.mapped is None and result.created is not False):
+                # created although mapped: the record was deleted since, so made anew
                 ops.append(_op(w, "created", result.destination_id))
             else:
                 pre = pre_images.get(result.destination_id or "")

@@ -26,7 +26,7 @@ from service.load import PHASE as LOAD_PHASE
 from service.load import Loader, LoadSettings
 from service.mapping.base import MappingContext
 from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for, setting_help
-from service.pipeline import extract_into, guarded, run_dir, start_or_resume
+from service.pipeline import extract_into, guarded, run_dir, running
 from service.plan import DestinationSettings, MigrationPlan
 from service.progress import ProgressBoard
 from service.reports.migrate import MigrateReport, build_rows, write_migrate_report
@@ -69,21 +69,41 @@ async def run_migrate(
     destination = plan.destination
     pair = pair_for(destination.platform)
     progress = progress or ProgressBoard()
-    async with open_journal(plan.journal) as journal:
-        run = await start_or_resume(journal, plan, resume, destination=destination.platform)
+    async with (
+        open_journal(plan.journal) as journal,
+        running(journal, plan, resume, "migrate", destination=destination.platform) as run,
+    ):
         structlog.contextvars.bind_contextvars(run_id=run.run_id)
-        async with guarded(journal, run, "migrate"):
+        async with (
+            guarded(journal, run, "migrate"),
+            pair.open_client(destination.config, destination.quota) as client,
+        ):
+            await check_destination(client, destination)
             extracted, source_governor = await extract_into(journal, plan, run, progress)
             phases: dict[str, float] = {}
-            async with pair.open_client(destination.config, destination.quota) as client:
-                report, timings = await _load(
-                    journal, plan, pair, run, client, progress, phases, shutdown or Shutdown()
-                )
+            report, timings = await _load(
+                journal, plan, pair, run, client, progress, phases, shutdown or Shutdown()
+            )
         await journal.runs.set_status(run.run_id, "completed")
         paths = write_migrate_report(report, run_dir(plan, run.run_id))
         return MigrateOutcome(
             run, extracted, report, paths, source_governor, client.governors, phases, timings
         )
+
+
+async def check_destination(client: DestinationClient, destination: DestinationSettings) -> None:
+    """Log in to the destination and read its users before extracting anything.
+
+    An unreachable org or refused credentials then stop the run in seconds (exit 4 or
+    3), not after hours of extraction; so does a fallback owner who is not a user.
+    """
+    users = await client.users_by_email()
+    if destination.fallback_owner_email.strip().lower() not in users:
+        raise ConfigError(
+            f"destination.fallback_owner_email {destination.fallback_owner_email} "
+            "is not an active user of the destination"
+        )
+    log.info("destination reachable", platform=destination.platform, users=len(users))
 
 
 async def _load(

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -39,20 +41,91 @@ def run_dir(plan: MigrationPlan, run_id: str) -> Path:
     return plan.output_dir / run_id
 
 
+Command = Literal["extract", "migrate"]
+
+
+def lock_scope(plan: MigrationPlan) -> str:
+    """What one process at a time may work on: the migration into its org.
+
+    The id map is kept per migration and org (``migrate.id_map_scope``), so this is
+    exactly what two processes must not share; an extract-only plan has no org.
+    """
+    org = plan.destination.config.org_url if plan.destination is not None else "(no destination)"
+    return f"{plan.name} into {org}"
+
+
+def plan_fingerprint(plan: MigrationPlan) -> dict[str, Any]:
+    """What a run must keep pointing at across resumes: source, destination org, mapping.
+
+    A resume against another tenant would mix two sources in one staging area, or
+    write one org's id map against another; page sizes and quotas may change freely.
+    """
+    destination = plan.destination
+    return {
+        "source": f"backdocket {_public_url(plan.source.base_url)}",
+        "destination": None
+        if destination is None
+        else f"{destination.platform} {_public_url(destination.config.org_url)}",
+        "mapping": {} if destination is None else dict(destination.mapping),
+    }
+
+
+def _public_url(url: str) -> str:
+    """The URL without any user:password part, so a fingerprint never holds a secret."""
+    parts = urlsplit(url.rstrip("/"))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+@asynccontextmanager
+async def running(
+    journal: Journal,
+    plan: MigrationPlan,
+    resume: str | None,
+    command: Command,
+    *,
+    destination: str | None = None,
+) -> AsyncIterator[Run]:
+    """A new or resumed run, held by this process alone until the block ends.
+
+    The lock is taken before the run is created or touched, so a second process
+    (``migrate``, ``extract`` or a second ``--resume``) stops with RunLocked (exit 2)
+    naming the holder, before it reads or writes anything.
+    """
+    async with journal.runs.locked(lock_scope(plan)) as lock:
+        run = await start_or_resume(journal, plan, resume, command, destination=destination)
+        await lock.claim(run)
+        yield run
+
+
 async def start_or_resume(
-    journal: Journal, plan: MigrationPlan, resume: str | None, *, destination: str | None = None
+    journal: Journal,
+    plan: MigrationPlan,
+    resume: str | None,
+    command: Command = "migrate",
+    *,
+    destination: str | None = None,
 ) -> Run:
-    """A new run of the plan, or the named run put back to work."""
+    """A new run of the plan, or the named run put back to work (callers hold its lock)."""
+    fingerprint = plan_fingerprint(plan)
     if resume is None:
         return await journal.runs.create(
             migration=plan.name,
             source="backdocket",
             destination=destination,
             settings=plan.public_settings(),
+            fingerprint=fingerprint,
         )
     run = await journal.runs.get(resume)
     if run.migration != plan.name:
         raise ConfigError(f"run {resume} belongs to migration {run.migration!r}, not {plan.name!r}")
+    await journal.runs.check_fingerprint(run, fingerprint)
+    if command == "extract" and run.status == "completed":
+        # Refused rather than left alone: re-extracting a finished run stages records
+        # no load will read, and calling it `extracted` would hide that it was loaded.
+        raise ConfigError(
+            f"run {resume} is completed (extracted and loaded); `extract --resume` would "
+            "undo that status. Start a new run (or `migrate` for what changed since)"
+        )
     await journal.runs.set_status(run.run_id, "running")
     return run
 
@@ -106,8 +179,10 @@ async def run_extract(
     progress: ProgressBoard | None = None,
 ) -> ExtractOutcome:
     """Extract the plan's source into a new (or resumed) run and write the report."""
-    async with open_journal(plan.journal) as journal:
-        run = await start_or_resume(journal, plan, resume)
+    async with (
+        open_journal(plan.journal) as journal,
+        running(journal, plan, resume, "extract") as run,
+    ):
         structlog.contextvars.bind_contextvars(run_id=run.run_id)
         async with guarded(journal, run, "extract"):
             summary, governor = await extract_into(journal, plan, run, progress)

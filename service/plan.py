@@ -6,12 +6,14 @@ and read from the environment when the plan is loaded.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -23,7 +25,8 @@ from adapters.errors import ConfigError
 from adapters.salesforce.client import SalesforceConfig
 from adapters.secrets import Secret
 from journal import JournalSettings
-from ratelimit.profiles import QuotaProfile, profile_for
+from ratelimit.profiles import BUILDER_KEYS, QuotaProfile, profile_for
+from service.mapping.backdocket_dynamics import SHAREPOINT_MODES
 
 ENV_PREFIX = "CRMLIFT_"
 
@@ -83,10 +86,18 @@ class MigrationPlan:
 
 def load_plan(path: Path, env: Mapping[str, str] | None = None) -> MigrationPlan:
     """Read, resolve and validate a plan file; every problem is one ConfigError."""
+    if not str(path).strip() or path == Path():
+        raise ConfigError("--plan needs the path of a plan file (TOML)")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"plan file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"plan file {path} is a directory, not a TOML file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"plan file {path} is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"plan file {path} cannot be read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"plan file {path} is not valid TOML: {exc}") from exc
     return parse_plan(raw, env=os.environ if env is None else env, base=path.parent, path=path)
@@ -99,7 +110,12 @@ def parse_plan(
     base: Path,
     path: Path | None = None,
 ) -> MigrationPlan:
-    """Build a plan from already-parsed TOML; relative paths resolve against ``base``."""
+    """Build a plan from already-parsed TOML; relative paths resolve against ``base``.
+
+    Every key is checked against the schema first, so a typo is refused (with the
+    nearest valid key) instead of silently falling back to a default.
+    """
+    check_keys(raw)
     migration = _table(raw, "migration")
     source = _table(raw, "source")
     extract = _table(raw, "extract", required=False)
@@ -109,18 +125,20 @@ def parse_plan(
     if platform != "backdocket":
         raise ConfigError(f"source.platform {platform!r} is not supported yet (backdocket)")
 
+    page_size = _get(source, "source.page_size", int, MAX_PAGE_SIZE)
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ConfigError(f"plan source.page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
     config = BackDocketConfig(
-        base_url=_get(source, "source.base_url", str),
+        base_url=_url(source, "source.base_url"),
         client_id=_get(source, "source.client_id", str),
         client_secret=_secret(source, "source.client_secret", env),
-        page_size=_get(source, "source.page_size", int, MAX_PAGE_SIZE),
+        page_size=page_size,
+        request_timeout=_seconds(source, "source.request_timeout", 120.0),
+        page_deadline=_seconds(source, "source.page_deadline", 600.0),
     )
     quota = profile_for(platform, _table(source, "quota", required=False))
 
-    collections = tuple(_get(extract, "extract.collections", list, list(COLLECTIONS)))
-    unknown = [c for c in collections if c not in COLLECTIONS]
-    if unknown:
-        raise ConfigError(f"extract.collections: unknown collection(s) {', '.join(unknown)}")
+    collections = _collections(extract)
     window_records = _get(extract, "extract.window_records", int, 5000)
     if window_records < 1:
         raise ConfigError("extract.window_records must be at least 1")
@@ -130,11 +148,21 @@ def parse_plan(
         base,
         default=Path(platformdirs.user_data_dir("crmlift")),
     )
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"plan journal.data_dir {data_dir} is a file, not a directory")
     dsn = env.get(f"{ENV_PREFIX}JOURNAL_DSN")
     if dsn is None and "dsn" in journal:
         dsn = _secret(journal, "journal.dsn", env).reveal()
+    if dsn is not None:
+        _check_dsn(dsn)
+    output_dir = _path(migration.get("output_dir"), base, default=base / "crmlift-out")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"plan migration.output_dir {output_dir} is a file, not a directory")
+    name = _get(migration, "migration.name", str).strip()
+    if not name:
+        raise ConfigError("plan migration.name is empty: name the migration (its runs and id map)")
     return MigrationPlan(
-        name=_get(migration, "migration.name", str),
+        name=name,
         source=config,
         source_quota=quota,
         extract=ExtractSettings(
@@ -143,7 +171,7 @@ def parse_plan(
             files=_get(extract, "extract.files", bool, True),
         ),
         journal=JournalSettings(data_dir=data_dir, dsn=dsn),
-        output_dir=_path(migration.get("output_dir"), base, default=base / "crmlift-out"),
+        output_dir=output_dir,
         destination=_destination(raw, env),
         path=path,
         raw=raw,
@@ -172,6 +200,7 @@ def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationS
         known = ", ".join(sorted(_DESTINATION_CONFIGS))
         raise ConfigError(f"destination.platform {platform!r} is not supported ({known})")
     mapping = _table(raw, "mapping", required=False)
+    _check_mapping(platform, mapping)
     config = parse(table, mapping, env)
     load = _table(raw, "load", required=False)
     batch_records = _get(load, "load.batch_records", int, 2500)
@@ -196,12 +225,12 @@ def _salesforce(
     if bulk_threshold < 1:
         raise ConfigError("destination.bulk_threshold must be at least 1")
     config = SalesforceConfig(
-        login_url=_get(table, "destination.login_url", str),
+        login_url=_url(table, "destination.login_url"),
         client_id=_get(table, "destination.client_id", str),
         client_secret=_secret(table, "destination.client_secret", env),
         api_version=_get(table, "destination.api_version", str, "59.0"),
         bulk_threshold=bulk_threshold,
-        ca_file=_get(table, "destination.ca_file", str, None),
+        ca_file=_ca_file(table),
     )
     return config
 
@@ -234,16 +263,14 @@ def _dynamics(
     if not 1 <= batch_size <= MAX_BATCH_REQUESTS:
         raise ConfigError(f"destination.batch_size must be 1..{MAX_BATCH_REQUESTS}")
     return DataverseConfig(
-        environment_url=_get(table, "destination.environment_url", str).rstrip("/"),
+        environment_url=_url(table, "destination.environment_url").rstrip("/"),
         tenant_id=_get(table, "destination.tenant_id", str),
         applications=tuple(applications),
         publisher_prefix=_get(mapping, "mapping.publisher_prefix", str, "crm"),
-        api_url=_get(table, "destination.api_url", str, None),
-        authority_url=_get(
-            table, "destination.authority_url", str, "https://login.microsoftonline.com"
-        ),
+        api_url=_url(table, "destination.api_url", None),
+        authority_url=_url(table, "destination.authority_url", "https://login.microsoftonline.com"),
         batch_size=batch_size,
-        ca_file=_get(table, "destination.ca_file", str, None),
+        ca_file=_ca_file(table),
         sharepoint=_sharepoint(table, mapping),
     )
 
@@ -259,7 +286,7 @@ def _sharepoint(table: Mapping[str, Any], mapping: Mapping[str, Any]) -> SharePo
     try:
         return SharePointConfig(
             site_url=site.rstrip("/"),
-            api_url=_get(table, "destination.sharepoint_url", str, None),
+            api_url=_url(table, "destination.sharepoint_url", None),
             scope=_get(table, "destination.sharepoint_scope", str, None),
             site_id=_get(mapping, "mapping.sharepoint_site_id", str, None),
         )
@@ -294,6 +321,205 @@ def dataverse_config(config: object) -> DataverseConfig:
 _MISSING = object()
 
 
+_QUOTA_KEYS = frozenset(BUILDER_KEYS | {f.name for f in fields(QuotaProfile)} - {"platform"})
+"""A ``[*.quota]`` table: an edition and its licences, or any profile setting outright."""
+
+PLAN_KEYS: Mapping[str, frozenset[str]] = {
+    "": frozenset({"migration", "source", "extract", "destination", "mapping", "load", "journal"}),
+    "migration": frozenset({"name", "output_dir", "cutover_hours"}),
+    "source": frozenset(
+        {
+            "platform",
+            "base_url",
+            "client_id",
+            "client_secret",
+            "page_size",
+            "quota",
+            "request_timeout",
+            "page_deadline",
+        }
+    ),
+    "source.quota": _QUOTA_KEYS,
+    "extract": frozenset({"collections", "window_records", "files"}),
+    "load": frozenset({"batch_records", "batches_in_flight"}),
+    "journal": frozenset({"dsn", "data_dir"}),
+    "destination.quota": _QUOTA_KEYS,
+    "destination.applications": frozenset({"client_id", "client_secret"}),
+}
+"""The plan's schema: the keys each table may hold (``destination`` and ``mapping``
+depend on the platform, below). Anything else is a typo, refused at load time."""
+
+_COMMON_DESTINATION_KEYS = frozenset(
+    {"platform", "client_id", "client_secret", "fallback_owner_email", "ca_file", "quota"}
+)
+DESTINATION_KEYS: Mapping[str, frozenset[str]] = {
+    "salesforce": _COMMON_DESTINATION_KEYS | {"login_url", "api_version", "bulk_threshold"},
+    "dynamics": _COMMON_DESTINATION_KEYS
+    | {
+        "environment_url", "tenant_id", "batch_size", "api_url", "authority_url",
+        "sharepoint_url", "sharepoint_scope", "applications",
+    },
+}  # fmt: skip
+"""``[destination]`` keys by platform."""
+
+
+Check = Callable[[str, Any], None]
+"""Refuses (ConfigError naming the key) a ``[mapping]`` value the pair cannot use."""
+
+
+def _positive_int(name: str, value: Any) -> None:
+    # -1 or 0 would silently treat every file as oversized: refused, not guessed at.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"plan {name} must be a whole number ≥ 1, not {value!r}")
+
+
+def _text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"plan {name} must be a non-empty string, not {value!r}")
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"plan {name} must be true or false, not {value!r}")
+
+
+def _texts(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"plan {name} must be a list of strings, not {value!r}")
+
+
+def _one_of(*choices: str) -> Check:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ConfigError(f"plan {name} must be one of {', '.join(choices)}, not {value!r}")
+
+    return check
+
+
+MAPPING_KEYS: Mapping[str, Mapping[str, Check]] = {
+    "salesforce": {
+        "max_file_bytes": _positive_int,
+        "intake_case_forms": _texts,
+        "state_country_picklists": _flag,
+    },
+    "dynamics": {
+        "publisher_prefix": _text,
+        "max_attachment_bytes": _positive_int,
+        "sharepoint_site": _text,
+        "sharepoint_site_id": _text,
+        "sharepoint_documents": _one_of(*SHAREPOINT_MODES),
+        "firm_domains": _texts,
+    },
+}
+"""``[mapping]`` settings each pair reads, and what each must hold. The pairs read them
+lazily, mid-run; checking them here means a bad value stops the plan, not the load."""
+
+
+def check_keys(raw: Mapping[str, Any]) -> None:
+    """Refuse any key the schema does not know, naming the nearest valid one."""
+    _known(raw, "", PLAN_KEYS[""])
+    for where in ("migration", "source", "extract", "load", "journal"):
+        _known(raw.get(where), where, PLAN_KEYS[where])
+    source = raw.get("source")
+    if isinstance(source, dict):
+        _known(source.get("quota"), "source.quota", PLAN_KEYS["source.quota"])
+    destination = raw.get("destination")
+    if not isinstance(destination, dict):
+        any_pair = frozenset(k for checks in MAPPING_KEYS.values() for k in checks)
+        _known(raw.get("mapping"), "mapping", any_pair)
+        return
+    keys = DESTINATION_KEYS.get(str(destination.get("platform")))
+    if keys is None:
+        return  # the platform itself is refused, naming the known ones, when it is read
+    _known(destination, "destination", keys)
+    _known(destination.get("quota"), "destination.quota", PLAN_KEYS["destination.quota"])
+    applications = destination.get("applications")
+    for index, app in enumerate(applications if isinstance(applications, list) else []):
+        _known(app, f"destination.applications[{index}]", PLAN_KEYS["destination.applications"])
+
+
+def _known(table: Any, where: str, known: frozenset[str]) -> None:
+    if not isinstance(table, dict):
+        return  # not a table: its reader says so with the right type
+    unknown = sorted(set(table) - known)
+    if not unknown:
+        return
+    key, prefix = unknown[0], f"{where}." if where else ""
+    near = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"did you mean {prefix}{near[0]}?" if near else f"known: {', '.join(sorted(known))}"
+    raise ConfigError(f"plan {prefix}{key} is not a known setting; {hint}")
+
+
+def _check_mapping(platform: str, mapping: Mapping[str, Any]) -> None:
+    checks = MAPPING_KEYS[platform]
+    _known(mapping, "mapping", frozenset(checks))
+    for key, value in mapping.items():
+        checks[key](f"mapping.{key}", value)
+
+
+def _collections(extract: Mapping[str, Any]) -> tuple[str, ...]:
+    given: list[Any] = _get(extract, "extract.collections", list, list(COLLECTIONS))
+    unknown = [repr(c) for c in given if not isinstance(c, str) or c not in COLLECTIONS]
+    if unknown or not given:
+        named = ", ".join(unknown) or "(none given)"
+        raise ConfigError(
+            f"plan extract.collections: unknown collection(s) {named}; "
+            f"known: {', '.join(COLLECTIONS)}"
+        )
+    return tuple(given)
+
+
+def _url(table: Mapping[str, Any], name: str, default: Any = _MISSING) -> Any:
+    """An http(s) URL with a host; a malformed one is refused here, not as a traceback
+    from the first request."""
+    value = _get(table, name, str, default)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # an out-of-range or non-numeric port raises here
+    except ValueError as exc:
+        raise ConfigError(f"plan {name} {value!r} is not a valid URL: {exc}") from exc
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in host):
+        raise ConfigError(f"plan {name} {value!r} must be an http(s) URL like https://host")
+    return value
+
+
+def _ca_file(table: Mapping[str, Any]) -> str | None:
+    value: str | None = _get(table, "destination.ca_file", str, None)
+    if value is not None and not Path(value).expanduser().is_file():
+        raise ConfigError(f"plan destination.ca_file {value} is not a readable file")
+    return value
+
+
+def _check_dsn(dsn: str) -> None:
+    """asyncpg takes a DSN in the libpq *URI* form only
+    (https://magicstack.github.io/asyncpg/current/api/index.html#connection).
+    The DSN holds a password: the message never repeats it."""
+    try:
+        parts = urlsplit(dsn)
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"the journal DSN is malformed ({exc}); want postgresql://…") from exc
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(
+            "the journal DSN (CRMLIFT_JOURNAL_DSN or journal.dsn) must be a URI like "
+            "postgresql://user@host:5432/database"
+        )
+
+
+def ensure_writable_dir(path: Path, what: str) -> Path:
+    """Create ``path`` if need be and prove it writable before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be created: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path} is not writable")
+    return path
+
+
 def _table(raw: Mapping[str, Any], key: str, *, required: bool = True) -> dict[str, Any]:
     value = raw.get(key)
     if value is None:
@@ -315,6 +541,15 @@ def _get(table: Mapping[str, Any], name: str, kind: type, default: Any = _MISSIN
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"plan {name} must be a {kind.__name__}, not {type(value).__name__}")
     return value
+
+
+def _seconds(table: Mapping[str, Any], name: str, default: float) -> float:
+    """A positive number of seconds (an int or a float in the plan)."""
+    key = name.rsplit(".", 1)[-1]
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"plan {name} must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 def _secret(table: Mapping[str, Any], name: str, env: Mapping[str, str]) -> Secret:

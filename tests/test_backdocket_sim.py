@@ -18,6 +18,7 @@ import pytest
 from adapters.backdocket.sim import BackDocketSim, SimSettings, run_forever, serve
 from adapters.backdocket.tenant import Tenant, generate_tenant
 from adapters.base import Record, content_hash
+from adapters.simserver import ADMIN_HEADER
 
 GOOD_FORM = {
     "grant_type": "client_credentials",
@@ -90,7 +91,9 @@ async def running(tenant: Tenant, **settings: Any) -> AsyncIterator[tuple[BackDo
     sim = BackDocketSim(tenant, SimSettings(**settings))
     runner, base_url = await serve(sim)
     try:
-        async with aiohttp.ClientSession(base_url) as session:
+        async with aiohttp.ClientSession(
+            base_url, headers={ADMIN_HEADER: sim.settings.admin_token}
+        ) as session:
             client = Client(session)
             await client.login()
             yield sim, client
@@ -337,10 +340,14 @@ async def test_sim_state_needs_no_token_and_counts_api_calls(tenant: Tenant) -> 
 async def test_run_forever_serves_until_cancelled() -> None:
     ready: asyncio.Queue[str] = asyncio.Queue()
     server = asyncio.create_task(
-        run_forever(200, 4, True, SimSettings(), "127.0.0.1", 0, ready.put_nowait)
+        run_forever(200, 4, True, SimSettings(admin_token="t"), "127.0.0.1", 0, ready.put_nowait)
     )
     base_url = await asyncio.wait_for(ready.get(), timeout=10)
-    async with aiohttp.ClientSession(base_url) as session, session.get("/_sim/state") as reply:
+    admin = {ADMIN_HEADER: "t"}
+    async with (
+        aiohttp.ClientSession(base_url) as session,
+        session.get("/_sim/state", headers=admin) as reply,
+    ):
         assert reply.status == 200
         assert (await reply.json())["collections"]["users"]["count"] >= 5
     server.cancel()

@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import generate_tenant
+from adapters.errors import CrmliftError
 from adapters.salesforce.schema import OrgSchema
+from adapters.salesforce.sim import SalesforceSim, SfSimSettings
+from adapters.salesforce.sim import serve as serve_salesforce
 from journal import Journal
-from service.cli import main
+from service.cli import EXIT_CODES, STOPPED_EXIT, main
+from service.mapping.backdocket_salesforce import schema_plan
 from tests.test_extract import assert_staged_exactly
 
 SECRET_ENV = "CRMLIFT_TEST_BACKDOCKET_SECRET"
@@ -144,6 +150,9 @@ async def test_runs_shows_a_sigkilled_run_as_interrupted_and_resumable(
     proc = await start_extract(plan, env)
     try:
         run_id = await wait_for_pages(journal, 6)
+        # Frozen mid-run (this test's own child, by its pid): a busy machine's slow
+        # `crmlift runs` below cannot let it finish before it is killed.
+        proc.send_signal(signal.SIGSTOP)
         run = await journal.runs.get(run_id)
         assert run.process is not None
         assert run.process.pid == proc.pid  # the journal knows which process runs it
@@ -295,3 +304,298 @@ async def test_schema_writes_the_plan_the_admin_deploys(
     assert {s["setting"] for s in settings[matter]} >= wanted
     for setting in wanted:
         assert f"org setting for {matter}: {setting}" in stdout.decode()
+
+
+# -- A careless operator: every mistake is one line and exit 2, never a traceback ----------
+
+DESTINATION_SF = DESTINATIONS["salesforce"] + "\n[mapping]\nmax_file_bytes = 1000\n"
+READ_ONLY = "/sys/crmlift-test"
+"""A directory nobody may create, root included (sysfs refuses mkdir)."""
+
+
+def _plan(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _edited(tmp_path: Path, old: str, new: str, *, destination: bool = False) -> str:
+    text = plan_text("http://127.0.0.1:9") + (DESTINATION_SF if destination else "")
+    assert old in text
+    return _plan(tmp_path, text.replace(old, new))
+
+
+def _not_utf8(tmp_path: Path) -> str:
+    path = tmp_path / "plan.toml"
+    path.write_bytes(
+        plan_text("http://127.0.0.1:9").replace("cli-test", "caf\xe9").encode("latin-1")
+    )
+    return str(path)
+
+
+def _output_dir_is_a_file(tmp_path: Path) -> str:
+    (tmp_path / "reports").write_text("a file, not a directory")
+    return _edited(tmp_path, 'name = "cli-test"', 'name = "cli-test"')
+
+
+def _with_data_dir(tmp_path: Path, data_dir: str) -> str:
+    return _edited(tmp_path, "[extract]", f'[journal]\ndata_dir = "{data_dir}"\n[extract]')
+
+
+def _data_dir_is_a_file(tmp_path: Path) -> str:
+    (tmp_path / "data").write_text("a file")
+    return _with_data_dir(tmp_path, str(tmp_path / "data"))
+
+
+Argv = Callable[[Path], list[str]]
+
+OPERATOR_MISTAKES: dict[str, tuple[Argv, str]] = {
+    "plan not UTF-8": (lambda p: ["runs", "--plan", _not_utf8(p)], "is not UTF-8"),
+    "plan is a directory": (lambda p: ["runs", "--plan", str(p)], "is a directory"),
+    "--plan empty": (lambda p: ["runs", "--plan", ""], "--plan needs the path of a plan file"),
+    "collections of numbers": (
+        lambda p: _run_args(_edited(p, "[extract]", "[extract]\ncollections = [1, 2]")),
+        "unknown collection(s) 1, 2",
+    ),
+    "output_dir is a file": (lambda p: _run_args(_output_dir_is_a_file(p)), "is a file"),
+    "output_dir unwritable": (
+        lambda p: _run_args(_edited(p, '"reports"', f'"{READ_ONLY}/out"')),
+        f"output_dir {READ_ONLY}/out cannot be created",
+    ),
+    "max_file_bytes text": (
+        lambda p: _run_args(_edited(p, "= 1000", '= "big"', destination=True)),
+        "mapping.max_file_bytes must be a whole number ≥ 1, not 'big'",
+    ),
+    "max_file_bytes -1": (
+        lambda p: _run_args(_edited(p, "= 1000", "= -1", destination=True)),
+        "mapping.max_file_bytes must be a whole number ≥ 1, not -1",
+    ),
+    "base_url without scheme": (
+        lambda p: _run_args(_edited(p, "http://127.0.0.1:9", "backdocket.example")),
+        "source.base_url 'backdocket.example' must be an http(s) URL",
+    ),
+    "login_url malformed": (
+        lambda p: _run_args(_edited(p, "https://firm.my", "https://[firm.my", destination=True)),
+        "destination.login_url 'https://[firm.my.salesforce.com' is not a valid URL",
+    ),
+    "ca_file missing": (
+        lambda p: _run_args(_edited(p, "[mapping]", 'ca_file = "/nope/ca.pem"\n[mapping]',
+                                    destination=True)),
+        "destination.ca_file /nope/ca.pem is not a readable file",
+    ),
+    "data dir is a file": (lambda p: _run_args(_data_dir_is_a_file(p)), "is a file"),
+    "data dir read-only": (
+        lambda p: _run_args(_with_data_dir(p, READ_ONLY)),
+        f"data dir {READ_ONLY} is not a writable directory",
+    ),
+    "empty migration name": (
+        lambda p: _run_args(_edited(p, 'name = "cli-test"', 'name = ""')),
+        "migration.name is empty",
+    ),
+    "pagesize typo": (
+        lambda p: _run_args(_edited(p, "page_size", "pagesize")),
+        "source.pagesize is not a known setting; did you mean source.page_size?",
+    ),
+    "outptu_dir typo": (
+        lambda p: _run_args(_edited(p, "output_dir", "outptu_dir")),
+        "did you mean migration.output_dir?",
+    ),
+    "sim schema file missing": (
+        lambda p: ["sim", "salesforce", "--schema", str(p / "nope.json")],
+        "nope.json is not a readable file",
+    ),
+    "sim --records -5": (
+        lambda p: ["sim", "backdocket", "--records", "-5"],
+        "argument --records: -5 must be at least 1",
+    ),
+    "sim --port 70000": (
+        lambda p: ["sim", "dynamics", "--port", "70000"],
+        "port 70000 is not 0..65535",
+    ),
+    "--out unwritable": (
+        lambda p: ["schema", "--plan", _edited(p, "x", "x", destination=True),
+                   "--out", f"{READ_ONLY}/schema.json"],
+        f"--out {READ_ONLY}/schema.json: directory {READ_ONLY} does not exist or is not writable",
+    ),
+}  # fmt: skip
+
+
+def _run_args(plan: str) -> list[str]:
+    return ["runs", "--plan", plan]
+
+
+def crmlift(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | str | None, str]:
+    """The real CLI in this process: its exit code and what it said on stderr."""
+    try:
+        code: int | str | None = main(argv)
+    except SystemExit as exited:  # argparse exits by itself
+        code = exited.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mistake", sorted(OPERATOR_MISTAKES))
+def test_an_operator_mistake_is_one_line_and_exit_2(
+    mistake: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv, message = OPERATOR_MISTAKES[mistake]
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    monkeypatch.delenv("CRMLIFT_JOURNAL_DSN", raising=False)
+    monkeypatch.delenv("CRMLIFT_DATA_DIR", raising=False)
+    code, err = crmlift(argv(tmp_path), capsys)
+    assert code == 2, err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_malformed_journal_dsn_is_one_line_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    monkeypatch.setenv("CRMLIFT_JOURNAL_DSN", "postgresql://crm:pa55word@db:port/journal")
+    code, err = crmlift(
+        ["runs", "--plan", _plan(tmp_path, plan_text("http://127.0.0.1:9"))], capsys
+    )
+    assert code == 2
+    assert "the journal DSN is malformed" in err
+    assert "pa55word" not in err
+
+
+def test_a_simulator_on_a_port_in_use_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKDOCKET_CLIENT_SECRET", "s3cret")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = crmlift(["sim", "backdocket", "--records", "50", "--port", str(port)], capsys)
+    assert code == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+async def test_ctrl_c_while_crmlift_is_still_starting_is_one_line_and_exit_75(
+    tmp_path: Path,
+) -> None:
+    """SIGINT lands while the modules load (about the first second): no traceback."""
+    plan = _plan(tmp_path, plan_text("http://127.0.0.1:9"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-m", "service.cli", "runs", "--plan", plan,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, SECRET_ENV: "s3cret", "CRMLIFT_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    # -X importtime reports each module as it finishes: aiohttp loads after the handler.
+    seen = b""
+    while not seen.rstrip().endswith(b" aiohttp"):
+        line = await proc.stderr.readline()
+        assert line, seen.decode()[-2000:]
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    rest = await proc.stderr.read()
+    await proc.wait()
+    said = [line for line in (seen + rest).decode().splitlines() if "import time" not in line]
+    assert proc.returncode == 75, said
+    assert said == ["crmlift: stopped by the operator before anything started"]
+
+
+def test_ctrl_c_after_loading_but_before_the_run_is_exit_75(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(path: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("service.cli.load_plan", interrupted)
+    code, err = crmlift(["runs", "--plan", str(tmp_path / "plan.toml")], capsys)
+    assert code == 75
+    assert err == "crmlift: stopped by the operator before a run was started\n"
+
+
+# -- The destination is checked before hours of extraction -------------------------------
+
+
+@pytest.fixture
+async def quick_source() -> AsyncIterator[str]:
+    sim = BackDocketSim(generate_tenant(300, seed=5), SimSettings(rate=1000, burst=100))
+    runner, url = await serve(sim)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def _migrate(plan: Path, env: dict[str, str]) -> tuple[int | None, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "migrate", "--plan", str(plan), "--no-progress",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await proc.communicate()
+    return proc.returncode, stderr.decode()
+
+
+async def _staged_rows(database_dsn: str) -> int:
+    connection = await asyncpg.connect(database_dsn)
+    try:
+        count: int = await connection.fetchval("SELECT count(*) FROM staged_records")
+    finally:
+        await connection.close()
+    return count
+
+
+def _salesforce_plan(tmp_path: Path, source_url: str, login_url: str) -> Path:
+    plan = tmp_path / "plan.toml"
+    destination = DESTINATIONS["salesforce"].replace("https://firm.my.salesforce.com", login_url)
+    plan.write_text(plan_text(source_url) + destination)
+    return plan
+
+
+async def test_an_unreachable_salesforce_stops_migrate_before_any_extraction(
+    database_dsn: str, quick_source: str, tmp_path: Path
+) -> None:
+    login_url = f"http://127.0.0.1:{_closed_port()}"
+    plan = _salesforce_plan(tmp_path, quick_source, login_url)
+    code, err = await _migrate(plan, cli_env(database_dsn))
+    assert code == 4, err
+    assert f"could not reach {login_url}" in err
+    assert "Traceback" not in err
+    assert await _staged_rows(database_dsn) == 0
+
+
+async def test_refused_salesforce_credentials_stop_migrate_before_any_extraction(
+    database_dsn: str, quick_source: str, tmp_path: Path
+) -> None:
+    org = SalesforceSim(schema_plan([]), SfSimSettings(client_secret="the-org-s-secret"))
+    runner, login_url = await serve_salesforce(org)
+    try:
+        plan = _salesforce_plan(tmp_path, quick_source, login_url)
+        code, err = await _migrate(plan, cli_env(database_dsn))
+    finally:
+        await runner.cleanup()
+    assert code == 3, err
+    assert "salesforce: credentials refused" in err
+    assert "Traceback" not in err
+    assert await _staged_rows(database_dsn) == 0
+
+
+def _exit_codes(cls: type[CrmliftError]) -> set[int]:
+    return {cls.exit_code}.union(*(_exit_codes(sub) for sub in cls.__subclasses__()))
+
+
+def test_the_readme_and_help_document_every_exit_code() -> None:
+    codes = _exit_codes(CrmliftError) | {0, 2, STOPPED_EXIT}  # done, argparse, early Ctrl-C
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    help_lines = [line.split()[0] for line in EXIT_CODES.splitlines()[1:] if line[:4].strip()]
+    for code in sorted(codes):
+        assert f"\n| {code} |" in readme, f"README exit-code table lacks {code}"
+        assert str(code) in help_lines, f"crmlift --help lacks exit code {code}"

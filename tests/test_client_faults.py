@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from adapters.backdocket.client import BackDocketClient, BackDocketConfig
 from adapters.backdocket.sim import BackDocketSim, SimSettings
@@ -26,6 +27,7 @@ from adapters.base import FileUpload, WriteResult
 from adapters.dynamics.client import Application, DataverseClient, DataverseConfig
 from adapters.dynamics.sim import DataverseSim, DataverseSimSettings
 from adapters.dynamics.sim import serve as serve_dataverse
+from adapters.errors import AuthError
 from adapters.salesforce.client import SalesforceClient, SalesforceConfig
 from adapters.salesforce.sim import SalesforceSim, SfSimSettings
 from adapters.salesforce.sim import serve as serve_salesforce
@@ -293,3 +295,27 @@ async def test_dataverse_a_request_that_waits_out_throttles_takes_its_token_afte
         assert all(r.ok and r.created is True for r in results), results
         assert sim.stats.faults_429 == 2
         assert sim.stats.expired_tokens == 0
+
+
+async def test_salesforce_a_token_answer_without_a_token_is_refused_credentials() -> None:
+    """A login endpoint answering 200 with no ``access_token`` (a captive portal, a proxy's
+    page): one AuthError naming the URL (exit 3), not a KeyError traceback."""
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"token_type": "Bearer"})
+
+    app = web.Application()
+    app.router.add_post("/services/oauth2/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = SalesforceConfig(f"http://127.0.0.1:{port}", "crmlift", Secret("s3cret-login"))
+    try:
+        async with SalesforceClient(config, Governor(SALESFORCE), FAST) as client:
+            with pytest.raises(AuthError, match="without access_token") as refused:
+                await client.describe("Account")
+        assert refused.value.exit_code == 3
+    finally:
+        await runner.cleanup()

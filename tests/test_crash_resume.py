@@ -29,11 +29,13 @@ from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import Tenant, generate_tenant
 from adapters.dynamics.sim import DataverseSim, DataverseSimSettings
 from adapters.dynamics.sim import serve as serve_dataverse
+from adapters.errors import ConfigError
 from adapters.salesforce.sim import SalesforceSim, SfSimSettings
 from adapters.salesforce.sim import serve as serve_salesforce
 from journal import Journal
 from service.mapping import backdocket_dynamics, backdocket_salesforce
 from service.migrate import run_migrate
+from service.pipeline import run_extract
 from service.plan import load_plan
 
 ADMIN = "admin@firm.example"
@@ -312,3 +314,68 @@ async def test_sigterm_mid_load_drains_and_resumes(
         assert resumed.returncode == 0, stderr.decode()[-2000:]
         for name, counts in contents(org).items():
             assert all(n == 1 for n in counts.values()), f"{name} has duplicates"
+
+
+@pytest.fixture
+async def two_sources() -> AsyncIterator[tuple[Tenant, str, str]]:
+    """Two BackDocket tenants (two firms) on two loopback simulators."""
+    tenant = generate_tenant(60, seed=5)
+    runners = []
+    urls = []
+    for t in (tenant, generate_tenant(60, seed=6)):
+        runner, url = await serve(BackDocketSim(t, SimSettings()))
+        runners.append(runner)
+        urls.append(url)
+    try:
+        yield tenant, urls[0], urls[1]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_resume_refuses_a_plan_edited_to_another_source_or_mapping(
+    two_sources: tuple[Tenant, str, str], journal: Journal, database_dsn: str, tmp_path: Path
+) -> None:
+    tenant, firm_a, firm_b = two_sources
+    env = {"CRMLIFT_JOURNAL_DSN": database_dsn, "TEST_SECRET": SECRET}
+    async with salesforce_org(tenant) as org:
+        plan = tmp_path / "plan.toml"
+        text = plan_text("edited", firm_a, org, tmp_path / "out")
+        plan.write_text(text)
+        run = (await run_extract(load_plan(plan, env))).run
+        staged = await journal.staging.counts(run.run_id)
+
+        # Someone points the plan at another firm and resumes: two tenants in one staging.
+        plan.write_text(text.replace(firm_a, firm_b))
+        with pytest.raises(ConfigError) as other_source:
+            await run_migrate(load_plan(plan, env), resume=run.run_id)
+        assert f"source changed from 'backdocket {firm_a}' to 'backdocket {firm_b}'" in str(
+            other_source.value
+        )
+        assert other_source.value.exit_code == 2
+
+        # Or changes a mapping setting the loaded records already followed.
+        plan.write_text(f"{text}\n[mapping]\nmax_file_bytes = 1024\n")
+        with pytest.raises(ConfigError, match=r"mapping changed \(mapping\.max_file_bytes\)"):
+            await run_extract(load_plan(plan, env), resume=run.run_id)
+
+    assert await journal.staging.counts(run.run_id) == staged
+    assert (await journal.runs.get(run.run_id)).status == "extracted"
+
+
+async def test_extract_resume_of_a_completed_migration_is_refused_and_stays_completed(
+    two_sources: tuple[Tenant, str, str], journal: Journal, database_dsn: str, tmp_path: Path
+) -> None:
+    tenant, firm_a, _ = two_sources
+    env = {"CRMLIFT_JOURNAL_DSN": database_dsn, "TEST_SECRET": SECRET}
+    async with salesforce_org(tenant) as org:
+        plan = tmp_path / "plan.toml"
+        plan.write_text(plan_text("done", firm_a, org, tmp_path / "out"))
+        run = (await run_migrate(load_plan(plan, env))).run
+        assert (await journal.runs.get(run.run_id)).status == "completed"
+
+        # Refused, not merely left alone: a re-extraction would stage records no load reads.
+        with pytest.raises(ConfigError, match=rf"run {run.run_id} is completed"):
+            await run_extract(load_plan(plan, env), resume=run.run_id)
+
+    assert (await journal.runs.get(run.run_id)).status == "completed"

@@ -20,6 +20,7 @@ import pytest
 from adapters.dynamics.batch import BatchRequest, encode_batch, parse_batch_response
 from adapters.dynamics.sim import DataverseSim, DataverseSimSettings, run_forever, serve
 from adapters.dynamics.sim_store import load_schema
+from adapters.simserver import ADMIN_HEADER
 from ratelimit.window import SlidingWindow
 from service.mapping.backdocket_dynamics import (
     schema_plan,
@@ -176,7 +177,9 @@ async def running(
     sim = DataverseSim(schema, settings or DataverseSimSettings(), clock or time.monotonic)
     runner, base_url = await serve(sim)
     try:
-        async with aiohttp.ClientSession(base_url) as session:
+        async with aiohttp.ClientSession(
+            base_url, headers={ADMIN_HEADER: sim.settings.admin_token}
+        ) as session:
             org = Org(session, sim)
             await org.login()
             yield org
@@ -654,10 +657,14 @@ async def test_faults_unknown_sets_and_malformed_batches() -> None:
 async def test_run_forever_serves_until_cancelled() -> None:
     ready: asyncio.Queue[str] = asyncio.Queue()
     task = asyncio.create_task(
-        run_forever(None, DataverseSimSettings(), "127.0.0.1", 0, ready.put_nowait)
+        run_forever(None, DataverseSimSettings(admin_token="t"), "127.0.0.1", 0, ready.put_nowait)
     )
     base_url = await asyncio.wait_for(ready.get(), 5)
-    async with aiohttp.ClientSession(base_url) as session, session.get("/_sim/state") as reply:
+    admin = {ADMIN_HEADER: "t"}
+    async with (
+        aiohttp.ClientSession(base_url) as session,
+        session.get("/_sim/state", headers=admin) as reply,
+    ):
         assert (await reply.json())["tables"]["systemusers"] == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -1759,3 +1766,38 @@ async def test_count_reports_every_matching_row_whatever_the_page() -> None:
         assert len(page.body["value"]) == 2
         assert "@odata.count" not in (await org.call("GET", "leads?$count=false")).body
         assert (await org.call("GET", "leads?$count=yes")).status == 400
+
+
+async def test_the_in_query_function_matches_listed_ids_alone_or_with_eq_terms() -> None:
+    """``Microsoft.Dynamics.CRM.In(PropertyName='x',PropertyValues=['a',...])``
+    (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/in):
+    rows whose property is one of the values, guids and strings compared as the collation
+    does; joined by ``and`` to ``eq`` terms. Other shapes stay refused."""
+    async with running() as org:
+        ids = []
+        for index in range(4):
+            created = await org.call(
+                "POST", "leads", {"lastname": f"L{index}", "companyname": f"c{index % 2}"}
+            )
+            ids.append(guid_of(created))
+        listed = ",".join(f"'{i.upper()}'" for i in [ids[0], ids[1], ids[3]])
+        where = f"Microsoft.Dynamics.CRM.In(PropertyName='leadid',PropertyValues=[{listed}])"
+        found = await org.call("GET", f"leads?$select=leadid&$filter={quote(where)}")
+        assert found.status == 200
+        assert sorted(r["leadid"] for r in found.body["value"]) == sorted(ids[:2] + ids[3:])
+        joined = quote(f"{where} and companyname eq 'c1'")
+        both = await org.call("GET", f"leads?$select=lastname&$filter={joined}")
+        assert sorted(r["lastname"] for r in both.body["value"]) == ["L1", "L3"]
+        names = "Microsoft.Dynamics.CRM.In(PropertyName='lastname',PropertyValues=['l2','L0'])"
+        by_name = await org.call("GET", f"leads?$select=lastname&$filter={quote(names)}")
+        assert sorted(r["lastname"] for r in by_name.body["value"]) == ["L0", "L2"]
+        for expression in (
+            "Microsoft.Dynamics.CRM.In(PropertyName='leadid',PropertyValues=[])",
+            "Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)",
+            "Microsoft.Dynamics.CRM.In(PropertyName='leadid',PropertyValues=[1,2])",
+            "Microsoft.Dynamics.CRM.NotIn(PropertyName='leadid',PropertyValues=['a'])",
+            f"{where} or companyname eq 'c1'",
+            "Microsoft.Dynamics.CRM.In(PropertyName='nosuchcolumn',PropertyValues=['a'])",
+        ):
+            reply = await org.call("GET", f"leads?$filter={quote(expression)}")
+            assert reply.status == 400, expression

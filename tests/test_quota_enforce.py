@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from adapters.errors import ConfigError, QuotaExhausted
 from adapters.quota_sim import RECORDS_PATH, QuotaSim, QuotaSimSettings, retry_after_header, serve
+from adapters.simserver import ADMIN_HEADER
 from ratelimit.allowance import Allowance
 from ratelimit.enforce import QuotaEnforcer
 from ratelimit.governor import Governor
@@ -322,6 +323,9 @@ async def test_the_quota_sim_answers_429_with_retry_after_per_principal() -> Non
             assert (await post("Bearer b"))[0] == 200
             assert (await post("Bearer c"))[0] == 401
             async with http.get(url + "/_sim/state") as r:
+                assert r.status == 401  # the debug endpoint is the admin's
+            admin = {ADMIN_HEADER: sim.settings.admin_token}
+            async with http.get(url + "/_sim/state", headers=admin) as r:
                 state = orjson.loads(await r.read())
     finally:
         await runner.cleanup()

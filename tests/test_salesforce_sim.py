@@ -21,6 +21,8 @@ import orjson
 import pytest
 import requests
 import trustme
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
@@ -29,6 +31,7 @@ from adapters.salesforce.ids import IdMint, key_prefix, normalize, to_18
 from adapters.salesforce.schema import FieldSpec, ObjectSpec, OrgSchema
 from adapters.salesforce.sim import SalesforceSim, SfSimSettings, run_forever, serve
 from adapters.salesforce.standard_objects import SchemaError
+from adapters.simserver import ADMIN_HEADER
 
 V = "/services/data/v59.0"
 LOGIN = {"grant_type": "client_credentials", "client_id": "crmlift", "client_secret": "s3cret"}
@@ -146,7 +149,9 @@ async def running(
     sim = SalesforceSim(schema, SfSimSettings(users=USERS, **settings))
     runner, base_url = await serve(sim)
     try:
-        async with aiohttp.ClientSession(base_url) as session:
+        async with aiohttp.ClientSession(
+            base_url, headers={ADMIN_HEADER: sim.settings.admin_token}
+        ) as session:
             api = Api(session)
             assert (await api.login()).status == 200
             yield sim, api
@@ -154,11 +159,22 @@ async def running(
         await runner.cleanup()
 
 
-def unsigned_jwt(claims: Mapping[str, Any]) -> str:
+JWT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+"""The connected app's signing key; the simulator holds its public half."""
+JWT_CERTIFICATE = JWT_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+
+
+def signed_jwt(claims: Mapping[str, Any]) -> str:
+    """An RS256 assertion signed by the connected app's key, as Salesforce requires."""
+
     def part(value: Mapping[str, Any]) -> str:
         return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
 
-    return f"{part({'alg': 'RS256'})}.{part(claims)}.bm90LXZlcmlmaWVk"
+    head = f"{part({'alg': 'RS256'})}.{part(claims)}"
+    signature = JWT_KEY.sign(head.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{head}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
 
 
 def multipart_upload(
@@ -321,7 +337,7 @@ def test_soql_semantics_match_salesforce() -> None:
 
 
 async def test_oauth_flows_and_their_failures() -> None:
-    async with running() as (sim, api):
+    async with running(jwt_certificate=JWT_CERTIFICATE) as (sim, api):
         basic = base64.b64encode(b"crmlift:s3cret").decode()
         reply = await api.call(
             "POST",
@@ -354,15 +370,15 @@ async def test_oauth_flows_and_their_failures() -> None:
             "exp": int(time.time()) + 180,
         }
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer"}
-        assert (await api.login({**form, "assertion": unsigned_jwt(jwt)})).status == 200
+        assert (await api.login({**form, "assertion": signed_jwt(jwt)})).status == 200
 
         failures = [
             ({**LOGIN, "client_secret": "nope"}, "invalid_client"),
             ({**LOGIN, "client_id": "other"}, "invalid_client_id"),
             ({**password, "password": "wrong"}, "invalid_grant"),
             ({**password, "username": "ghost@firm.example"}, "invalid_grant"),
-            ({**form, "assertion": unsigned_jwt({**jwt, "iss": "other"})}, "invalid_client_id"),
-            ({**form, "assertion": unsigned_jwt({**jwt, "exp": 1})}, "invalid_grant"),
+            ({**form, "assertion": signed_jwt({**jwt, "iss": "other"})}, "invalid_client_id"),
+            ({**form, "assertion": signed_jwt({**jwt, "exp": 1})}, "invalid_grant"),
             ({**form, "assertion": "not-a-jwt"}, "invalid_grant"),
             ({"grant_type": "authorization_code"}, "unsupported_grant_type"),
         ]

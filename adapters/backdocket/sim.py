@@ -37,7 +37,7 @@ from adapters.backdocket.tenant import (
     to_micros,
 )
 from adapters.base import Record, content_hash
-from adapters.simserver import serve_app
+from adapters.simserver import admin_gate, new_admin_token, serve_app
 from ratelimit.bucket import TokenBucket
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,6 +62,8 @@ class SimSettings:
 
     client_id: str = "crmlift"
     client_secret: str = "s3cret"
+    admin_token: str = field(default_factory=new_admin_token, repr=False)
+    """What ``/_sim`` endpoints require in the ``X-Crmlift-Sim-Admin`` header."""
     token_ttl: float = 3600.0
     """Seconds a token lives; afterwards calls with it get 401 ``invalid_token``."""
     rate: float = 20.0
@@ -355,7 +357,7 @@ class BackDocketSim:
         self._clock_floor = max(latest, default=0) + 1
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate])
+        app = web.Application(middlewares=[admin_gate(self.settings.admin_token), self._gate])
         app.router.add_post("/oauth/token", self._issue_token)
         app.router.add_get("/_sim/state", self._state)
         app.router.add_get("/_sim/state/{collection}", self._collection_state)
@@ -693,3 +695,135 @@ async def run_forever(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+# -- a hostile source, for the extractor's defences ---------------------------------
+
+
+@dataclass
+class Answer:
+    """One scripted HTTP answer: a JSON body (or raw bytes), or a body that never ends."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    drip: bool = False
+    """Send the headers and a first byte, then one byte at a time, forever."""
+
+
+@dataclass
+class HostileScript:
+    """What a broken or hostile BackDocket answers, page by page.
+
+    Not the contract (``BackDocketSim`` serves that): this serves exactly the bodies a
+    test gives, so the extractor meets what a proxy, a bug or an attacker could send.
+    Listing follows the contract's shape: a page's ``next_cursor`` leads to the page
+    after the first page that handed it out; a cursor never handed out is a
+    ``400 invalid_cursor``; a collection not scripted is a ``404 not_found``.
+    """
+
+    pages: dict[str, list[Any]] = field(default_factory=dict)
+    deletions: list[Any] = field(default_factory=list)
+    token: Answer = field(
+        default_factory=lambda: Answer(
+            body={"access_token": "scripted", "token_type": "Bearer", "expires_in": 3600}
+        )
+    )
+    api: Answer | None = None
+    """When set, every ``/api/`` call gets this answer."""
+
+
+class HostileBackDocket:
+    """Serves a ``HostileScript``; records every token request's form (a secret-leak probe)."""
+
+    def __init__(self, script: HostileScript) -> None:
+        self.script = script
+        self.token_forms: list[dict[str, str]] = []
+        self.api_calls = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_get("/api/v1/deletions", self._deletions)
+        app.router.add_get("/api/v1/{collection}/count", self._count)
+        app.router.add_get("/api/v1/{collection}", self._list)
+        return app
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        self.token_forms.append({k: str(v) for k, v in form.items()})
+        return await _answer(request, self.script.token)
+
+    async def _count(self, request: web.Request) -> web.StreamResponse:
+        self.api_calls += 1
+        if self.script.api is not None:
+            return await _answer(request, self.script.api)
+        pages = self.script.pages.get(request.match_info["collection"])
+        if pages is None:
+            return _error(404, "not_found")
+        if "updated_before" not in request.query:
+            return _json({"count": 0})
+        return _json({"count": sum(_records_in(p) for p in pages)})
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        self.api_calls += 1
+        if self.script.api is not None:
+            return await _answer(request, self.script.api)
+        pages = self.script.pages.get(request.match_info["collection"])
+        if pages is None:
+            return _error(404, "not_found")
+        catchup = "updated_before" not in request.query and request.query.get("limit") != "1"
+        if catchup:  # everything was scripted before the run's snapshot
+            return _json({"data": [], "next_cursor": None})
+        return _page_at(pages, request.query.get("cursor"))
+
+    async def _deletions(self, request: web.Request) -> web.StreamResponse:
+        self.api_calls += 1
+        if self.script.api is not None:
+            return await _answer(request, self.script.api)
+        pages = self.script.deletions or [{"data": [], "next_cursor": None}]
+        return _page_at(pages, request.query.get("cursor"))
+
+
+def _records_in(page: Any) -> int:
+    data = page.get("data") if isinstance(page, dict) else None
+    return len(data) if isinstance(data, list) else 0
+
+
+def _page_at(pages: Sequence[Any], cursor: str | None) -> web.StreamResponse:
+    if cursor is None:
+        return _raw(pages[0])
+    for index, page in enumerate(pages[:-1]):
+        if isinstance(page, dict) and page.get("next_cursor") == cursor:
+            return _raw(pages[index + 1])
+    return _error(400, "invalid_cursor")
+
+
+def _raw(body: Any) -> web.Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return web.Response(body=data, content_type="application/json")
+
+
+async def _answer(request: web.Request, answer: Answer) -> web.StreamResponse:
+    if not answer.drip:
+        response = _raw(answer.body)
+        response.set_status(answer.status)
+        response.headers.update(answer.headers)
+        return response
+    dripping = web.StreamResponse(status=answer.status, headers=answer.headers)
+    dripping.content_type = "application/json"
+    await dripping.prepare(request)
+    try:
+        await dripping.write(b"{")
+        while True:  # until the client gives up
+            await asyncio.sleep(0.02)
+            await dripping.write(b" ")
+    except ConnectionError:  # aiohttp's reset error is one
+        return dripping
+
+
+async def serve_hostile(script: HostileScript) -> tuple[HostileBackDocket, web.AppRunner, str]:
+    """Start a hostile source on loopback; the caller cleans up the runner."""
+    server = HostileBackDocket(script)
+    runner, url = await serve_app(server.app(), "127.0.0.1", 0)
+    return server, runner, url

@@ -55,7 +55,7 @@ from adapters.dynamics.sharepoint import (
     SharePointRefused,
 )
 from adapters.errors import AuthError, PlatformUnavailable, SchemaMissing
-from adapters.http import SessionClient
+from adapters.http import SessionClient, post_credentials
 from adapters.secrets import Secret
 from ratelimit.backoff import RetryPolicy, parse_retry_after
 from ratelimit.governor import Governor
@@ -88,6 +88,11 @@ ENTRY = {"Content-Type": "application/json; type=entry"}
 WRITE_HEADERS = {**ENTRY, "Prefer": "return=representation"}
 """Ask for 201 (created) or 200 (updated) with the row, instead of 204 for both."""
 READ_HEADERS = {"Accept": "application/json"}
+IN_CHUNK = 100
+"""Ids per ``Microsoft.Dynamics.CRM.In`` query: ~4 KB of URL, far under the 32 KB a GET's
+URL may take (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-data-web-api)."""
+IN_SAFE = "(),='"
+"""Characters of an ``In`` filter sent as they are; brackets go percent-encoded."""
 REQUIRED_LEVELS = frozenset({"ApplicationRequired", "SystemRequired"})
 SYSTEM_SET = frozenset({"createdon", "modifiedon", "versionnumber", "ownerid"})
 """Columns Dataverse fills itself: never required of an insert."""
@@ -335,8 +340,7 @@ class DataverseClient(SessionClient):
             "scope": scope,
         }
         try:
-            async with self.session.post(url, data=form) as resp:
-                status, body = resp.status, await resp.read()
+            status, body = await post_credentials(self.session, url, platform=PLATFORM, data=form)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PlatformUnavailable(
                 PLATFORM, f"token for {scope} from {url}", f"connection failed: {exc!r}"
@@ -776,6 +780,57 @@ class DataverseClient(SessionClient):
                     found[row[info.primary_id]] = row
         return found
 
+    async def existing_ids(self, sobject: str, ids: Sequence[str]) -> set[str]:
+        """Which of these row ids still exist: one ``GET set?$select=<id>&$filter=
+        Microsoft.Dynamics.CRM.In(PropertyName='<id>',PropertyValues=[...])`` per
+        ``IN_CHUNK`` ids (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/in),
+        ``batch_size`` of them to a ``$batch``. Each GET counts once against the service
+        protection limits (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits),
+        so a rerun's check costs ids/``IN_CHUNK`` requests, not one per id. A query that
+        fails counts its ids as there, so a throttled check never reloads what exists.
+        SharePoint files cannot be checked this way and count as there."""
+        if sobject == SHAREPOINT_FILES or not ids:
+            return set(ids)
+        info = await self._known_table(sobject)
+        chunks = _chunks(list(dict.fromkeys(ids)), IN_CHUNK)
+        found: set[str] = set()
+        for group in _chunks(chunks, self.config.batch_size):
+            requests = [BatchRequest("GET", _in_query(info, c), READ_HEADERS) for c in group]
+            answers = await self._batch(requests, f"check {sum(map(len, group))} {sobject}")
+            for chunk, part in zip(group, answers, strict=True):
+                found.update(await self._listed(info, chunk, part, sobject))
+        return found
+
+    async def _listed(
+        self, info: _TableInfo, chunk: Sequence[str], part: BatchResponse, sobject: str
+    ) -> set[str]:
+        """The ids of ``chunk`` an ``In`` query answered with, its ``@odata.nextLink`` pages
+        followed; every id of the chunk when the query failed (never reload on doubt)."""
+        if part.status != 200 or not part.body:
+            log.warning(
+                "dataverse.check_failed", sobject=sobject, ids=len(chunk), status=part.status
+            )
+            return set(chunk)
+        wanted = {i.lower(): i for i in chunk}
+        page: Any = orjson.loads(part.body)
+        there: set[str] = set()
+        while True:
+            there.update(wanted[r] for r in _page_ids(page, info.primary_id) if r in wanted)
+            path = str(page.get("@odata.nextLink") or "").split(API_PATH, 1)[-1]
+            if not path:
+                return there
+            try:
+                page = await self._json(path, f"check {sobject} (next page)")
+            except PlatformUnavailable:
+                log.warning("dataverse.check_failed", sobject=sobject, ids=len(chunk))
+                return set(chunk)
+
+    async def org_identity(self) -> str:
+        """The environment's OrganizationId from ``WhoAmI`` (one API call;
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/whoami)."""
+        answer = await self._json("WhoAmI", "who am I")
+        return str(answer["OrganizationId"]).lower()
+
     async def find(self, sobject: str, external_ids: Sequence[str]) -> dict[str, str]:
         """Ids of rows already there for these external ids: by alternate key, or by the
         primary key derived from the id on a table without one (notes). SharePoint files
@@ -1093,6 +1148,17 @@ def _table_info(
         settings=frozenset(s for s in TABLE_SETTINGS if entity.get(s) is True),
         is_activity=entity.get("IsActivity") is True,
     )
+
+
+def _in_query(info: _TableInfo, ids: Sequence[str]) -> str:
+    """``GET`` of the rows among ``ids`` by the ``In`` query function, their ids only."""
+    values = ",".join(f"'{i}'" for i in ids)
+    where = f"Microsoft.Dynamics.CRM.In(PropertyName='{info.primary_id}',PropertyValues=[{values}])"
+    return f"{info.entity_set}?$select={info.primary_id}&$filter={quote(where, safe=IN_SAFE)}"
+
+
+def _page_ids(page: Any, primary_id: str) -> list[str]:
+    return [str(row.get(primary_id, "")).lower() for row in page.get("value", [])]
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

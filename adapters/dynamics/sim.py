@@ -25,7 +25,7 @@ import secrets
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
@@ -95,6 +95,7 @@ from adapters.dynamics.sim_wire import (
     ENTITY_PATH,
     MAX_COUNT,
     RECORD_OPTIONS,
+    AnyOf,
     Result,
     batch_target,
     check_query_options,
@@ -116,9 +117,10 @@ from adapters.dynamics.sim_wire import (
     prefers,
     select_columns,
     substitute_references,
+    term_matches,
     to_web,
 )
-from adapters.simserver import serve_app
+from adapters.simserver import admin_gate, new_admin_token, serve_app
 
 __all__ = [
     "DataverseSim",
@@ -169,6 +171,8 @@ class DataverseSimSettings:
     tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
     client_id: str = "5a1f3f5e-0d7c-4b8e-9c1a-3a6f0c2d9e11"
     client_secret: str = "s3cret"
+    admin_token: str = field(default_factory=new_admin_token, repr=False)
+    """What ``/_sim`` endpoints require in the ``X-Crmlift-Sim-Admin`` header."""
     applications: tuple[tuple[str, str], ...] = ()
     """More application users, as ``(client_id, client_secret)``: each is its own
     principal with its own service protection windows."""
@@ -294,6 +298,9 @@ class DataverseSim:
         self._policy = ValuePolicy(
             settings.max_attachment_bytes, settings.attachment_limit_counts_base64
         )
+        self.organization_id = str(uuid.uuid4())
+        """What ``WhoAmI`` answers as OrganizationId: a test sets a new one to play a
+        sandbox refresh (same URL, another org)."""
         self._seed_users()
         site_url = settings.sharepoint_site or (schema or {}).get("sharepoint_site")
         self.sharepoint = None if site_url is None else self._seed_sharepoint(str(site_url))
@@ -346,7 +353,10 @@ class DataverseSim:
         return site
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate], client_max_size=256 * 1024 * 1024)
+        app = web.Application(
+            middlewares=[admin_gate(self.settings.admin_token), self._gate],
+            client_max_size=256 * 1024 * 1024,
+        )
         app.router.add_get(
             "/{tenant}/v2.0/.well-known/openid-configuration", self._openid_configuration
         )
@@ -604,6 +614,8 @@ class DataverseSim:
         body: bytes,
         origin: str,
     ) -> Result:
+        if path == "WhoAmI":
+            return self._who_am_i(method, origin)
         if path.startswith("EntityDefinitions"):
             if method != "GET":
                 raise DataverseError(
@@ -640,6 +652,22 @@ class DataverseSim:
 
     # -- reads
 
+    def _who_am_i(self, method: str, origin: str) -> Result:
+        """The WhoAmI function: BusinessUnitId, UserId, OrganizationId
+        (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/whoami).
+        A function is GET only; the caller is not tracked here, so UserId is one stable id
+        for the application user and BusinessUnitId the org's root unit."""
+        if method != "GET":
+            raise DataverseError(
+                405, ERR_BAD_PROPERTY, f"Method {method} is not allowed on 'WhoAmI'."
+            )
+        return json_result({
+            "@odata.context": f"{origin}{API_ROOT}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+            "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bu:{self.organization_id}")),
+            "UserId": str(uuid.uuid5(uuid.NAMESPACE_URL, "applicationuser:crmlift")),
+            "OrganizationId": self.organization_id,
+        })  # fmt: skip
+
     def _query(
         self, table: Table, query: Mapping[str, str], headers: Mapping[str, str], origin: str
     ) -> Result:
@@ -669,19 +697,23 @@ class DataverseSim:
         return json_result(payload)
 
     def _matching(self, table: Table, wanted: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        """Rows equal to every term; through the key index when the terms form a key.
+        """Rows satisfying every term; through the key index when ``eq`` terms form a key,
+        straight to the rows when an ``In`` term lists primary ids.
 
         Strings compare case-insensitively, as Dataverse's collation does.
         """
-        if wanted and table.is_key(wanted):
+        terms = [(name, _folded(value)) for name, value in wanted.items()]
+        listed = dict(terms).get(table.primary_id)
+        if isinstance(listed, AnyOf):
+            candidates = [table.rows[i] for i in sorted(listed.values) if i in table.rows]
+            yield from (r for r in candidates if _satisfies(r, terms))
+            return
+        if wanted and table.is_key(wanted) and not any(isinstance(v, AnyOf) for _, v in terms):
             ident = table.find_by_key(wanted)
             if ident is not None:
                 yield table.rows[ident]
             return
-        terms = [(name, key_value(value)) for name, value in wanted.items()]
-        for row in table.rows.values():
-            if all(key_value(row.get(name)) == value for name, value in terms):
-                yield row
+        yield from (row for row in table.rows.values() if _satisfies(row, terms))
 
     def _read(
         self,
@@ -1217,3 +1249,14 @@ async def run_forever(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def _folded(value: Any) -> Any:
+    """A filter term's value as the collation compares it: strings case-insensitively."""
+    if isinstance(value, AnyOf):
+        return AnyOf(frozenset(key_value(v) for v in value.values))
+    return key_value(value)
+
+
+def _satisfies(row: Mapping[str, Any], terms: Sequence[tuple[str, Any]]) -> bool:
+    return all(term_matches(key_value(row.get(name)), value) for name, value in terms)

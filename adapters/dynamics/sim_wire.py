@@ -39,6 +39,17 @@ FILTER_TERM = re.compile(
     r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s+eq\s+(?P<value>'(?:[^']|'')*'|[^\s)]+)\s*(?:and\s+|$)",
     re.IGNORECASE,
 )
+_STRING = r"'(?:[^']|'')*'"
+IN_TERM = re.compile(
+    r"\s*Microsoft\.Dynamics\.CRM\.In\(\s*PropertyName\s*=\s*'(?P<name>[A-Za-z_][A-Za-z0-9_]*)'"
+    rf"\s*,\s*PropertyValues\s*=\s*\[(?P<values>\s*{_STRING}(?:\s*,\s*{_STRING})*\s*)\]\s*\)"
+    r"\s*(?:and\s+|$)",
+    re.IGNORECASE,
+)
+"""The ``In`` query function with literal arguments
+(https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/in):
+PropertyName an Edm.String, PropertyValues a non-null Collection(Edm.String). An empty
+list, unquoted values and ``@p`` parameter aliases are refused (docs silent: strictest)."""
 CONTENT_ID_REF = re.compile(r"^\$([A-Za-z0-9_.-]+)(/.*)?$")
 
 
@@ -130,23 +141,58 @@ def lookup_name(name: str) -> str:
     return name.removeprefix("_").removesuffix("_value")
 
 
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """A ``Microsoft.Dynamics.CRM.In`` term: the property equals one of ``values``."""
+
+    values: frozenset[str]
+
+
 def parse_filter(raw: str | None) -> dict[str, Any]:
-    """The ``a eq 'x' and b eq 1`` subset of ``$filter`` a loader needs for read-back."""
+    """The ``a eq 'x' and b eq 1`` subset of ``$filter`` a loader needs for read-back, plus
+    ``Microsoft.Dynamics.CRM.In(PropertyName='a',PropertyValues=['x',...])`` (an
+    :class:`AnyOf`; reference/in). A property named twice is refused, not silently merged
+    (docs silent: strictest)."""
     if raw is None:
         return {}
     terms: dict[str, Any] = {}
     position = 0
     while position < len(raw):
-        match = FILTER_TERM.match(raw, position)
-        if match is None:
+        name, value, position = _filter_term(raw, position)
+        if name in terms:
             raise DataverseError(
                 400,
                 ERR_BAD_PROPERTY,
-                f"The simulator supports only 'eq' and 'and' in $filter: {raw}",
+                f"The simulator supports each property once in $filter: {raw}",
             )
-        terms[match.group("name")] = literal(match.group("value"))
-        position = match.end()
+        terms[name] = value
     return terms
+
+
+def _filter_term(raw: str, position: int) -> tuple[str, Any, int]:
+    """One ``eq`` or ``In`` term at ``position``: its property, value and where the next starts."""
+    match = FILTER_TERM.match(raw, position)
+    if match is not None:
+        return match.group("name"), literal(match.group("value")), match.end()
+    found = IN_TERM.match(raw, position)
+    if found is None:
+        raise DataverseError(
+            400,
+            ERR_BAD_PROPERTY,
+            "The simulator supports only 'eq', 'and' and Microsoft.Dynamics.CRM.In "
+            f"in $filter: {raw}",
+        )
+    values = frozenset(str(literal(token)) for token in re.findall(_STRING, found.group("values")))
+    return found.group("name"), AnyOf(values), found.end()
+
+
+def term_matches(actual: Any, expected: Any) -> bool:
+    """Whether a value satisfies an ``eq`` term's literal or an ``In`` term's list (whose
+    values are strings, compared with the value's text)."""
+    if isinstance(expected, AnyOf):
+        text = str(actual).lower() if isinstance(actual, bool) else str(actual)
+        return actual is not None and text in expected.values
+    return bool(actual == expected)
 
 
 def select_columns(table: Table, query: Mapping[str, str]) -> list[str] | None:
@@ -466,7 +512,7 @@ def _collection(context: str, items: Sequence[dict[str, Any]], query: Mapping[st
     chosen = [
         _select(item, query)
         for item in items
-        if all(item.get(name) == value for name, value in wanted.items())
+        if all(term_matches(item.get(name), value) for name, value in wanted.items())
     ]
     return json_result({"@odata.context": context, "value": chosen})
 

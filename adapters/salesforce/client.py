@@ -28,8 +28,15 @@ import orjson
 import structlog
 
 from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult, pack
-from adapters.errors import AnswerLost, AuthError, PlatformUnavailable, QuotaExhausted
-from adapters.http import SessionClient
+from adapters.errors import (
+    AnswerLost,
+    AuthError,
+    PlatformUnavailable,
+    PlatformUnreachable,
+    QuotaExhausted,
+)
+from adapters.http import SessionClient, describe_failure, post_credentials
+from adapters.salesforce.ids import normalize
 from adapters.secrets import Secret
 from ratelimit.backoff import RetryPolicy, parse_retry_after
 from ratelimit.governor import Governor
@@ -117,6 +124,8 @@ class SalesforceClient(SessionClient):
         super().__init__()
         self._token: str | None = None
         self._instance: str | None = None
+        self._identity_url: str | None = None
+        """The token answer's ``id``: the identity URL, ``…/id/<org id>/<user id>``."""
         self._token_lock = asyncio.Lock()
         self.api_usage: tuple[int, int] | None = None
         """(used, max) of the daily allocation from the last ``Sforce-Limit-Info``."""
@@ -147,16 +156,30 @@ class SalesforceClient(SessionClient):
                 pair = f"{self.config.client_id}:{self.config.client_secret.reveal()}"
                 basic = base64.b64encode(pair.encode()).decode()
                 url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
-                async with self.session.post(
-                    url,
-                    data={"grant_type": "client_credentials"},
-                    headers={"Authorization": f"Basic {basic}"},
-                ) as resp:
-                    body = await resp.read()
-                    if resp.status != 200:
-                        raise AuthError(PLATFORM, _oauth_error(body) or f"HTTP {resp.status}")
-                answer = orjson.loads(body)
-                self._token, self._instance = answer["access_token"], answer["instance_url"]
+                try:
+                    status, body = await post_credentials(
+                        self.session,
+                        url,
+                        platform=PLATFORM,
+                        data={"grant_type": "client_credentials"},
+                        headers={"Authorization": f"Basic {basic}"},
+                    )
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    # No answer at all: name the URL and the network's reason (exit 4).
+                    reason = describe_failure(exc)
+                    raise PlatformUnreachable(PLATFORM, "login", url, reason, tries=1) from exc
+                if status != 200:
+                    raise AuthError(PLATFORM, _oauth_error(body) or f"HTTP {status}")
+                try:
+                    answer = orjson.loads(body)
+                    self._token, self._instance = answer["access_token"], answer["instance_url"]
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise AuthError(
+                        PLATFORM,
+                        f"{url} answered 200 without access_token and instance_url "
+                        f"({body[:200]!r})",
+                    ) from exc
+                self._identity_url = answer.get("id")
             assert self._token is not None
             assert self._instance is not None
             return self._token, self._instance
@@ -408,6 +431,33 @@ class SalesforceClient(SessionClient):
             for row in await self.query(soql):
                 found[row[EXTERNAL_ID_FIELD]] = row["Id"]
         return found
+
+    async def existing_ids(self, sobject: str, ids: Sequence[str]) -> set[str]:
+        """Which of these ids still exist (a deleted record is in the recycle bin, or gone,
+        and ``query`` leaves both out). One ``SELECT Id … WHERE Id IN`` per
+        ``SOQL_IN_CHUNK`` ids: one API call per 200 records checked."""
+        # Ids come back in 18 characters whatever we sent: compare canonical forms.
+        wanted = {normalize(i) or i: i for i in ids}
+        found: set[str] = set()
+        for chunk in _chunks(list(ids), SOQL_IN_CHUNK):
+            soql = f"SELECT Id FROM {sobject} WHERE Id IN ({_soql_list(chunk)})"
+            for row in await self.query(soql):
+                given = wanted.get(normalize(str(row["Id"])) or str(row["Id"]))
+                if given is not None:
+                    found.add(given)
+        return found
+
+    async def org_identity(self) -> str:
+        """The organization id, from the identity URL the token answer carries
+        (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_using_openid.htm:
+        ``id`` is ``https://login.salesforce.com/id/<org id>/<user id>``); an answer
+        without one asks ``SELECT Id FROM Organization`` (one API call)."""
+        await self._login()
+        parts = (self._identity_url or "").rstrip("/").split("/")
+        if len(parts) >= 3 and parts[-3] == "id" and normalize(parts[-2]):
+            return normalize(parts[-2]) or parts[-2]
+        rows = await self.query("SELECT Id FROM Organization")
+        return normalize(str(rows[0]["Id"])) or str(rows[0]["Id"])
 
     # -- writes -------------------------------------------------------------
 

@@ -33,6 +33,10 @@ from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from adapters.errors import ConfigError
 from adapters.salesforce.schema import OrgSchema
@@ -49,7 +53,7 @@ from adapters.salesforce.sim_wire import (
     json_response,
     not_found,
 )
-from adapters.simserver import serve_app
+from adapters.simserver import admin_gate, new_admin_token, serve_app
 from ratelimit.window import SlidingWindow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -95,6 +99,8 @@ class SfSimSettings:
 
     client_id: str = "crmlift"
     client_secret: str = "s3cret"
+    admin_token: str = field(default_factory=new_admin_token, repr=False)
+    """What ``/_sim`` endpoints require in the ``X-Crmlift-Sim-Admin`` header."""
     api_version: str = "59.0"
     token_ttl: float = 7200.0
     """Seconds an access token lives (Salesforce's default session timeout is 2 hours).
@@ -149,6 +155,10 @@ class SfSimSettings:
     users: tuple[tuple[str, str], ...] = (("Admin User", "admin@firm.example"),)
     """(name, email) of the org's active users; the first is the admin every token runs as
     unless a password or JWT login names another."""
+    jwt_certificate: bytes | None = None
+    """PEM X.509 certificate (or public key) uploaded to the connected app ("Use digital
+    signatures"): JWT bearer assertions must carry an RS256 signature it verifies. None:
+    the app has no certificate and every JWT login is refused."""
     user_password: str = "p4ssw0rd"
     """Password of every simulated user, for the username-password flow."""
     state_country_picklists: bool = False
@@ -277,7 +287,10 @@ class SalesforceSim:
         self._fault_rng = random.Random(f"faults:{settings.fault_seed}")
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate], client_max_size=MAX_JSON_BODY)
+        app = web.Application(
+            middlewares=[admin_gate(self.settings.admin_token), self._gate],
+            client_max_size=MAX_JSON_BODY,
+        )
         app.on_cleanup.append(self._shutdown)
         router = app.router
         router.add_post("/services/oauth2/token", self._token)
@@ -491,10 +504,16 @@ class SalesforceSim:
         return found[0]
 
     def _jwt_login(self, assertion: str) -> str:
-        """JWT bearer flow. The signature is NOT verified: the simulator has no connected-app
-        certificate to check RS256 against, and what a client can get wrong on the wire — the
-        grant type, the claims, the token response — is all checked."""
-        claims = _jwt_claims(assertion)
+        """JWT bearer flow: the assertion is signed with RS256 by the key whose certificate
+        the connected app holds, then its claims are checked.
+
+        https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm
+        ("Salesforce validates the JWT based on a signature using a previously configured
+        certificate"; the header is ``{"alg":"RS256"}``). The error text for a bad
+        signature is not documented; an unsigned or forged assertion is refused as
+        ``invalid_grant``, the strictest reading.
+        """
+        claims = _verified_claims(assertion, self.settings.jwt_certificate)
         if claims is None:
             raise _OAuthError("invalid_grant", "invalid assertion")
         if not _same(str(claims.get("iss", "")), self.settings.client_id):
@@ -603,16 +622,50 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return unquote(client_id), unquote(secret)
 
 
-def _jwt_claims(assertion: str) -> dict[str, Any] | None:
+def _verified_claims(assertion: str, certificate: bytes | None) -> dict[str, Any] | None:
+    """The claims of an RS256 JWT whose signature ``certificate`` verifies, else None.
+
+    ``alg`` other than RS256 (``none`` above all) is refused before any key is used.
+    """
     parts = assertion.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or certificate is None:
         return None
     try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = orjson.loads(payload)
+        header, claims = (orjson.loads(_b64url(part)) for part in parts[:2])
+        signature = _b64url(parts[2])
     except (binascii.Error, ValueError):
         return None
-    return claims if isinstance(claims, dict) else None
+    if not isinstance(header, dict) or header.get("alg") != "RS256":
+        return None
+    if not isinstance(claims, dict) or not _rs256_valid(certificate, parts, signature):
+        return None
+    return claims
+
+
+def _b64url(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _rs256_valid(certificate: bytes, parts: list[str], signature: bytes) -> bool:
+    try:
+        key = _public_key(certificate)
+        signed = f"{parts[0]}.{parts[1]}".encode()
+        key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _public_key(certificate: bytes) -> rsa.RSAPublicKey:
+    """The RSA key of a PEM certificate or public key; anything else is a ValueError."""
+    key: object
+    if b"BEGIN CERTIFICATE" in certificate:
+        key = x509.load_pem_x509_certificate(certificate).public_key()
+    else:
+        key = serialization.load_pem_public_key(certificate)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the connected app's certificate must hold an RSA key")
+    return key
 
 
 def _routing_error(error: web.HTTPException, method: str) -> ApiError:

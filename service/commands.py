@@ -266,7 +266,10 @@ async def _sim_dynamics(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"simulator settings: {exc}") from exc
-    schema = load_schema(args.schema) if args.schema is not None else None
+    try:
+        schema = load_schema(args.schema) if args.schema is not None else None
+    except ValueError as exc:  # not JSON, or not a schema plan
+        raise ConfigError(f"schema file {args.schema}: {exc}") from exc
     async with listening(args.host, args.port):
         with contextlib.suppress(asyncio.CancelledError):
             tls = server_tls(args.tls_cert, args.tls_key)

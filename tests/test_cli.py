@@ -404,6 +404,14 @@ OPERATOR_MISTAKES: dict[str, tuple[Argv, str]] = {
         lambda p: ["sim", "salesforce", "--schema", str(p / "nope.json")],
         "nope.json is not a readable file",
     ),
+    "sim salesforce schema not JSON": (
+        lambda p: ["sim", "salesforce", "--schema", _not_json(p)],
+        "bad.json: unexpected character",
+    ),
+    "sim dynamics schema not JSON": (
+        lambda p: ["sim", "dynamics", "--schema", _not_json(p)],
+        "bad.json: unexpected character",
+    ),
     "sim --records -5": (
         lambda p: ["sim", "backdocket", "--records", "-5"],
         "argument --records: -5 must be at least 1",
@@ -418,6 +426,15 @@ OPERATOR_MISTAKES: dict[str, tuple[Argv, str]] = {
         f"--out {READ_ONLY}/schema.json: directory {READ_ONLY} does not exist or is not writable",
     ),
 }  # fmt: skip
+
+
+def _not_json(tmp_path: Path) -> str:
+    """A schema file that is not JSON, for simulators whose secrets are set."""
+    os.environ.setdefault("SALESFORCE_CLIENT_SECRET", "sim-s3cret")
+    os.environ.setdefault("DATAVERSE_CLIENT_SECRET", "sim-s3cret")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    return str(bad)
 
 
 def _run_args(plan: str) -> list[str]:

@@ -754,24 +754,27 @@ class HostileBackDocket:
         self.token_forms.append({k: str(v) for k, v in form.items()})
         return await _answer(request, self.script.token)
 
-    async def _count(self, request: web.Request) -> web.StreamResponse:
+    async def _scripted(self, request: web.Request) -> web.StreamResponse | list[Any]:
+        """The collection's scripted pages, or the answer standing in for them (the
+        script's API answer, or 404 for a collection it does not list)."""
         self.api_calls += 1
         if self.script.api is not None:
             return await _answer(request, self.script.api)
         pages = self.script.pages.get(request.match_info["collection"])
-        if pages is None:
-            return _error(404, "not_found")
+        return _error(404, "not_found") if pages is None else pages
+
+    async def _count(self, request: web.Request) -> web.StreamResponse:
+        pages = await self._scripted(request)
+        if isinstance(pages, web.StreamResponse):
+            return pages
         if "updated_before" not in request.query:
             return _json({"count": 0})
         return _json({"count": sum(_records_in(p) for p in pages)})
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
-        self.api_calls += 1
-        if self.script.api is not None:
-            return await _answer(request, self.script.api)
-        pages = self.script.pages.get(request.match_info["collection"])
-        if pages is None:
-            return _error(404, "not_found")
+        pages = await self._scripted(request)
+        if isinstance(pages, web.StreamResponse):
+            return pages
         catchup = "updated_before" not in request.query and request.query.get("limit") != "1"
         if catchup:  # everything was scripted before the run's snapshot
             return _json({"data": [], "next_cursor": None})

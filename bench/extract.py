@@ -5,7 +5,13 @@ CPU time or memory), extracts the tenant into a fresh embedded journal (or
 CRMLIFT_JOURNAL_DSN), and prints records/s, requests/s, the share of the
 source's rate limit used, and this process's peak RSS.
 
-    ./dev bench extract [--records 100000] [--latency-ms 50-150] [--no-files]
+    ./dev bench extract [--records 100000] [--latency-ms 50-150] [--throttle 0.05] [--retry-after 1]
+        [--no-files]
+
+``--throttle`` is the share of calls the simulator answers 429 (with its
+``Retry-After``, ``--retry-after`` seconds) whatever our rate: another client on
+the same tenant. The governor should take those as hiccups and keep the rate near
+the limit (issue 11: at least 90% of it).
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ SIM_ADMIN = {ADMIN_HEADER: os.environ.setdefault(ADMIN_TOKEN_ENV, new_admin_toke
 """The admin token the simulator starts with (it reads it from the environment)."""
 
 
-async def bench(records: int, latency: str, files: bool, window: int) -> None:
+async def bench(
+    records: int, latency: str, files: bool, window: int, throttle: float, retry_after: float
+) -> None:
     secret = secrets.token_urlsafe(16)
     env_name = "CRMLIFT_BENCH_SECRET"
     os.environ[env_name] = secret
@@ -49,6 +57,10 @@ async def bench(records: int, latency: str, files: bool, window: int) -> None:
         "40",
         "--client-secret-env",
         env_name,
+        "--fault-429",
+        str(throttle),
+        "--fault-retry-after",
+        str(retry_after),
     )
     with tempfile.TemporaryDirectory(prefix="crmlift-bench-") as tmp:
         async with simulator("backdocket", *sim_args, env={env_name: secret}) as url:
@@ -87,7 +99,11 @@ async def bench(records: int, latency: str, files: bool, window: int) -> None:
     print(f"requests          {g.requests} sent, {served.get('requests')} served by the simulator")
     print(f"requests/s        {client_rps:.2f}")
     print(f"rate limit used   {client_rps / RATE:.1%} of {RATE:.0f} req/s")
-    print(f"throttled (429)   {served.get('throttled_429')} served; {g.retries} retries")
+    print(
+        f"throttled (429)   {served.get('throttled_429')} served "
+        f"({served.get('injected_429')} injected); {g.retries} retries"
+    )
+    print(f"hiccups           {g.hiccups} (only the refused call waited); {g.throttled} pauses")
     print(f"peak RSS          {peak_mb:.0f} MB")
 
 
@@ -97,8 +113,24 @@ def main() -> None:
     parser.add_argument("--latency-ms", default="50-150")
     parser.add_argument("--window-records", type=int, default=5000)
     parser.add_argument("--no-files", action="store_true")
+    parser.add_argument(
+        "--throttle", type=float, default=0.0, help="share of calls the simulator answers 429"
+    )
+    parser.add_argument(
+        "--retry-after", type=float, default=1.0, help="seconds a throttled answer asks to wait"
+    )
     args = parser.parse_args()
-    uvloop.run(bench(args.records, args.latency_ms, not args.no_files, args.window_records))
+    files = not args.no_files
+    uvloop.run(
+        bench(
+            args.records,
+            args.latency_ms,
+            files,
+            args.window_records,
+            args.throttle,
+            args.retry_after,
+        )
+    )
 
 
 if __name__ == "__main__":

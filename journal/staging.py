@@ -25,6 +25,17 @@ class StagedRow:
     content_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class LoadRow:
+    """A staged record as the load reads it: its payload, or the deletion that retires it."""
+
+    source_id: str
+    payload: str | None
+    """The source's JSON text; None when the record was deleted at the source."""
+    deleted_at: datetime | None
+    """When the source deleted the staged version (None: it is live)."""
+
+
 NUL = "\x00"
 NUL_MARK = "_crmlift_nul_escaped"
 """Key of a staged payload listing where NULs were escaped.
@@ -160,6 +171,31 @@ class Staging:
                 await conn.execute(_MERGE, run_id)
             await advance(conn, run_id, window, cursor=next_cursor, records=len(rows))
 
+    async def stage_rows(self, run_id: str, rows: Sequence[StagedRow]) -> None:
+        """Stage records read outside any window (a document re-read after it changed)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_INCOMING)
+            await conn.copy_records_to_table(
+                "incoming_records",
+                records=[
+                    (r.collection, r.source_id, r.updated_at, r.payload, r.content_hash)
+                    for r in rows
+                ],
+                columns=["collection", "source_id", "updated_at", "payload", "content_hash"],
+            )
+            await conn.execute(_MERGE, run_id)
+
+    async def hashes_of(self, run_id: str, collection: str, ids: Sequence[str]) -> dict[str, str]:
+        """source id → content hash of the named staged records (absent: not staged)."""
+        rows = await self._pool.fetch(
+            """SELECT source_id, content_hash FROM staged_records
+               WHERE run_id = $1 AND collection = $2 AND source_id = ANY($3::text[])""",
+            run_id,
+            collection,
+            list(ids),
+        )
+        return {r["source_id"]: r["content_hash"] for r in rows}
+
     async def counts(self, run_id: str) -> dict[str, int]:
         """Staged records per collection."""
         rows = await self._pool.fetch(
@@ -191,3 +227,34 @@ class Staging:
                 prefetch=batch,
             ):
                 yield row["source_id"], restore_nuls(row["payload"])
+
+    async def for_load(
+        self, run_id: str, collection: str, *, batch: int = 1000
+    ) -> AsyncGenerator[LoadRow, None]:
+        """A staged collection with its source deletions, in one streamed anti-join.
+
+        The ordering rule: a deletion retires the staged version when ``deleted_at >=
+        updated_at``. A record's ``updated_at`` is its last write, so a deletion at or
+        after it came after the version staged (a tie goes to the deletion, the last
+        thing a record undergoes: loading a deleted record is the harm to avoid). A
+        version written after the deletion is a record restored under its id and loads.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            async for row in conn.cursor(
+                """SELECT s.source_id, d.deleted_at,
+                          CASE WHEN d.deleted_at IS NULL THEN s.payload::text END AS payload
+                   FROM staged_records s
+                   LEFT JOIN source_deletions d
+                     ON d.run_id = s.run_id AND d.collection = s.collection
+                    AND d.source_id = s.source_id AND d.deleted_at >= s.updated_at
+                   WHERE s.run_id = $1 AND s.collection = $2 ORDER BY s.source_id""",
+                run_id,
+                collection,
+                prefetch=batch,
+            ):
+                payload = row["payload"]
+                yield LoadRow(
+                    row["source_id"],
+                    None if payload is None else restore_nuls(payload),
+                    row["deleted_at"],
+                )

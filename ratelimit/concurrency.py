@@ -5,6 +5,10 @@ edition with 10 for heavy calls) and answer overload with throttles. The cap
 halves when the platform throttles and grows back by one after a cap's worth
 of calls go through cleanly (additive increase, multiplicative decrease), so a
 run settles just under what the platform takes today.
+
+A hiccup (a throttle that is not about our rate, see ``ratelimit.throttle``) trims
+one place at most, and the cap springs back to where it was after a cap's worth of
+clean calls: sporadic refusals must not walk the cap down to one (issue 11).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class AdaptiveConcurrency:
         self._heavy = asyncio.Semaphore(heavy_limit) if heavy_limit else None
         self._changed = asyncio.Condition()
         self._clean = 0
+        self._restore_to = 0
+        """The cap before a hiccup trimmed it; 0 when none is pending."""
 
     @asynccontextmanager
     async def slot(self, heavy: bool = False) -> AsyncIterator[None]:
@@ -54,15 +60,25 @@ class AdaptiveConcurrency:
             self._changed.notify_all()
 
     def throttled(self) -> None:
-        """The platform pushed back: halve the cap (never below 1)."""
+        """We were too fast: halve the cap (never below 1)."""
         self.limit = max(1, self.limit // 2)
+        self._clean = 0
+        self._restore_to = 0
+
+    def hiccup(self) -> None:
+        """The platform refused one call for its own reasons: trim one place, to be
+        given back soon."""
+        self._restore_to = max(self._restore_to, self.limit)
+        self.limit = max(1, self.limit - 1)
         self._clean = 0
 
     def succeeded(self) -> None:
-        """A call went through cleanly; a cap's worth of them earns one more place."""
+        """A call went through cleanly; a cap's worth of them earns one more place, or
+        every place a hiccup took."""
         if self.limit >= self.maximum:
             return
         self._clean += 1
         if self._clean >= self.limit:
             self._clean = 0
-            self.limit += 1
+            self.limit = max(self.limit + 1, self._restore_to)
+            self._restore_to = 0

@@ -11,7 +11,9 @@ It stacks the limits a platform sets, as its quota profile describes them:
   Zoho, Freshsales), which stop the run — resumable — when the wait for them to
   free up would be longer than the profile allows;
 * a shared pause that a throttle answer sets, so that no other request hammers
-  the platform while it has asked us to wait.
+  the platform while it has asked us to wait — when the throttle is about our rate.
+  One that is not (``ratelimit.throttle``: an isolated 429 while our own calls are
+  well inside the platform's bucket) delays only the call it refused.
 
 Admission is one FIFO queue per principal that never polls: every
 limit is asked, the call sleeps exactly as long as the slowest says, and all of
@@ -47,13 +49,15 @@ from ratelimit.bucket import Pace, TokenBucket
 from ratelimit.concurrency import AdaptiveConcurrency
 from ratelimit.limits import Call, Limit
 from ratelimit.profiles import QuotaProfile
+from ratelimit.throttle import ThrottleJudge, Verdict
 from ratelimit.window import WindowBudget, WindowLimits
 
 log = structlog.get_logger(__name__)
 
 __all__ = ["DAY", "HOUR", "MINUTE", "Governor", "GovernorStats", "allowances", "window_limits"]
 THROTTLE_STATUSES = frozenset({429, 503})
-"""Answers that mean "too much": the adaptive concurrency cap halves on them."""
+"""Answers that mean "too much": the adaptive concurrency cap halves on them, unless a
+429 is judged a hiccup (a 503 is the platform's maintenance: everyone waits)."""
 
 
 @dataclass(slots=True)
@@ -62,6 +66,9 @@ class GovernorStats:
 
     requests: int = 0
     throttled: int = 0
+    """Throttles that paused every caller."""
+    hiccups: int = 0
+    """429s judged not about our rate: only the refused call waited."""
     retries: int = 0
     first_at: float | None = None
     last_at: float | None = None
@@ -114,6 +121,7 @@ class Governor:
             *self.allowances,
         ]
         self._admission = asyncio.Lock()
+        self.judge = throttle_judge(p)
 
     @asynccontextmanager
     async def slot(
@@ -153,6 +161,7 @@ class Governor:
                 if wait <= 0:
                     for each in self.limits:
                         each.hold(now, call)
+                    self.judge.admitted(now, call.requests)
                     return
                 if wait > self.profile.wall(self.profile.max_quota_wait):
                     raise self._exhausted(limit, wait)
@@ -190,24 +199,39 @@ class Governor:
         status: int,
         what: str,
         rng: random.Random,
+        platform_says_ours: bool = False,
     ) -> None:
         """Wait before retry ``attempt`` as the policy says.
 
-        A throttle answer that names its wait (429/503 + Retry-After) pauses every
-        caller of this governor, not just this one: the platform asked us all. Any
-        throttle halves the concurrency cap.
+        A throttle about our rate that names its wait (429/503 + Retry-After) pauses
+        every caller of this governor, not just this one: the platform asked us all;
+        and it halves the concurrency cap. A 429 judged a hiccup delays this call only
+        and trims the cap by one place at most. ``platform_says_ours``: the answer's
+        rate headers report our allowance spent.
         """
         delay = policy.delay(attempt, retry_after, rng)
+        verdict = None
         if status in THROTTLE_STATUSES:
-            self.concurrency.throttled()
-            if retry_after is not None:
-                self.pause(delay)
+            pause = delay if retry_after is not None else None
+            verdict = self._throttled(status, pause, platform_says_ours)
         self.stats.retries += 1
         log.info(
             "http.retry", platform=self.profile.platform, what=what, status=status,
             attempt=attempt, wait=round(delay, 3), concurrency=self.concurrency.limit,
+            throttle=verdict.value if verdict else None,
         )  # fmt: skip
         await asyncio.sleep(delay)
+
+    def _throttled(self, status: int, pause: float | None, platform_says_ours: bool) -> Verdict:
+        verdict = self.judge.judge(self.clock(), platform_says_ours=platform_says_ours)
+        if status == 429 and verdict is Verdict.HICCUP:
+            self.stats.hiccups += 1
+            self.concurrency.hiccup()
+            return verdict
+        self.concurrency.throttled()
+        if pause is not None:
+            self.pause(pause)
+        return Verdict.TOO_FAST
 
     def pause(self, seconds: float) -> None:
         """The platform said wait: hold every new request for ``seconds``."""
@@ -220,6 +244,16 @@ class Governor:
         # and loops only if another throttle extended it meanwhile.
         while (remaining := self._resume_at - self.clock()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
+
+
+def throttle_judge(profile: QuotaProfile) -> ThrottleJudge:
+    """A judge of the profile's throttles: one that models the platform's bucket when
+    the platform enforces the profile's rate (BackDocket), else one that takes every
+    throttle as ours (Dataverse's windows, Zoho's credits: their 429s are about us)."""
+    p = profile
+    if not p.rate_enforced:
+        return ThrottleJudge(rate=None)
+    return ThrottleJudge(rate=p.rate * p.time_scale, burst=p.burst, horizon=p.wall(1.0))
 
 
 def _first(pair: tuple[float, Limit]) -> float:

@@ -274,6 +274,10 @@ def _add_backdocket_sim_args(parser: argparse.ArgumentParser) -> None:
         "--fault-429-no-retry-after", type=float, default=0.0,
         help="share of calls given 429 without Retry-After",
     )  # fmt: skip
+    parser.add_argument(
+        "--fault-retry-after", type=float, default=0.2,
+        help="seconds an injected 429 or 503 asks the client to wait",
+    )  # fmt: skip
     _add_sim_fault_args(parser)
     parser.add_argument("--token-ttl", type=float, default=3600.0, help="token lifetime, s")
     parser.add_argument("--mutate-every", type=int, default=0, help="update a record every N lists")

@@ -53,7 +53,7 @@ from service.pipeline import ExtractOutcome, run_extract
 from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
 from service.reports.estimate import estimate_lines, estimate_table
-from service.reports.extract import run_total_line, this_process_line
+from service.reports.extract import consistency_line, run_total_line, this_process_line
 
 T = TypeVar("T")
 
@@ -295,6 +295,7 @@ async def _sim_backdocket(args: argparse.Namespace) -> int:
             fault_503_rate=args.fault_503,
             fault_429_rate=args.fault_429,
             fault_429_no_retry_after_rate=args.fault_429_no_retry_after,
+            fault_retry_after=args.fault_retry_after,
             fault_500_rate=args.fault_500,
             fault_reset_rate=args.fault_reset,
             fault_slow_rate=args.fault_slow,
@@ -602,7 +603,7 @@ def _print_extract_summary(outcome: ExtractOutcome) -> None:
     )
     out.print(table)
     g = outcome.governor.stats
-    for line in (run_total_line(s), this_process_line(s)):
+    for line in (run_total_line(s), this_process_line(s), consistency_line(s)):
         out.print(line, markup=False, highlight=False)
     out.print(
         f"This process: {g.requests} requests ({g.observed_rate():.1f}/s), "

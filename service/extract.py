@@ -6,14 +6,20 @@ readers, so the governor — not the number of collections — decides how many
 calls are in flight. Each page is staged together with its window's cursor;
 a killed run resumes at the next unread page of every window.
 
-After the main windows, a catch-up window per collection reads everything
-updated since the run's snapshot, so a record changed mid-run is staged at its
-newest version. Then the deletion feed, then document content.
+After the main windows, a catch-up pass reads everything updated since the
+run's snapshot (one window per collection) and the deletion feed; then document
+content. A firm keeps working while it is read, so passes follow, each reading
+what changed since the previous one began, until a pass finds nothing new (the
+staged state is then consistent with the source as of that pass's start) or
+``catchup_passes`` passes were made. A pass is a set of catch-up windows starting
+at its ``since``: it is checkpointed like any window, and a resumed run always
+reads again from the newest pass's ``since``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 from collections.abc import Iterable
@@ -54,6 +60,12 @@ MAX_ID_LENGTH = 255
 entry must fit a PostgreSQL page."""
 SHOWN = 120
 """Characters of a bad value an issue quotes."""
+CLOCK_MARGIN = timedelta(seconds=5)
+"""A pass reads from this long before the previous pass began: the source stamps
+changes with its own clock, which may lag ours. Re-read records cost calls only."""
+VERSIONS_CHASED = 3
+"""How often a document whose bytes changed under the download is re-read and
+fetched again before it is journaled as failing (a file being edited right now)."""
 """How often a window far over target is halved again: skewed data stays parallel."""
 
 
@@ -95,6 +107,15 @@ class ExtractSummary:
     """Access tokens this process was granted, the first one included."""
     token_renewals: int = 0
     """Tokens fetched again because the source refused an expired one."""
+    files_deleted: int = 0
+    """Documents deleted at the source before their content could be fetched."""
+    catchup_passes: int = 0
+    """Passes over the changes this process made after the main windows."""
+    consistent_as_of: datetime | None = None
+    """Start of the last pass that found nothing new: the staged state is the source's
+    as of that moment. None when the passes stopped at the bound."""
+    changes_arriving: int = 0
+    """Changes the last pass still found when the bound stopped the passes."""
 
     @property
     def staged(self) -> int:
@@ -109,6 +130,15 @@ class ExtractSummary:
     def rate(self) -> float:
         """Records per second this process read."""
         return self.read / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@runtime_checkable
+class ReadsRecords(Protocol):
+    """A source that reads one record by id (BackDocket: ``GET /api/v1/{collection}/{id}``)."""
+
+    async def record(self, collection: str, ident: str) -> Record:
+        """The record as it is now; NotFound once deleted."""
+        ...
 
 
 @runtime_checkable
@@ -138,6 +168,8 @@ class Extractor:
         self.progress = progress or ProgressBoard()
         self._read = 0
         self._pages = 0
+        self._changes = 0
+        self._files = {"stored": 0, "failed": 0, "deleted": 0}
 
     async def run(self, run: Run) -> ExtractSummary:
         """Extract everything the run still lacks; safe to call again after a crash."""
@@ -151,14 +183,19 @@ class Extractor:
         resumed = await self._restore_progress(run)
 
         await self._read_windows(run, "main")
-        await self._plan_catchup(run)
-        await self._read_windows(run, "catchup")
-        deletions = await self._stage_deletions(run)
-        stored, failed = await self._fetch_files(run) if self._wants_files() else (0, 0)
+        resumed_passes = bool(await self.journal.checkpoints.windows(run.run_id, "catchup"))
+        first_started = _now()
+        await self._pass(run, run.snapshot_at, deletions_since=EPOCH, again=False)
+        await self._fetch_files(run)
+        since = None if resumed_passes else first_started - CLOCK_MARGIN
+        passes, as_of, arriving = await self._converge(run, since)
 
         summary = await self.summarise(run.run_id)
-        summary.deletions = deletions
-        summary.files_stored, summary.files_failed = stored, failed
+        summary.deletions = await self.journal.deletions.count(run.run_id)
+        summary.files_stored, summary.files_failed = self._files["stored"], self._files["failed"]
+        summary.files_deleted = self._files["deleted"]
+        summary.catchup_passes, summary.consistent_as_of = passes, as_of
+        summary.changes_arriving = arriving
         summary.elapsed = loop.time() - started
         summary.read, summary.pages_read, summary.resumed = self._read, self._pages, resumed
         if isinstance(self.source, CountsTokens):
@@ -170,7 +207,10 @@ class Extractor:
             read_by_this_process=summary.read,
             resumed=resumed,
             issues=summary.issues,
-            files=stored,
+            files=summary.files_stored,
+            passes=passes,
+            consistent_as_of=None if as_of is None else as_of.isoformat(),
+            changes_arriving=arriving,
             renewals=summary.token_renewals,
             elapsed=round(summary.elapsed, 2),
         )
@@ -281,24 +321,73 @@ class Extractor:
             *await self._refine(collection, middle, end, n - left, depth - 1),
         ]
 
-    async def _plan_catchup(self, run: Run) -> None:
-        await self.journal.checkpoints.plan(
-            run.run_id,
-            [
-                WindowCheckpoint(
-                    collection=c,
-                    kind="catchup",
-                    start=run.snapshot_at,
-                    end=None,
-                    expected=None,
-                    cursor=None,
-                    pages=0,
-                    records=0,
-                    done=False,
-                )
-                for c in self.settings.collections
-            ],
+    # -- catch-up passes ----------------------------------------------------
+
+    async def _converge(self, run: Run, since: datetime | None) -> tuple[int, datetime | None, int]:
+        """Pass after pass until one finds nothing new or the bound is reached.
+
+        ``since`` None (a resumed run: when the newest pass began is unknown) reads
+        again from the newest pass's ``since``. Returns (passes, consistent as of,
+        changes still arriving at the bound).
+        """
+        changes = 0
+        for number in range(1, self.settings.catchup_passes + 1):
+            if since is None:
+                since = await self._newest_since(run)
+            started = _now()
+            changes = await self._pass(run, since, deletions_since=since, again=True)
+            log.info(
+                "extract.catchup_pass",
+                run_id=run.run_id,
+                phase=PHASE,
+                platform=self.source.platform,
+                number=number,
+                since=since.isoformat(),
+                changes=changes,
+            )
+            if changes == 0:
+                return number, started, 0
+            await self._fetch_files(run)
+            since = started - CLOCK_MARGIN
+        log.warning(
+            "extract.still_changing",
+            run_id=run.run_id,
+            phase=PHASE,
+            platform=self.source.platform,
+            passes=self.settings.catchup_passes,
+            changes=changes,
         )
+        return self.settings.catchup_passes, None, changes
+
+    async def _newest_since(self, run: Run) -> datetime:
+        windows = await self.journal.checkpoints.windows(run.run_id, "catchup")
+        return max((w.start for w in windows), default=run.snapshot_at)
+
+    async def _pass(
+        self, run: Run, since: datetime, *, deletions_since: datetime, again: bool
+    ) -> int:
+        """Read every change since ``since`` (listings, then the deletion feed) and say
+        how many differed from staging. ``again`` re-reads windows an earlier pass at the
+        same ``since`` finished; otherwise unfinished ones resume at their cursors."""
+        self._changes = 0
+        windows = [
+            WindowCheckpoint(c, "catchup", since, None, None, None, 0, 0, False)
+            for c in self.settings.collections
+        ]
+        await self.journal.checkpoints.plan(run.run_id, windows)
+        if again:
+            for w in await self.journal.checkpoints.windows(run.run_id, "catchup"):
+                if w.start == since and w.done:
+                    await self.journal.checkpoints.restart(run.run_id, w)
+        await self._read_windows(run, "catchup")
+        return self._changes + await self._stage_deletions(run, deletions_since)
+
+    async def _count_changes(self, run: Run, collection: str, rows: list[StagedRow]) -> None:
+        """Count the rows a catch-up page brings that staging does not hold as they are."""
+        staged = await self.journal.staging.hashes_of(
+            run.run_id, collection, [r.source_id for r in rows]
+        )
+        self._changes += sum(staged.get(r.source_id) != r.content_hash for r in rows)
 
     async def _read_window(
         self, run: Run, checkpoint: WindowCheckpoint, *, restarted: bool = False
@@ -314,6 +403,8 @@ class Extractor:
         try:
             async for page in self.source.pages(window, cursor):
                 rows, issues = _rows(checkpoint.collection, page.records, window, page_no)
+                if checkpoint.kind == "catchup" and rows:
+                    await self._count_changes(run, checkpoint.collection, rows)
                 await self.journal.staging.stage_page(
                     run.run_id, checkpoint, rows, next_cursor=page.next_cursor
                 )
@@ -342,30 +433,32 @@ class Extractor:
 
     # -- deletions and files ---------------------------------------------
 
-    async def _stage_deletions(self, run: Run) -> int:
-        async for page in self.source.deletions(EPOCH):
+    async def _stage_deletions(self, run: Run, since: datetime) -> int:
+        """Stage the deletion feed since ``since``; return how many deletions were new."""
+        before = await self.journal.deletions.count(run.run_id)
+        async for page in self.source.deletions(since):
             rows, issues = _deletion_rows(page)
             await self.journal.deletions.stage(run.run_id, rows)
             for issue in issues:
                 await self.journal.issues.record(run.run_id, issue)
-        return await self.journal.deletions.count(run.run_id)
+        return await self.journal.deletions.count(run.run_id) - before
 
     def _wants_files(self) -> bool:
         return self.settings.files and "documents" in self.settings.collections
 
-    async def _fetch_files(self, run: Run) -> tuple[int, int]:
+    async def _fetch_files(self, run: Run) -> None:
         """Download every staged document whose content is not yet in the blob store."""
+        if not self._wants_files():
+            return
         missing = await self.journal.blobs.missing_for_run(run.run_id)
         self.progress.track(FILES_TRACK, len(missing))
         queue: asyncio.Queue[tuple[str, str | None, int | None] | None] = asyncio.Queue(
             maxsize=self.readers * 2
         )
-        outcome = {"stored": 0, "failed": 0}
 
         async def fetcher() -> None:
             while (item := await queue.get()) is not None:
-                ok = await self._fetch_file(run, *item)
-                outcome["stored" if ok else "failed"] += 1
+                self._files[await self._fetch_file(run, *item)] += 1
                 self.progress.advance(FILES_TRACK)
 
         async with asyncio.TaskGroup() as tg:
@@ -376,35 +469,84 @@ class Extractor:
             for _ in range(self.readers):
                 await queue.put(None)
         self.progress.finish(FILES_TRACK)
-        return outcome["stored"], outcome["failed"]
 
     async def _fetch_file(
         self, run: Run, document_id: str, sha256: str | None, size: int | None
-    ) -> bool:
+    ) -> str:
+        """Store one document's content: "stored", "failed" (journaled) or "deleted".
+
+        Bytes that do not match the staged checksum are a newer version uploaded
+        since staging: the document's metadata is read again, staged, and the new
+        version fetched, a few times at most.
+        """
+
         def fail(code: str, message: str) -> RecordIssue:
             return RecordIssue(PHASE, "documents", document_id, "failed", code, message)
 
-        if sha256 is None or size is None:
-            issue = fail("no_checksum", "document has no sha256 or size_bytes to verify content")
-            await self.journal.issues.record(run.run_id, issue)
-            return False
-        for attempt in (1, 2):
+        for _ in range(VERSIONS_CHASED):
+            if sha256 is None or size is None:
+                message = "document has no sha256 or size_bytes to verify content"
+                await self.journal.issues.record(run.run_id, fail("no_checksum", message))
+                return "failed"
             try:
                 await self.source.download(
-                    document_id, lambda chunks: self.journal.blobs.store(sha256, size, chunks)
+                    document_id, functools.partial(self.journal.blobs.store, sha256, size)
                 )
             except NotFound:
-                issue = fail("content_missing", "the source has no content for this document")
+                if await self._reread_document(run, document_id, (sha256, size)) is None:
+                    return await self._deleted_document(run, document_id)
+                message = "the source has no content for this document"
+                issue = fail("content_missing", message)
             except ContentMismatch as exc:
                 issue = fail("checksum_mismatch", f"content does not match metadata: {exc}")
-                if attempt == 1:
+                fresh = await self._reread_document(run, document_id, (sha256, size))
+                if fresh is None:
+                    return await self._deleted_document(run, document_id)
+                if fresh != (sha256, size):
+                    sha256, size = fresh
                     continue
             else:
                 await self.journal.issues.resolve(run.run_id, PHASE, "documents", document_id)
-                return True
+                return "stored"
             await self.journal.issues.record(run.run_id, issue)
-            return False
-        raise AssertionError("unreachable")
+            return "failed"
+        message = f"content changed {VERSIONS_CHASED} times while it was fetched"
+        await self.journal.issues.record(run.run_id, fail("checksum_mismatch", message))
+        return "failed"
+
+    async def _reread_document(
+        self, run: Run, document_id: str, known: tuple[str, int]
+    ) -> tuple[str | None, int | None] | None:
+        """Stage a document's metadata as it is now; its (sha256, size), None once deleted.
+
+        A source that cannot read one record gives back nothing new: ``known``.
+        """
+        if not isinstance(self.source, ReadsRecords):
+            return known
+        try:
+            record = await self.source.record("documents", document_id)
+        except NotFound:
+            return None
+        window = Window("documents", EPOCH, None)
+        rows, issues = _rows("documents", [record], window, 0)
+        if rows:
+            await self.journal.staging.stage_rows(run.run_id, rows)
+        for issue in issues:
+            await self.journal.issues.record(run.run_id, issue)
+        sha256, size = record.get("sha256"), record.get("size_bytes")
+        return (
+            sha256 if isinstance(sha256, str) else None,
+            size if isinstance(size, int) and not isinstance(size, bool) else None,
+        )
+
+    async def _deleted_document(self, run: Run, document_id: str) -> str:
+        """The document went while its content was fetched: the deletion feed says so."""
+        message = "deleted at the source before its content was fetched"
+        issue = RecordIssue(
+            PHASE, "documents", document_id, "warning", "deleted_at_source", message
+        )
+        await self.journal.issues.record(run.run_id, issue)
+        return "deleted"
 
     # -- summary ----------------------------------------------------------
 
@@ -424,6 +566,10 @@ class Extractor:
         for name, s in by_collection.items():
             s.staged = staged.get(name, 0)
         return ExtractSummary(run_id=run_id, collections=list(by_collection.values()))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _slice(start: datetime, end: datetime, pieces: int) -> list[tuple[datetime, datetime]]:

@@ -33,10 +33,12 @@ from adapters.base import (
 )
 from adapters.errors import Interrupted
 from journal import Journal
+from journal.deletions import DELETED_AT_SOURCE
 from journal.issues import RecordIssue
 from journal.load_jobs import LoadJob, LoadJobs
 from journal.operations import Action, Mapped, Operation, RefKey
 from journal.runs import Run
+from journal.staging import LoadRow
 from service.mapping.base import MappingContext, Payload, Ref, Rejection, TransformResult
 from service.progress import ProgressBoard
 from service.shutdown import Shutdown
@@ -256,12 +258,19 @@ class Loader:
         # ``batches_in_flight`` batches plus the one being read, whatever the size.
         async with asyncio.TaskGroup() as tg:
             batch: list[tuple[str, str]] = []
-            staged = self.journal.staging.payloads(self.run.run_id, collection)
+            gone: list[LoadRow] = []  # deleted at the source since staged: journaled, not sent
+            staged = self.journal.staging.for_load(self.run.run_id, collection)
             # aclosing: a stop leaves the loop early, and the cursor's connection must
             # go back to the pool now, not whenever the generator is collected.
             async with contextlib.aclosing(staged):
-                async for source_id, payload in staged:
-                    batch.append((source_id, payload))
+                async for row in staged:
+                    if row.payload is None:
+                        gone.append(row)
+                        if len(gone) >= batch_records:
+                            await self._skip_deleted(collection, gone)
+                            gone = []
+                        continue
+                    batch.append((row.source_id, row.payload))
                     if len(batch) >= batch_records:
                         await slots.acquire()
                         if self.shutdown.requested:
@@ -273,6 +282,7 @@ class Loader:
             if batch and not self.shutdown.requested:
                 await slots.acquire()
                 tg.create_task(write(batch), name=f"load:{collection}")
+            await self._skip_deleted(collection, gone)
         if deferred and not self.shutdown.requested:
             await self._second_pass(deferred)
         self.progress.finish(f"load:{collection}")
@@ -286,11 +296,38 @@ class Loader:
     async def _skip_collection(self, collection: str) -> None:
         """Staged collections the mapping does not load still end in the journal."""
         ops = []
-        async for source_id, payload in self.journal.staging.payloads(self.run.run_id, collection):
-            result = self.transform(collection, orjson.loads(payload), self.context)
+        async for row in self.journal.staging.for_load(self.run.run_id, collection):
+            if row.payload is None:
+                ops.append(self._deleted_op(collection, row))
+                continue
+            result = self.transform(collection, orjson.loads(row.payload), self.context)
             if isinstance(result, Rejection):
-                ops.append(_rejected(collection, source_id, result))
+                ops.append(_rejected(collection, row.source_id, result))
         await self.journal.operations.record(self.run.run_id, self.migration, ops)
+
+    async def _skip_deleted(self, collection: str, rows: Sequence[LoadRow]) -> None:
+        """Journal staged records the source deleted since: skipped, so every source
+        record is still accounted for. Nothing is deleted at the destination: a record
+        an earlier run loaded stays until delta pickup / reconciliation acts on it."""
+        if not rows:
+            return
+        ops = [self._deleted_op(collection, row) for row in rows]
+        with self._timed("journal"):
+            await self.journal.operations.record(self.run.run_id, self.migration, ops)
+        self.progress.advance(f"load:{collection}", len(rows))
+        log.info("load.deleted_at_source", run_id=self.run.run_id, phase=PHASE,
+                 platform=self.destination.platform, collection=collection,
+                 records=len(rows))  # fmt: skip
+
+    def _deleted_op(self, collection: str, row: LoadRow) -> Operation:
+        deleted = row.deleted_at.isoformat() if row.deleted_at else "an unknown time"
+        message = (
+            f"{collection}/{row.source_id} was deleted in {self.run.source} at {deleted}, "
+            f"after the staged version; not loaded into {self.destination.platform} "
+            "(a copy an earlier run loaded is left for delta pickup / reconciliation)"
+        )
+        return Operation(collection, row.source_id, "skipped", reason_code=DELETED_AT_SOURCE,
+                         message=message)  # fmt: skip
 
     # -- one batch ----------------------------------------------------------
 

@@ -165,6 +165,7 @@ async def _load(
     staged = await journal.staging.counts(run.run_id)
     report = MigrateReport(
         duplicate_emails=await _duplicate_emails(journal, run, pair),
+        deleted_at_source=await journal.deletions.not_loaded(run.run_id),
         run_id=run.run_id,
         destination=destination.platform,
         rows=build_rows(

@@ -41,6 +41,13 @@ class ExtractSettings:
     """Target records per window; more windows mean more reads at once."""
     files: bool = True
     """Download document content into the blob store."""
+    catchup_passes: int = 5
+    """Passes re-reading changes (listings since the last pass + deletion feed) after the
+    downloads, until one finds nothing new; a live source may never be quiet."""
+
+    def __post_init__(self) -> None:
+        if self.catchup_passes < 1:
+            raise ConfigError("extract.catchup_passes must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,7 @@ def parse_plan(
             collections=collections,
             window_records=window_records,
             files=_get(extract, "extract.files", bool, True),
+            catchup_passes=_get(extract, "extract.catchup_passes", int, 5),
         ),
         journal=JournalSettings(data_dir=data_dir, dsn=dsn),
         output_dir=output_dir,
@@ -340,7 +348,7 @@ PLAN_KEYS: Mapping[str, frozenset[str]] = {
         }
     ),
     "source.quota": _QUOTA_KEYS,
-    "extract": frozenset({"collections", "window_records", "files"}),
+    "extract": frozenset({"collections", "window_records", "files", "catchup_passes"}),
     "load": frozenset({"batch_records", "batches_in_flight"}),
     "journal": frozenset({"dsn", "data_dir"}),
     "destination.quota": _QUOTA_KEYS,

@@ -229,3 +229,12 @@ def test_the_source_timeouts_are_positive_seconds(tmp_path: Path) -> None:
         edited = PLAN.replace("[source]\n", f"[source]\n{bad}\n")
         with pytest.raises(ConfigError, match="positive number of seconds"):
             load_plan(write(tmp_path, edited), env=env)
+
+
+def test_the_catchup_passes_are_a_setting_of_the_extract_table(tmp_path: Path) -> None:
+    env = {"ACME_SECRET": "acme-s3cret"}
+    tuned = PLAN.replace("[extract]\n", "[extract]\ncatchup_passes = 2\n")
+    assert load_plan(write(tmp_path, tuned), env=env).extract.catchup_passes == 2
+    never = PLAN.replace("[extract]\n", "[extract]\ncatchup_passes = 0\n")
+    with pytest.raises(ConfigError, match="at least 1"):
+        load_plan(write(tmp_path, never), env=env)

@@ -449,6 +449,12 @@ class BackDocketClient(SessionClient):
             seen.check(cursor)
             params["cursor"] = cursor
 
+    async def record(self, collection: str, ident: str) -> Record:
+        """One record as it is now (``GET /api/v1/{collection}/{id}``); NotFound once deleted."""
+        what = f"{collection}/{ident}"
+        record: Record = await self._get_json(f"api/v1/{what}", None, what)
+        return record
+
     async def download(
         self, document_id: str, sink: Callable[[AsyncIterator[bytes]], Awaitable[T]]
     ) -> T:

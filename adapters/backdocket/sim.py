@@ -97,6 +97,13 @@ class SimSettings:
     fault_slow_seconds: float = 2.0
     """How long a slow call (``fault_slow_rate``) is held, in seconds."""
     mutate_every: int = 0
+    churn_every: int = 0
+    """Every N-th API call let through (listings, counts, records, the deletion feed and
+    document content alike) a user changes the tenant just before it is served: an
+    edit, a new record, a deletion or a new document version, in turn — a firm that
+    keeps working while it is read (0: never). Counted in ``SimStats.churn``."""
+    churn_max: int = 0
+    """Changes ``churn_every`` makes before the firm stops working (0: no limit)."""
     max_page_size: int = 500
     default_page_size: int = 100
     fault_seed: int = 0
@@ -127,8 +134,10 @@ class SimSettings:
             raise ValueError("fault_slow_seconds must not be negative")
         if not 1 <= self.default_page_size <= self.max_page_size:
             raise ValueError("page sizes must satisfy 1 <= default_page_size <= max_page_size")
-        if self.mutate_every < 0 or self.fault_retry_after < 0:
-            raise ValueError("mutate_every and fault_retry_after must not be negative")
+        if min(self.mutate_every, self.churn_every, self.churn_max, self.fault_retry_after) < 0:
+            raise ValueError(
+                "mutate_every, churn_every, churn_max and fault_retry_after must not be negative"
+            )
 
 
 @dataclass
@@ -153,6 +162,7 @@ class SimStats:
     client_errors: int = 0
     tokens_issued: int = 0
     mutations: int = 0
+    churn: int = 0
     bytes_served: int = 0
     first_request_at: float | None = None
     last_request_at: float | None = None
@@ -204,6 +214,14 @@ class _SortedRecords:
         key = self.by_id.get(ident)
         return None if key is None else self.rows[bisect_left(self.keys, key)]
 
+    def insert(self, record: Record, updated: int) -> None:
+        """Add a new record at its place in the order."""
+        key = (updated, record["id"])
+        index = bisect_right(self.keys, key)
+        self.keys.insert(index, key)
+        self.rows.insert(index, record)
+        self.by_id[record["id"]] = key
+
     def replace(self, record: Record, updated: int) -> None:
         """Swap in a new version of a record at its new place in the order."""
         old_key = self.by_id[record["id"]]
@@ -220,6 +238,11 @@ class _SortedRecords:
 def _micros_of(timestamp: str) -> int:
     return to_micros(datetime.fromisoformat(timestamp))
 
+
+_CHURN = ("edit", "create", "delete", "version")
+"""What a user does at each churned call, in turn."""
+_CHURNED = ("contacts", "matters", "tasks", "documents", "notes")
+"""Collections a working firm changes all day."""
 
 _EDITABLE_FIELD = {
     "users": "name",
@@ -353,6 +376,8 @@ class BackDocketSim:
         self._latency_rng = random.Random(f"latency:{self.settings.fault_seed}")
         self._mutation_rng = random.Random(f"mutations:{self.settings.fault_seed}")
         self._list_calls = 0
+        self._churn_calls = 0
+        self._created = 0
         latest = [rows.keys[-1][0] for rows in self._collections.values() if rows.keys]
         self._clock_floor = max(latest, default=0) + 1
 
@@ -371,6 +396,10 @@ class BackDocketSim:
     def current_records(self, collection: str) -> list[Record]:
         """A collection as it is now (after mutations), in ``(updated_at, id)`` order."""
         return list(self._collections[collection].rows)
+
+    def deleted(self) -> set[tuple[str, str]]:
+        """(collection, id) of every record the deletion feed reports."""
+        return {(collection, ident) for _, collection, ident in self._deletion_keys}
 
     def current_hashes(self, collection: str) -> dict[str, str]:
         """``content_hash`` of every live record of a collection as it is now."""
@@ -393,6 +422,7 @@ class BackDocketSim:
                 await asyncio.sleep(self.settings.fault_slow_seconds)
             elif fault == _RESET:
                 request[_CUT] = True
+            self._churn(request)
             response = await handler(request)
         except _ApiError as refusal:
             response = _error(refusal.status, refusal.code, refusal.retry_after)
@@ -651,6 +681,66 @@ class BackDocketSim:
             digest.update(block)
         return self.edit("documents", document_id, sha256=digest.hexdigest())
 
+    def _now(self) -> int:
+        """Micros now, later than any ``updated_at`` or ``deleted_at`` handed out so far."""
+        now = max(to_micros(datetime.now(UTC)), self._clock_floor)
+        self._clock_floor = now + 1
+        return now
+
+    def create(self, collection: str) -> Record | None:
+        """A user adds a record now: a copy of a random live one under a new id.
+
+        A new document gets bytes of its own (same size and format as the one copied),
+        so its ``sha256`` is that of the content its endpoint serves.
+        """
+        rows = self._collections[collection]
+        if not rows.rows:
+            return None
+        model = self._mutation_rng.choice(rows.rows)
+        self._created += 1
+        ident = f"{model['id']}-new{self._created}"
+        now = self._now()
+        record = {**model, "id": ident, "created_at": iso_from_micros(now)}
+        record["updated_at"] = iso_from_micros(now)
+        if collection == "documents":
+            tenant = self.tenant
+            tenant.document_sizes[ident] = tenant.document_sizes[model["id"]]
+            tenant.document_formats[ident] = tenant.document_formats.get(model["id"], "txt")
+            record["sha256"] = hashlib.sha256(tenant.document_content(ident)).hexdigest()
+        rows.insert(record, now)
+        return record
+
+    def _churn(self, request: web.Request) -> None:
+        """One user change every ``churn_every`` calls let through, up to ``churn_max``."""
+        every, most = self.settings.churn_every, self.settings.churn_max
+        if every == 0 or (most and self.stats.churn >= most):
+            return
+        self._churn_calls += 1
+        if self._churn_calls % every:
+            return
+        self.stats.churn += 1
+        action = _CHURN[self.stats.churn % len(_CHURN)]
+        if action == "version":
+            if self._collections["documents"].rows:
+                self.upload_new_version(self._churned_document(request))
+            return
+        collection = self._mutation_rng.choice(_CHURNED)
+        rows = self._collections[collection].rows
+        if action == "edit":
+            self.mutate(collection)
+        elif action == "create":
+            self.create(collection)
+        elif rows:
+            self.delete(collection, str(self._mutation_rng.choice(rows)["id"]))
+
+    def _churned_document(self, request: web.Request) -> str:
+        """The document being downloaded (its bytes change under the reader), else any."""
+        requested = request.match_info.get("id")
+        documents = self._collections["documents"]
+        if request.path.endswith("/content") and requested and documents.get(requested):
+            return requested
+        return str(self._mutation_rng.choice(documents.rows)["id"])
+
     # -- the truth, for audits
 
     async def _state(self, request: web.Request) -> web.Response:
@@ -669,6 +759,23 @@ class BackDocketSim:
         if collection not in self._collections:
             return _error(404, "not_found")
         return _json({"hashes": self.current_hashes(collection)})
+
+    def delete(self, collection: str, ident: str) -> Record:
+        """A user deletes one record now: it leaves the listings and joins the deletion
+        feed (``GET /api/v1/deletions``, ../shared/sources/backdocket-api.md) with a
+        ``deleted_at`` later than anything served so far."""
+        rows = self._collections[collection]
+        key = rows.by_id.pop(ident, None)
+        if key is None:
+            raise KeyError(f"{collection}/{ident} does not exist")
+        index = bisect_left(rows.keys, key)
+        del rows.keys[index]
+        del rows.rows[index]
+        now = max(to_micros(datetime.now(UTC)), self._clock_floor)
+        self._clock_floor = now + 1
+        entry = (now, collection, ident)
+        self._deletion_keys.insert(bisect_right(self._deletion_keys, entry), entry)
+        return {"collection": collection, "id": ident, "deleted_at": iso_from_micros(now)}
 
 
 async def serve(

@@ -36,6 +36,14 @@ def write_extract_report(
         "deletions": summary.deletions,
         "files_stored": summary.files_stored,
         "files_failed": summary.files_failed,
+        "files_deleted_at_source": summary.files_deleted,
+        "consistency": {
+            "catchup_passes": summary.catchup_passes,
+            "consistent_as_of": (
+                None if summary.consistent_as_of is None else summary.consistent_as_of.isoformat()
+            ),
+            "changes_still_arriving": summary.changes_arriving,
+        },
         "collections": [asdict(c) for c in summary.collections],
         "issues": [asdict(i) for i in issues],
     }
@@ -55,6 +63,7 @@ def render_markdown(summary: ExtractSummary, issues: list[RecordIssue]) -> str:
         f"- {this_process_line(summary)}",
         f"- {summary.deletions} deletions; files stored {summary.files_stored}, "
         f"failed {summary.files_failed}.",
+        f"- {consistency_line(summary)}",
         "",
         "| collection | expected | staged | windows | pages | issues |",
         "|---|---:|---:|---:|---:|---:|",
@@ -78,6 +87,22 @@ def run_total_line(summary: ExtractSummary) -> str:
     """The run's totals, whichever processes read them."""
     expected = sum(c.expected for c in summary.collections)
     return f"Run total: {summary.staged} records staged (expected {expected})."
+
+
+def consistency_line(summary: ExtractSummary) -> str:
+    """The moment the staged state is the source's, or why there is none."""
+    passes = "pass" if summary.catchup_passes == 1 else "passes"
+    if summary.consistent_as_of is not None:
+        return (
+            f"Staged state consistent with the source as of "
+            f"{summary.consistent_as_of.isoformat()} ({summary.catchup_passes} catch-up "
+            f"{passes}; the last found nothing new)."
+        )
+    return (
+        f"Source still changing: stopped at the bound of {summary.catchup_passes} catch-up "
+        f"{passes} with {summary.changes_arriving} changes still arriving; run again "
+        "(--resume) to stage them."
+    )
 
 
 def this_process_line(summary: ExtractSummary) -> str:

@@ -47,6 +47,8 @@ class MigrateReport:
     """Records loaded with a reviewable change (a value mapped to a fallback, truncated…)."""
     owners_matches: list[dict[str, str]] = field(default_factory=list)
     """Who matched: ``user_id`` (BackDocket), ``email`` it matched on, ``destination_user``."""
+    deleted_at_source: dict[str, int] = field(default_factory=dict)
+    """collection → staged records not loaded because the source deleted them since."""
 
     @property
     def created(self) -> int:
@@ -92,6 +94,7 @@ def write_migrate_report(report: MigrateReport, out_dir: Path) -> list[Path]:
                 "owners_fell_back": report.owners_fell_back,
                 "schema_missing": report.schema_missing,
                 "duplicate_emails": report.duplicate_emails,
+                "deleted_at_source": report.deleted_at_source,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -134,6 +137,8 @@ def render_markdown(report: MigrateReport) -> str:
     if report.schema_missing:
         lines += ["", "## Waiting for schema", ""]
         lines += [f"- {name}" for name in report.schema_missing]
+    if report.deleted_at_source:
+        lines += render_deleted(report.deleted_at_source)
     if report.duplicate_emails:
         lines += ["", "## Contacts sharing an email (review for merging)", ""]
         lines += [f"- {d['email']}: {', '.join(d['contacts'])}" for d in report.duplicate_emails]
@@ -143,6 +148,20 @@ def render_markdown(report: MigrateReport) -> str:
         f"{len(report.notes)} records loaded with notes for review: see transform-notes.csv.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_deleted(deleted: Mapping[str, int]) -> list[str]:
+    """Records staged but deleted at the source since: counted under ``skipped``."""
+    lines = ["", "## Deleted at the source (not loaded)", ""]
+    lines += [f"- {collection}: {n}" for collection, n in sorted(deleted.items())]
+    lines += [
+        "",
+        "These records were deleted in the source after they were staged, so this run did "
+        "not load them (each is in failures.csv as `deleted_at_source`). A copy an earlier "
+        "run loaded is still in the destination: removing it is delta pickup / "
+        "reconciliation, not this run.",
+    ]
+    return lines
 
 
 def render_owners(

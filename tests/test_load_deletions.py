@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -192,3 +192,26 @@ async def test_a_deletion_retires_the_staged_version_only_when_it_is_not_older(
     assert rows["restored"].deleted_at is None
     assert orjson.loads(rows["restored"].payload or "null") == {"id": "restored"}
     assert rows["live"].payload is not None
+
+
+async def test_a_migration_while_the_firm_keeps_working_creates_no_deleted_record(
+    world: World, journal: Journal
+) -> None:
+    """The firm edits, creates and deletes records while the migration reads (listings,
+    counts and downloads alike): the extraction converges on the source's final state and
+    the load creates nothing the source deleted."""
+    world.backdocket.settings = replace(world.backdocket.settings, churn_every=4, churn_max=80)
+    outcome = await run_migrate(world.plan)
+    assert world.backdocket.stats.churn > 20  # the firm really worked during the run
+    deleted = world.backdocket.deleted()
+    assert deleted
+    in_org = external_ids_in_org(world.salesforce)
+    assert not {external_id(c, i) for c, i in deleted} & in_org
+    # Every record the source still has was staged as it is now.
+    for collection in ("companies", "contacts", "matters", "tasks"):
+        live = {r["id"] for r in world.backdocket.current_records(collection)}
+        staged = {
+            source_id
+            async for source_id, _ in journal.staging.payloads(outcome.run.run_id, collection)
+        }
+        assert live <= staged, collection

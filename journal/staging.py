@@ -159,31 +159,13 @@ class Staging:
         """
         async with self._pool.acquire() as conn, conn.transaction():
             if rows:
-                await conn.execute(_INCOMING)
-                await conn.copy_records_to_table(
-                    "incoming_records",
-                    records=[
-                        (r.collection, r.source_id, r.updated_at, r.payload, r.content_hash)
-                        for r in rows
-                    ],
-                    columns=["collection", "source_id", "updated_at", "payload", "content_hash"],
-                )
-                await conn.execute(_MERGE, run_id)
+                await _merge(conn, run_id, rows)
             await advance(conn, run_id, window, cursor=next_cursor, records=len(rows))
 
     async def stage_rows(self, run_id: str, rows: Sequence[StagedRow]) -> None:
         """Stage records read outside any window (a document re-read after it changed)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_INCOMING)
-            await conn.copy_records_to_table(
-                "incoming_records",
-                records=[
-                    (r.collection, r.source_id, r.updated_at, r.payload, r.content_hash)
-                    for r in rows
-                ],
-                columns=["collection", "source_id", "updated_at", "payload", "content_hash"],
-            )
-            await conn.execute(_MERGE, run_id)
+            await _merge(conn, run_id, rows)
 
     async def hashes_of(self, run_id: str, collection: str, ids: Sequence[str]) -> dict[str, str]:
         """source id → content hash of the named staged records (absent: not staged)."""
@@ -258,3 +240,20 @@ class Staging:
                     None if payload is None else restore_nuls(payload),
                     row["deleted_at"],
                 )
+
+
+async def _merge(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    run_id: str,
+    rows: Sequence[StagedRow],
+) -> None:
+    """COPY ``rows`` into a temporary table, then merge them into staging in one statement."""
+    await conn.execute(_INCOMING)
+    await conn.copy_records_to_table(
+        "incoming_records",
+        records=[
+            (r.collection, r.source_id, r.updated_at, r.payload, r.content_hash) for r in rows
+        ],
+        columns=["collection", "source_id", "updated_at", "payload", "content_hash"],
+    )
+    await conn.execute(_MERGE, run_id)

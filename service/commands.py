@@ -574,6 +574,7 @@ def _print_migrate_summary(outcome: MigrateOutcome) -> None:
         f"{len(report.failures)} skipped or failed (failures.csv); owners: "
         f"{report.owners_matched} matched, {len(report.owners_fell_back)} fell back"
     )
+    out.print(consistency_line(outcome.extract))
     if report.schema_missing:
         out.print(f"waiting for schema: {', '.join(report.schema_missing)}")
     out.print("reports: " + "  ".join(str(p) for p in outcome.reports))

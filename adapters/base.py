@@ -205,6 +205,17 @@ class Destination(Protocol):
         Ids of records the platform cannot look up cheaply count as existing."""
         ...
 
+    async def delete(self, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
+        """Delete records by destination id; one result per id (``external_id`` holds the
+        destination id). A record already gone is a success (``created`` None): deleting
+        twice after a crash is harmless."""
+        ...
+
+    async def modified(self, sobject: str, ids: Sequence[str]) -> dict[str, datetime]:
+        """Last-modified time of each existing record by destination id (Salesforce
+        LastModifiedDate, Dataverse modifiedon); ids that no longer exist are absent."""
+        ...
+
     async def org_identity(self) -> str:
         """The org's own id (not its URL): a sandbox refresh or a reset keeps the URL
         and changes this, and every id the id map holds for the org with it."""

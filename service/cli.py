@@ -140,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_args(migrate)
 
+    rollback = commands.add_parser(
+        "rollback",
+        help="undo a run in the destination: delete what it created, restore what it updated",
+        description="Delete the records the run created (children first) and give the records "
+        "it updated their pre-images back. A record changed in the destination after the run "
+        "wrote it is reported as a conflict and left alone unless --force. Journaled: rerun "
+        "the same command after a crash and it continues without acting twice.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rollback.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
+    rollback.add_argument("--run", required=True, metavar="RUN_ID", help="the run to undo")
+    rollback.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    rollback.add_argument("--force", action="store_true", help="revert conflicts too")
+    rollback.add_argument(
+        "--objects", type=lambda t: tuple(o.strip() for o in t.split(",") if o.strip()),
+        metavar="A,B", help="only these destination objects",
+    )  # fmt: skip
+
     schema = commands.add_parser(
         "schema",
         help="write the schema plan the destination admin must deploy",
@@ -351,13 +370,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "extract": commands.extract,
         "migrate": commands.migrate,
+        "rollback": commands.rollback,
         "schema": commands.schema,
         "estimate": commands.estimate,
         "runs": commands.runs,
         "sim": commands.sim,
         "demo": commands.demo,
     }
-    if args.command in ("extract", "migrate", "schema", "estimate", "runs"):
+    if args.command in ("extract", "migrate", "rollback", "schema", "estimate", "runs"):
         plan = load_plan(args.plan)
         args.loaded_plan = plan
         ensure_writable_dir(plan.output_dir, "plan migration.output_dir")

@@ -54,6 +54,7 @@ from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
 from service.reports.estimate import estimate_lines, estimate_table
 from service.reports.extract import consistency_line, run_total_line, this_process_line
+from service.rollback import RollbackOptions, run_rollback
 
 T = TypeVar("T")
 
@@ -81,6 +82,16 @@ async def migrate(args: argparse.Namespace) -> int:
         show=not args.no_progress,
     )
     _print_migrate_summary(outcome)
+    return 0
+
+
+async def rollback(args: argparse.Namespace) -> int:
+    """``crmlift rollback``: undo a run (or, with --dry-run, say what that would do)."""
+    plan: MigrationPlan = args.loaded_plan
+    options = RollbackOptions(dry_run=args.dry_run, force=args.force, objects=args.objects)
+    outcome = await run_rollback(plan, args.run, options)
+    out.print(outcome.reports[1].read_text(encoding="utf-8"))
+    out.print(f"reports: {', '.join(str(p) for p in outcome.reports)}")
     return 0
 
 

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
@@ -88,6 +89,7 @@ ENTRY = {"Content-Type": "application/json; type=entry"}
 WRITE_HEADERS = {**ENTRY, "Prefer": "return=representation"}
 """Ask for 201 (created) or 200 (updated) with the row, instead of 204 for both."""
 READ_HEADERS = {"Accept": "application/json"}
+MODIFIED_ON = "modifiedon"
 IN_CHUNK = 100
 """Ids per ``Microsoft.Dynamics.CRM.In`` query: ~4 KB of URL, far under the 32 KB a GET's
 URL may take (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-data-web-api)."""
@@ -825,6 +827,83 @@ class DataverseClient(SessionClient):
                 log.warning("dataverse.check_failed", sobject=sobject, ids=len(chunk))
                 return set(chunk)
 
+    async def modified(self, sobject: str, ids: Sequence[str]) -> dict[str, datetime]:
+        """``modifiedon`` of the rows still there, by id as given: one ``GET set?$select=
+        <id>,modifiedon&$filter=Microsoft.Dynamics.CRM.In(…)`` per ``IN_CHUNK`` ids, as
+        ``existing_ids`` reads (modifiedon: "Date and time when the record was modified",
+        https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/account#BKMK_ModifiedOn).
+        A query that fails raises: unlike ``existing_ids``, an absent id here reads as
+        deleted, and no guess is safe. SharePoint files have no row, so none is listed."""
+        if sobject == SHAREPOINT_FILES or not ids:
+            return {}
+        info = await self._known_table(sobject)
+        wanted = {i.lower(): i for i in ids}
+        found: dict[str, datetime] = {}
+        for group in _chunks(_chunks(list(dict.fromkeys(ids)), IN_CHUNK), self.config.batch_size):
+            requests = [
+                BatchRequest("GET", _in_query(info, c, MODIFIED_ON), READ_HEADERS) for c in group
+            ]
+            answers = await self._batch(requests, f"modifiedon of {sum(map(len, group))} {sobject}")
+            for part in answers:
+                if part.status != 200 or not part.body:
+                    what = f"modifiedon of {sobject}"
+                    raise PlatformUnavailable(PLATFORM, what, _error_text(part.body, part.status))
+                page: Any = orjson.loads(part.body)
+                while True:
+                    for row in page.get("value", []):
+                        given = wanted.get(str(row.get(info.primary_id, "")).lower())
+                        if given is not None and row.get(MODIFIED_ON):
+                            found[given] = datetime.fromisoformat(str(row[MODIFIED_ON]))
+                    path = str(page.get("@odata.nextLink") or "").split(API_PATH, 1)[-1]
+                    if not path:
+                        break
+                    page = await self._json(path, f"modifiedon of {sobject} (next page)")
+        return found
+
+    async def delete(self, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
+        """``DELETE <set>(<id>)``, each its own changeset, ``batch_size`` to a ``$batch``
+        ("Basic delete", https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api#basic-delete;
+        "Execute batch operations", .../webapi/execute-batch-operations-using-web-api).
+        204 is deleted now (``created`` False); 404 is already gone (``created`` None), so
+        deleting twice after a crash is harmless. SharePoint files (their server-relative
+        URLs) go to the site's Recycle Bin (:meth:`_recycle_files`)."""
+        if sobject == SHAREPOINT_FILES:
+            return await self._recycle_files(ids)
+        info = await self._known_table(sobject)
+        results: list[WriteResult] = []
+        for chunk in _chunks(list(ids), self.config.batch_size):
+            requests = [BatchRequest("DELETE", f"{info.entity_set}({i})") for i in chunk]
+            answers = await self._batch(requests, f"delete {len(chunk)} {sobject}")
+            results.extend(
+                _delete_result(sobject, i, part) for i, part in zip(chunk, answers, strict=True)
+            )
+            log.info("dataverse.deleted", platform=PLATFORM, object=sobject, records=len(chunk),
+                     failed=sum(not r.ok for r in results[-len(chunk):]))  # fmt: skip
+        return results
+
+    async def _recycle_files(self, urls: Sequence[str]) -> list[WriteResult]:
+        """Each SharePoint file to the Recycle Bin, a few at once; one already gone is a
+        success. Without a configured site nothing can be reached: each fails, named."""
+        if self.sharepoint is None:
+            return [
+                WriteResult(u, None, None, "sharepoint_not_configured",
+                            f"{u}: no SharePoint site is configured to delete it from")
+                for u in urls
+            ]  # fmt: skip
+        sharepoint = self.sharepoint
+
+        async def one(url: str) -> WriteResult:
+            try:
+                recycled = await sharepoint.recycle_file(url)
+            except SharePointRefused as exc:
+                return WriteResult(url, None, None, "sharepoint_refused", f"{url}: {exc}")
+            return WriteResult(url, url, False if recycled else None)
+
+        results: list[WriteResult] = []
+        for chunk in _chunks(list(urls), SHAREPOINT_PARALLEL_UPLOADS):
+            results.extend(await asyncio.gather(*(one(u) for u in chunk)))
+        return results
+
     async def org_identity(self) -> str:
         """The environment's OrganizationId from ``WhoAmI`` (one API call;
         https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/whoami)."""
@@ -1150,11 +1229,23 @@ def _table_info(
     )
 
 
-def _in_query(info: _TableInfo, ids: Sequence[str]) -> str:
-    """``GET`` of the rows among ``ids`` by the ``In`` query function, their ids only."""
+def _in_query(info: _TableInfo, ids: Sequence[str], *also: str) -> str:
+    """``GET`` of the rows among ``ids`` by the ``In`` query function: their ids and the
+    columns ``also`` names."""
     values = ",".join(f"'{i}'" for i in ids)
     where = f"Microsoft.Dynamics.CRM.In(PropertyName='{info.primary_id}',PropertyValues=[{values}])"
-    return f"{info.entity_set}?$select={info.primary_id}&$filter={quote(where, safe=IN_SAFE)}"
+    select = ",".join((info.primary_id, *also))
+    return f"{info.entity_set}?$select={select}&$filter={quote(where, safe=IN_SAFE)}"
+
+
+def _delete_result(sobject: str, ident: str, part: BatchResponse) -> WriteResult:
+    """One delete's outcome: 204 deleted, 404 already gone (both succeed)."""
+    if part.status == 204:
+        return WriteResult(ident, ident, False)
+    if part.status == 404:
+        return WriteResult(ident, ident, None)
+    code, message = _error_parts(part.body, part.status)
+    return WriteResult(ident, None, None, code, f"{PLATFORM}: delete {sobject} {ident}: {message}")
 
 
 def _page_ids(page: Any, primary_id: str) -> list[str]:

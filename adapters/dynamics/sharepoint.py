@@ -11,6 +11,8 @@ API (https://learn.microsoft.com/sharepoint/dev/sp-add-ins/working-with-folders-
 - ``POST <site>/_api/web/GetFolderByServerRelativeUrl('<folder>')/Files/add(url='<name>',
   overwrite=true)`` with the bytes as the body, streamed from the blob store. Overwrite
   makes the upload idempotent: a retry, a rerun or a changed file lands on the same file.
+- ``POST <site>/_api/web/GetFileByServerRelativeUrl('<file>')/recycle()`` moves a file a
+  rollback removes to the Recycle Bin.
 
 SharePoint wants a token for its own resource (``https://<tenant>.sharepoint.com/.default``),
 and throttles with 429/503 and Retry-After ("Avoid getting throttled or blocked in
@@ -171,6 +173,22 @@ class SharePointClient:
         )
         found: dict[str, Any] = orjson.loads(answer)
         return found
+
+    async def recycle_file(self, server_relative_url: str) -> bool:
+        """Move a file to the site's Recycle Bin (``POST GetFileByServerRelativeUrl('<url>')
+        /recycle()``, SP.File.recycle, https://learn.microsoft.com/previous-versions/office/
+        sharepoint-visio/jj245789(v=office.15)): recoverable by hand, unlike DELETE. False
+        when the file is already gone (404 FileNotFoundException): a rollback that resumes
+        after a crash recycles nothing twice."""
+        tail = f"GetFileByServerRelativeUrl('{_literal(server_relative_url)}')/recycle()"
+        try:
+            await self._call("POST", tail, f"recycle {server_relative_url}", b"", {})
+        except SharePointRefused as exc:
+            if exc.status == 404:
+                return False
+            raise
+        log.info("sharepoint.recycled", platform=PLATFORM, file=server_relative_url)
+        return True
 
     async def _call(
         self,

@@ -1159,7 +1159,10 @@ class DataverseSim:
             answer = BatchResponse(result.status, result.headers, result.body, operation.content_id)
             if result.status >= 400:
                 return answer
-            if operation.content_id is not None:
+            # Every changeset request carries a Content-ID (OData multipart format), a
+            # DELETE too; only a write's can be referenced later ($n): a DELETE's names
+            # no row, and a later $n to it stays unknown.
+            if operation.content_id is not None and operation.method != "DELETE":
                 references[operation.content_id] = entity_path(result)
             answers.append(answer)
         return answers

@@ -11,7 +11,11 @@ configured site's path on the same server
   creates a folder (its parent must exist; an existing folder is answered as is);
 - ``POST <site>/_api/web/GetFolderByServerRelativeUrl('<folder>')/Files/add(url='<name>',
   overwrite=true)`` with the file's bytes as the body uploads a file;
-- ``GET <site>/_api/web/GetFolderByServerRelativeUrl('<folder>')`` and ``.../Files`` read.
+- ``GET <site>/_api/web/GetFolderByServerRelativeUrl('<folder>')`` and ``.../Files`` read;
+- ``POST <site>/_api/web/GetFileByServerRelativeUrl('<file>')/recycle()`` moves a file to
+  the site's Recycle Bin and answers the new recycle bin item's id (SP.File.recycle,
+  https://learn.microsoft.com/previous-versions/office/sharepoint-visio/jj245789(v=office.15));
+  a file not there is 404 FileNotFoundException, as every call on a missing file is.
 
 Paths compare case-insensitively, as SharePoint URLs do. Errors use SharePoint's
 ``{"odata.error": {"code", "message": {"lang", "value"}}}`` shape.
@@ -40,6 +44,9 @@ UNAUTHORIZED_CODE = "-2147024891, System.UnauthorizedAccessException"
 
 _FOLDER_CALL = re.compile(
     r"^GetFolderByServerRelativeUrl\('(?P<folder>(?:[^']|'')*)'\)(?P<rest>/.*)?$"
+)
+_FILE_RECYCLE = re.compile(
+    r"^GetFileByServerRelativeUrl\('(?P<file>(?:[^']|'')*)'\)/recycle\(\)$", re.IGNORECASE
 )
 _FILES_ADD = re.compile(
     r"^/Files/add\(url='(?P<name>(?:[^']|'')*)'\s*,\s*overwrite=(?P<overwrite>true|false)\)$",
@@ -88,6 +95,8 @@ class SharePointSite:
     url: str
     folders: dict[str, str] = field(default_factory=dict)
     files: dict[str, SharePointFile] = field(default_factory=dict)
+    recycle_bin: dict[str, SharePointFile] = field(default_factory=dict)
+    """Recycled files by recycle bin item id."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -132,6 +141,15 @@ class SharePointSite:
         stored = SharePointFile(path, content, stamp, unique)
         self.files[path.lower()] = stored
         return stored
+
+    def recycle_file(self, server_relative_url: str) -> str:
+        """Move a file to the Recycle Bin; the recycle bin item's id."""
+        stored = self.files.pop(self._inside(server_relative_url).lower(), None)
+        if stored is None:
+            raise SharePointError(404, NOT_FOUND_CODE, f"File Not Found. ({server_relative_url})")
+        item = str(uuid.uuid4())
+        self.recycle_bin[item] = stored
+        return item
 
     def files_in(self, folder: str) -> list[SharePointFile]:
         prefix = self._existing(folder).lower() + "/"
@@ -194,6 +212,12 @@ def sharepoint_call(
         if not isinstance(url, str):
             raise SharePointError(400, BAD_REQUEST_CODE, "ServerRelativeUrl is required.")
         return 201, site.add_folder(url)
+    recycled = _FILE_RECYCLE.match(tail)
+    if recycled is not None:
+        if method != "POST":
+            raise SharePointError(405, BAD_REQUEST_CODE, "Use POST to recycle a file.")
+        # nometadata answers a primitive as {"value": …} (OData JSON format).
+        return 200, {"value": site.recycle_file(recycled.group("file").replace("''", "'"))}
     match = _FOLDER_CALL.match(tail)
     if match is None:
         raise SharePointError(404, BAD_REQUEST_CODE, f"The simulator does not serve '{tail}'.")

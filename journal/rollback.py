@@ -1,0 +1,130 @@
+"""What a run wrote, as rollback reads it, and what each rollback did (``rollback_ops``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+Kind = Literal["delete", "restore"]
+Outcome = Literal["pending", "deleted", "restored", "conflict", "failed"]
+FINAL: tuple[Outcome, ...] = ("deleted", "restored")
+"""Outcomes a rerun never acts on again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """One destination record a run created or updated, as the rollback undoes it."""
+
+    collection: str
+    object: str
+    destination_id: str
+    external_id: str | None
+    kind: Kind
+    """``delete`` for a record the run created; ``restore`` for one it only updated."""
+    pre_image: dict[str, Any] | None
+    """The values before the run's first update of the record (None: never captured)."""
+    written_at: datetime
+    """When the run journaled its last write of the record: later changes are not ours."""
+    first_op: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """One rollback outcome, for the journal and the report."""
+
+    object: str
+    destination_id: str
+    kind: Kind
+    outcome: Outcome
+    reason: str | None = None
+
+
+_WRITTEN = """
+SELECT collection, object, destination_id, max(external_id) AS external_id,
+       bool_or(action = 'created') AS created,
+       coalesce(jsonb_agg(pre_image ORDER BY op_id) FILTER (WHERE pre_image IS NOT NULL),
+                '[]'::jsonb) AS pre_images,
+       max(created_at) AS written_at, min(op_id) AS first_op
+FROM operations
+WHERE run_id = $1 AND action IN ('created', 'updated')
+  AND object IS NOT NULL AND destination_id IS NOT NULL
+  AND ($2::text[] IS NULL OR object = ANY($2::text[]))
+GROUP BY collection, object, destination_id
+ORDER BY first_op"""
+
+
+class Rollbacks:
+    """Read a run's writes; journal the rollback's outcomes."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def written(self, run_id: str, objects: Sequence[str] | None) -> list[Written]:
+        """Every record ``run_id`` created or updated (of ``objects``, None: all)."""
+        rows = await self._pool.fetch(_WRITTEN, run_id, None if objects is None else list(objects))
+        return [_written(r) for r in rows]
+
+    async def find_run(self, target_run_id: str) -> str | None:
+        """The newest rollback run of ``target_run_id``, which a rerun continues."""
+        value = await self._pool.fetchval(
+            """SELECT run_id FROM runs WHERE settings->>'rollback_of' = $1
+               ORDER BY started_at DESC LIMIT 1""",
+            target_run_id,
+        )
+        return None if value is None else str(value)
+
+    async def outcomes(self, target_run_id: str) -> dict[tuple[str, str], Done]:
+        """(object, destination id) → what the rollbacks of ``target_run_id`` last did."""
+        rows = await self._pool.fetch(
+            """SELECT object, destination_id, action, outcome, reason FROM rollback_ops
+               WHERE target_run_id = $1""",
+            target_run_id,
+        )
+        return {
+            (r["object"], r["destination_id"]): Done(
+                r["object"], r["destination_id"], r["action"], r["outcome"], r["reason"]
+            )
+            for r in rows
+        }
+
+    async def record(self, rollback_run_id: str, target_run_id: str, done: Sequence[Done]) -> None:
+        """Journal outcomes; a final one (deleted, restored) is never overwritten."""
+        if not done:
+            return
+        await self._pool.executemany(
+            """INSERT INTO rollback_ops (target_run_id, object, destination_id, rollback_run_id,
+                                         action, outcome, reason)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (target_run_id, object, destination_id) DO UPDATE
+               SET rollback_run_id = EXCLUDED.rollback_run_id, outcome = EXCLUDED.outcome,
+                   reason = EXCLUDED.reason, updated_at = now()
+               WHERE rollback_ops.outcome NOT IN ('deleted', 'restored')""",
+            [
+                (target_run_id, d.object, d.destination_id, rollback_run_id, d.kind, d.outcome,
+                 d.reason)
+                for d in done
+            ],
+        )  # fmt: skip
+
+
+def _written(row: asyncpg.Record) -> Written:
+    merged: dict[str, Any] = {}
+    for image in orjson.loads(row["pre_images"]):
+        for field, value in image.items():
+            merged.setdefault(field, value)  # the first pre-image holds the pre-run value
+    created = bool(row["created"])
+    return Written(
+        collection=row["collection"],
+        object=row["object"],
+        destination_id=row["destination_id"],
+        external_id=row["external_id"],
+        kind="delete" if created else "restore",
+        pre_image=merged or None,
+        written_at=row["written_at"],
+        first_op=row["first_op"],
+    )

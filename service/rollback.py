@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from adapters.dynamics.keys import SHAREPOINT_FILES
 from adapters.errors import ConfigError
 from journal import Journal, open_journal
 from journal.rollback import FINAL, Done, Rollbacks, Written
@@ -33,6 +34,8 @@ log = structlog.get_logger(__name__)
 PHASE = "rollback"
 CHUNK = 200
 """Records per destination call: the sObject Collections cap (the largest common batch)."""
+UNLISTED = frozenset({SHAREPOINT_FILES})
+"""Objects ``modified`` never lists (files have no row): absence there says nothing."""
 SYSTEM_FIELDS = frozenset({"Id", "attributes"})
 """Keys a fetched pre-image may carry that are not fields to write back."""
 
@@ -250,13 +253,18 @@ class _Undo:
         modified = await self.client.modified(sobject, [w.destination_id for w in todo])
         done: list[Done] = []
         go: list[Written] = []
+        tally = self.report.tally(sobject)
         for w in todo:
             conflict = self._conflict(w, modified)
             if conflict is not None:
                 done.append(conflict)
+            elif w.destination_id not in modified and sobject not in UNLISTED:
+                # Already gone: an attempt that died before journaling its delete sent it
+                # (or someone deleted it by hand); never send a delete twice.
+                tally.already_done += 1
+                done.append(Done(sobject, w.destination_id, "delete", "deleted", "already gone"))
             else:
                 go.append(w)
-        tally = self.report.tally(sobject)
         if self.options.dry_run:
             tally.deleted += len(go)
             return done

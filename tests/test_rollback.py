@@ -9,12 +9,24 @@ api_rest/resources_composite_sobjects_collections_delete.htm
 # ruff: noqa: F811  (the world fixtures are imported, and tests take them by name)
 from __future__ import annotations
 
-import orjson
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
 
+import orjson
+import pytest
+
+from adapters.base import WriteResult
+from adapters.dynamics.client import DataverseClient, DataverseConfig
 from adapters.salesforce.client import SalesforceClient
 from journal import Journal
 from service.migrate import run_migrate
 from service.rollback import RollbackOptions, run_rollback
+from tests.test_migrate_dynamics import NoJobs as DvNoJobs
+from tests.test_migrate_dynamics import World as DvWorld
+from tests.test_migrate_dynamics import by_source_id, sim_settings  # noqa: F401  (fixture)
+from tests.test_migrate_dynamics import world as dv_world  # noqa: F401  (fixture)
 from tests.test_migrate_salesforce import (  # noqa: F401  (fixtures)
     NoJobs,
     World,
@@ -49,8 +61,9 @@ async def test_rollback_deletes_what_the_run_created_but_keeps_a_hand_changed_re
     accounts = by_ext(world.salesforce.records("Account"))
     assert list(accounts) == [company["id"]]
     assert accounts[company["id"]]["Name"] == "Renamed By Hand"
-    for name in ("Contact", "Task", "Case_Matter__c"):
+    for name in ("Contact", "Task", "Case_Matter__c", "ContentVersion"):
         assert world.salesforce.records(name) == [], name
+    assert first.report.failures == 0
     [conflict] = first.report.objects["Account"].conflicts
     assert conflict["destination_id"] == edited.destination_id
     summary = orjson.loads(first.reports[0].read_bytes())
@@ -125,3 +138,105 @@ async def test_a_kept_child_holds_back_its_parents_which_would_take_it_with_them
     assert held
     assert all(c["reason"].startswith("held: a changed Contact record is kept") for c in held)
     assert len(world.salesforce.records("Account")) == len(held)
+
+
+DV_LOADED = ("accounts", "contacts", "tasks", "crm_matters")
+
+
+def dv_ids(world: DvWorld) -> dict[str, set[str]]:
+    """Primary ids per loaded Dataverse table."""
+    out: dict[str, set[str]] = {}
+    for name in DV_LOADED:
+        key = world.dataverse.tables[name].primary_id
+        out[name] = {str(r[key]) for r in world.dataverse.records(name)}
+    return out
+
+
+async def test_dataverse_rollback_deletes_what_the_run_created_but_keeps_a_hand_changed_row(
+    dv_world: DvWorld, journal: Journal
+) -> None:
+    """The Salesforce story on Dataverse: delete is ``DELETE <set>(<id>)`` and the
+    conflict check reads ``modifiedon`` (both cited in adapters/dynamics/client.py)."""
+    before = dv_ids(dv_world)
+    run_id = (await run_migrate(dv_world.plan)).run.run_id
+    loaded = dv_ids(dv_world)
+    assert all(loaded[n] > before[n] for n in ("accounts", "contacts")), loaded.keys()
+    company = next(
+        c for c in dv_world.tenant.records["companies"]
+        if c["id"] in by_source_id(dv_world.dataverse.records("accounts"))
+    )  # fmt: skip
+    destination = dv_world.plan.destination
+    assert destination is not None
+    assert isinstance(destination.config, DataverseConfig)
+    async with DataverseClient(destination.config, destination.quota) as client:
+        # After the load, someone edits one account by hand: a PATCH through the Web API.
+        [edited] = await client.upsert(
+            "account", [{"crm_sourceid": company["id"], "name": "Renamed By Hand"}], DvNoJobs()
+        )
+    assert edited.ok
+
+    first = await run_rollback(dv_world.plan, run_id)
+
+    after = dv_ids(dv_world)
+    assert after["accounts"] == before["accounts"] | {str(edited.destination_id)}
+    for name in ("contacts", "tasks", "crm_matters"):
+        assert after[name] == before[name], name
+    accounts = by_source_id(dv_world.dataverse.records("accounts"))
+    assert accounts[company["id"]]["name"] == "Renamed By Hand"
+    [conflict] = first.report.objects["account"].conflicts
+    assert conflict["destination_id"] == edited.destination_id
+    assert first.report.failures == 0
+
+    second = await run_rollback(dv_world.plan, run_id)
+    assert all(t.deleted == 0 and t.restored == 0 for t in second.report.objects.values())
+    assert second.report.objects["contact"].already_done == first.report.objects["contact"].deleted
+    assert len(second.report.objects["account"].conflicts) == 1
+    assert dv_ids(dv_world) == after
+
+
+class Crash(Exception):
+    """The rollback process dies (power cut, OOM kill) in the middle of its deletes."""
+
+
+@pytest.mark.parametrize("seed", [3, 11, 29])
+async def test_a_rollback_that_dies_mid_way_finishes_on_rerun_deleting_nothing_twice(
+    world: World, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {name: {r["Id"] for r in world.salesforce.records(name)} for name in LOADED}
+    run_id = (await run_migrate(world.plan)).run.run_id
+    dry = await run_rollback(world.plan, run_id, RollbackOptions(dry_run=True))
+    calls = sum(math.ceil(t.deleted / 200) for t in dry.report.objects.values())
+    rng = random.Random(seed)
+    die_at, after_sending = rng.randint(1, calls), rng.random() < 0.5
+    sent: Counter[str] = Counter()  # ids in a delete call, however it ended
+    deleted: Counter[str] = Counter()  # ids the destination deleted in that call
+    made = 0
+    real_delete = SalesforceClient.delete
+
+    async def delete(self: SalesforceClient, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
+        nonlocal made
+        if sobject == "ContentDocument":  # how a ContentVersion's delete is carried out
+            return await real_delete(self, sobject, ids)
+        made += 1
+        if made == die_at and not after_sending:
+            raise Crash(f"died before delete call {made}")
+        sent.update(ids)
+        results = await real_delete(self, sobject, ids)
+        deleted.update(r.external_id for r in results if r.ok and r.created is False)
+        if made == die_at:
+            raise Crash(f"died after delete call {made}, before journaling it")
+        return results
+
+    monkeypatch.setattr(SalesforceClient, "delete", delete)
+    with pytest.raises(Crash):
+        await run_rollback(world.plan, run_id)
+
+    rerun = await run_rollback(world.plan, run_id)
+
+    assert {name: {r["Id"] for r in world.salesforce.records(name)} for name in LOADED} == before
+    # Files go by their ContentDocument (a ContentVersion itself cannot be deleted).
+    assert rerun.report.failures == 0
+    assert rerun.report.conflicts == 0
+    assert sum(deleted.values()) == sum(t.deleted for t in dry.report.objects.values())
+    # Nothing deleted is sent again: the rerun sees it gone.
+    assert [i for i, n in sent.items() if n > 1 and i in deleted] == []

@@ -471,6 +471,8 @@ class SalesforceClient(SessionClient):
         one DeleteResult per id, in order). Records go to the Recycle Bin, so a rollback
         can itself be undone by hand. A record already gone (``GONE_CODES``) is a
         success with ``created`` None; one deleted now has ``created`` False."""
+        if sobject == "ContentVersion":
+            return await self._delete_files(ids)
         results: list[WriteResult] = []
         for chunk in _chunks(list(ids), COLLECTION_LIMIT):
             results.extend(await self._delete_call(sobject, chunk))
@@ -485,6 +487,32 @@ class SalesforceClient(SessionClient):
                 else r
                 for r in results
             ]
+        return results
+
+    async def _delete_files(self, version_ids: Sequence[str]) -> list[WriteResult]:
+        """A ContentVersion cannot be deleted; its file goes by deleting its ContentDocument,
+        every version and link with it (Object Reference, ContentVersion: "To delete a
+        file, delete its ContentDocument"). A version no longer listed is already gone."""
+        wanted = {normalize(i) or i: i for i in version_ids}
+        document_of: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(version_ids)), SOQL_IN_CHUNK):
+            ids = _soql_list(chunk)
+            soql = f"SELECT Id, ContentDocumentId FROM ContentVersion WHERE Id IN ({ids})"
+            for row in await self.query(soql):
+                given = wanted.get(normalize(str(row["Id"])) or str(row["Id"]))
+                if given is not None:
+                    document_of[given] = str(row["ContentDocumentId"])
+        documents = sorted(set(document_of.values()))
+        by_document = {r.external_id: r for r in await self.delete("ContentDocument", documents)}
+        results = []
+        for version in version_ids:
+            document = document_of.get(version)
+            if document is None:
+                results.append(WriteResult(version, version, None))
+                continue
+            answer = by_document[document]
+            results.append(replace(answer, external_id=version,
+                                   destination_id=version if answer.ok else None))  # fmt: skip
         return results
 
     async def _delete_call(self, sobject: str, chunk: list[str]) -> list[WriteResult]:

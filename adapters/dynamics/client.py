@@ -21,7 +21,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import attrgetter
@@ -794,43 +794,19 @@ class DataverseClient(SessionClient):
         if sobject == SHAREPOINT_FILES or not ids:
             return set(ids)
         info = await self._known_table(sobject)
-        chunks = _chunks(list(dict.fromkeys(ids)), IN_CHUNK)
         found: set[str] = set()
-        for group in _chunks(chunks, self.config.batch_size):
-            requests = [BatchRequest("GET", _in_query(info, c), READ_HEADERS) for c in group]
-            answers = await self._batch(requests, f"check {sum(map(len, group))} {sobject}")
-            for chunk, part in zip(group, answers, strict=True):
-                found.update(await self._listed(info, chunk, part, sobject))
+        async for chunk, rows, error in self._rows_among(info, ids, (), "check"):
+            if error is not None:
+                log.warning("dataverse.check_failed", sobject=sobject, ids=len(chunk), error=error)
+                found.update(chunk)
+                continue
+            wanted = {i.lower(): i for i in chunk}
+            found.update(wanted[r] for r in _row_ids(rows, info.primary_id) if r in wanted)
         return found
 
-    async def _listed(
-        self, info: _TableInfo, chunk: Sequence[str], part: BatchResponse, sobject: str
-    ) -> set[str]:
-        """The ids of ``chunk`` an ``In`` query answered with, its ``@odata.nextLink`` pages
-        followed; every id of the chunk when the query failed (never reload on doubt)."""
-        if part.status != 200 or not part.body:
-            log.warning(
-                "dataverse.check_failed", sobject=sobject, ids=len(chunk), status=part.status
-            )
-            return set(chunk)
-        wanted = {i.lower(): i for i in chunk}
-        page: Any = orjson.loads(part.body)
-        there: set[str] = set()
-        while True:
-            there.update(wanted[r] for r in _page_ids(page, info.primary_id) if r in wanted)
-            path = str(page.get("@odata.nextLink") or "").split(API_PATH, 1)[-1]
-            if not path:
-                return there
-            try:
-                page = await self._json(path, f"check {sobject} (next page)")
-            except PlatformUnavailable:
-                log.warning("dataverse.check_failed", sobject=sobject, ids=len(chunk))
-                return set(chunk)
-
     async def modified(self, sobject: str, ids: Sequence[str]) -> dict[str, datetime]:
-        """``modifiedon`` of the rows still there, by id as given: one ``GET set?$select=
-        <id>,modifiedon&$filter=Microsoft.Dynamics.CRM.In(…)`` per ``IN_CHUNK`` ids, as
-        ``existing_ids`` reads (modifiedon: "Date and time when the record was modified",
+        """``modifiedon`` of the rows still there, by id as given, read as ``existing_ids``
+        reads (modifiedon: "Date and time when the record was modified",
         https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/account#BKMK_ModifiedOn).
         A query that fails raises: unlike ``existing_ids``, an absent id here reads as
         deleted, and no guess is safe. SharePoint files have no row, so none is listed."""
@@ -839,26 +815,42 @@ class DataverseClient(SessionClient):
         info = await self._known_table(sobject)
         wanted = {i.lower(): i for i in ids}
         found: dict[str, datetime] = {}
+        async for _, rows, error in self._rows_among(info, ids, (MODIFIED_ON,), "modifiedon"):
+            if error is not None:
+                raise PlatformUnavailable(PLATFORM, f"modifiedon of {sobject}", error)
+            for row in rows:
+                given = wanted.get(str(row.get(info.primary_id, "")).lower())
+                if given is not None and row.get(MODIFIED_ON):
+                    found[given] = datetime.fromisoformat(str(row[MODIFIED_ON]))
+        return found
+
+    async def _rows_among(
+        self, info: _TableInfo, ids: Sequence[str], columns: tuple[str, ...], what: str
+    ) -> AsyncIterator[tuple[list[str], list[dict[str, Any]], str | None]]:
+        """The rows whose primary id is among ``ids``, with ``columns``: one ``In`` query
+        per ``IN_CHUNK`` ids, ``batch_size`` of them to a ``$batch``, each answer's
+        ``@odata.nextLink`` pages followed. Per chunk: its rows, or why its query failed."""
         for group in _chunks(_chunks(list(dict.fromkeys(ids)), IN_CHUNK), self.config.batch_size):
             requests = [
-                BatchRequest("GET", _in_query(info, c, MODIFIED_ON), READ_HEADERS) for c in group
+                BatchRequest("GET", _in_query(info, chunk, *columns), READ_HEADERS)
+                for chunk in group
             ]
-            answers = await self._batch(requests, f"modifiedon of {sum(map(len, group))} {sobject}")
-            for part in answers:
+            label = f"{what} of {sum(map(len, group))} {info.logical_name}"
+            for chunk, part in zip(group, await self._batch(requests, label), strict=True):
                 if part.status != 200 or not part.body:
-                    what = f"modifiedon of {sobject}"
-                    raise PlatformUnavailable(PLATFORM, what, _error_text(part.body, part.status))
+                    yield chunk, [], _error_text(part.body, part.status)
+                    continue
                 page: Any = orjson.loads(part.body)
-                while True:
-                    for row in page.get("value", []):
-                        given = wanted.get(str(row.get(info.primary_id, "")).lower())
-                        if given is not None and row.get(MODIFIED_ON):
-                            found[given] = datetime.fromisoformat(str(row[MODIFIED_ON]))
-                    path = str(page.get("@odata.nextLink") or "").split(API_PATH, 1)[-1]
-                    if not path:
+                rows: list[dict[str, Any]] = list(page.get("value", []))
+                error = None
+                while path := str(page.get("@odata.nextLink") or "").split(API_PATH, 1)[-1]:
+                    try:
+                        page = await self._json(path, f"{label} (next page)")
+                    except PlatformUnavailable as exc:
+                        error = str(exc)
                         break
-                    page = await self._json(path, f"modifiedon of {sobject} (next page)")
-        return found
+                    rows.extend(page.get("value", []))
+                yield chunk, rows, error
 
     async def delete(self, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
         """``DELETE <set>(<id>)``, each its own changeset, ``batch_size`` to a ``$batch``
@@ -1248,8 +1240,8 @@ def _delete_result(sobject: str, ident: str, part: BatchResponse) -> WriteResult
     return WriteResult(ident, None, None, code, f"{PLATFORM}: delete {sobject} {ident}: {message}")
 
 
-def _page_ids(page: Any, primary_id: str) -> list[str]:
-    return [str(row.get(primary_id, "")).lower() for row in page.get("value", [])]
+def _row_ids(rows: Sequence[Mapping[str, Any]], primary_id: str) -> list[str]:
+    return [str(row.get(primary_id, "")).lower() for row in rows]
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -132,6 +132,18 @@ class FileUpload:
     file after an earlier run): a new version of it, not a second file."""
 
 
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What a destination says of a stored file's content: what reconcile compares with
+    the blob the run uploaded."""
+
+    size_bytes: int | None
+    """The content's size in bytes; None where the platform does not say."""
+    md5: str | None = None
+    """Hex MD5 of the content where the platform keeps one (Salesforce
+    ContentVersion.Checksum); None elsewhere."""
+
+
 def pack(
     items: Sequence[T], size: Callable[[T], int], max_bytes: int, max_count: int
 ) -> list[list[T]]:
@@ -205,10 +217,14 @@ class Destination(Protocol):
         Ids of records the platform cannot look up cheaply count as existing."""
         ...
 
-    async def delete(self, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
+    async def delete(
+        self, sobject: str, ids: Sequence[str], ledger: JobLedger | None = None
+    ) -> list[WriteResult]:
         """Delete records by destination id; one result per id (``external_id`` holds the
         destination id). A record already gone is a success (``created`` None): deleting
-        twice after a crash is harmless."""
+        twice after a crash is harmless. With a ``ledger`` the platform may delete through
+        asynchronous jobs, journaled there before their data is sent (``recover`` reads
+        them back after a crash); without one it makes only synchronous calls."""
         ...
 
     async def modified(self, sobject: str, ids: Sequence[str]) -> dict[str, datetime]:
@@ -227,6 +243,11 @@ class Destination(Protocol):
         Not idempotent: after a lost answer the caller looks the files up by
         external id (``find``) before trying again.
         """
+        ...
+
+    async def file_facts(self, sobject: str, ids: Sequence[str]) -> dict[str, FileFacts]:
+        """Size (and checksum, where kept) of file records' content by destination id (as
+        given); an id that is absent is gone. Read-only: reconcile's file check."""
         ...
 
 

@@ -243,6 +243,17 @@ class Operations:
             result.setdefault((r["collection"], r["object"]), {})[r["action"]] = r["n"]
         return result
 
+    async def not_written(self, run_id: str, collection: str) -> dict[OutcomeKey, NotWritten]:
+        """The collection's records whose last outcome in the run is skipped or failed, as
+        reconcile and the sample diff explain them: one collection's, never the run's."""
+        rows = await self._pool.fetch(_NOT_WRITTEN, run_id, collection)
+        return {
+            (r["source_id"], r["object"], r["external_id"]): NotWritten(
+                r["action"], r["reason_code"], r["message"]
+            )
+            for r in rows
+        }
+
     async def failures(self, run_id: str) -> list[Operation]:
         """Every failed or skipped operation of a run, for failures.csv."""
         rows = await self._pool.fetch(
@@ -257,6 +268,31 @@ class Operations:
             run_id,
         )
         return [Operation(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class NotWritten:
+    """A record a run skipped or failed to write, with the journaled reason."""
+
+    action: str
+    code: str | None
+    message: str | None
+
+
+OutcomeKey = tuple[str, str | None, str | None]
+"""(source id, destination object, external id); object and external id are None for a
+record the transform refused as a whole."""
+
+# A record counts once, by its last word: written (in any attempt of the run) wins over
+# an earlier failure, else the newest outcome. Only the ones not written come back.
+_NOT_WRITTEN = """
+SELECT source_id, object, external_id, action, reason_code, message FROM (
+    SELECT DISTINCT ON (source_id, coalesce(object, '-'), coalesce(external_id, source_id))
+           source_id, object, external_id, action, reason_code, message
+    FROM operations WHERE run_id = $1 AND collection = $2
+    ORDER BY source_id, coalesce(object, '-'), coalesce(external_id, source_id),
+             (action IN ('created', 'updated', 'unchanged')) DESC, op_id DESC) last
+WHERE action IN ('failed', 'skipped')"""
 
 
 async def _retire_id_map(

@@ -24,6 +24,7 @@ class Written:
     object: str
     destination_id: str
     external_id: str | None
+    source_id: str
     kind: Kind
     """``delete`` for a record the run created; ``restore`` for one it only updated."""
     pre_image: dict[str, Any] | None
@@ -46,6 +47,7 @@ class Done:
 
 _WRITTEN = """
 SELECT collection, object, destination_id, max(external_id) AS external_id,
+       max(source_id) AS source_id,
        bool_or(action = 'created') AS created,
        coalesce(jsonb_agg(pre_image ORDER BY op_id) FILTER (WHERE pre_image IS NOT NULL),
                 '[]'::jsonb) AS pre_images,
@@ -92,6 +94,79 @@ class Rollbacks:
             for r in rows
         }
 
+    async def touched(self, sobject: str, ids: Sequence[str]) -> dict[str, datetime]:
+        """When crmlift's own rollbacks (of any run) last restored or deleted each of these
+        records: a later destination timestamp up to then is our write, not someone else's
+        (undoing a newer run restores a record an older run wrote)."""
+        rows = await self._pool.fetch(
+            """SELECT destination_id, max(updated_at) AS at FROM rollback_ops
+               WHERE object = $1 AND destination_id = ANY($2::text[])
+                 AND outcome IN ('restored', 'deleted')
+               GROUP BY destination_id""",
+            sobject,
+            list(ids),
+        )
+        return {r["destination_id"]: r["at"] for r in rows}
+
+    async def written_by(
+        self, run_ids: Sequence[str], sobject: str, ids: Sequence[str]
+    ) -> dict[str, datetime]:
+        """When any of ``run_ids`` last journaled a write of each of these records."""
+        if not run_ids:
+            return {}
+        rows = await self._pool.fetch(
+            """SELECT destination_id, max(created_at) AS at FROM operations
+               WHERE run_id = ANY($1::text[]) AND action IN ('created', 'updated')
+                 AND object = $2 AND destination_id = ANY($3::text[])
+               GROUP BY destination_id""",
+            list(run_ids),
+            sobject,
+            list(ids),
+        )
+        return {r["destination_id"]: r["at"] for r in rows}
+
+    async def loads_since(
+        self, migration: str, platform: str, org_url: str, first_run_id: str
+    ) -> list[str]:
+        """Load runs of ``migration`` into the org at ``org_url`` started at or after
+        ``first_run_id``, newest first: what ``--to-before`` undoes. Rollback runs are never
+        among them. The org is read from the plan journaled with each run (its
+        ``[destination]`` URL), the id map's own scope (``service.migrate.id_map_scope``)."""
+        rows = await self._pool.fetch(
+            """SELECT run_id FROM runs
+               WHERE migration = $1 AND destination = $2
+                 AND settings->>'rollback_of' IS NULL
+                 AND rtrim(coalesce(settings->'destination'->>'login_url',
+                                    settings->'destination'->>'environment_url', ''), '/') = $3
+                 AND started_at >= (SELECT started_at FROM runs WHERE run_id = $4)
+               ORDER BY started_at DESC, run_id DESC""",
+            migration,
+            platform,
+            org_url.rstrip("/"),
+            first_run_id,
+        )
+        return [str(r["run_id"]) for r in rows]
+
+    async def left(self, target_run_id: str, objects: Sequence[str] | None) -> int:
+        """Records ``target_run_id`` wrote (of ``objects``) that no rollback has deleted
+        or restored yet: 0 means it is fully rolled back."""
+        value = await self._pool.fetchval(
+            """SELECT count(*) FROM (
+                   SELECT DISTINCT object, destination_id FROM operations
+                   WHERE run_id = $1 AND action IN ('created', 'updated')
+                     AND object IS NOT NULL AND destination_id IS NOT NULL
+                     AND ($2::text[] IS NULL OR object = ANY($2::text[]))
+               ) w
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM rollback_ops r
+                   WHERE r.target_run_id = $1 AND r.object = w.object
+                     AND r.destination_id = w.destination_id
+                     AND r.outcome IN ('deleted', 'restored'))""",
+            target_run_id,
+            None if objects is None else list(objects),
+        )
+        return int(value or 0)
+
     async def record(self, rollback_run_id: str, target_run_id: str, done: Sequence[Done]) -> None:
         """Journal outcomes; a final one (deleted, restored) is never overwritten."""
         if not done:
@@ -123,6 +198,7 @@ def _written(row: asyncpg.Record) -> Written:
         object=row["object"],
         destination_id=row["destination_id"],
         external_id=row["external_id"],
+        source_id=row["source_id"],
         kind="delete" if created else "restore",
         pre_image=merged or None,
         written_at=row["written_at"],

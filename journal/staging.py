@@ -210,6 +210,45 @@ class Staging:
             ):
                 yield row["source_id"], restore_nuls(row["payload"])
 
+    async def live(
+        self, run_id: str, collection: str, source_ids: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """(source id, payload JSON) of the named staged records still live at the source
+        (the load's rule: a deletion at or after the staged version retires it)."""
+        rows = await self._pool.fetch(
+            """SELECT s.source_id, s.payload::text AS payload FROM staged_records s
+               WHERE s.run_id = $1 AND s.collection = $2 AND s.source_id = ANY($3::text[])
+                 AND NOT EXISTS (
+                     SELECT 1 FROM source_deletions d
+                     WHERE d.run_id = s.run_id AND d.collection = s.collection
+                       AND d.source_id = s.source_id AND d.deleted_at >= s.updated_at)
+               ORDER BY s.source_id""",
+            run_id,
+            collection,
+            list(source_ids),
+        )
+        return [(r["source_id"], restore_nuls(r["payload"])) for r in rows]
+
+    async def live_among(
+        self, run_id: str, keys: Sequence[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Which (collection, source id) of ``keys`` are staged and live in the run."""
+        if not keys:
+            return set()
+        rows = await self._pool.fetch(
+            """SELECT s.collection, s.source_id FROM staged_records s
+               JOIN unnest($2::text[], $3::text[]) AS k (collection, source_id)
+                 ON k.collection = s.collection AND k.source_id = s.source_id
+               WHERE s.run_id = $1 AND NOT EXISTS (
+                     SELECT 1 FROM source_deletions d
+                     WHERE d.run_id = s.run_id AND d.collection = s.collection
+                       AND d.source_id = s.source_id AND d.deleted_at >= s.updated_at)""",
+            run_id,
+            [c for c, _ in keys],
+            [s for _, s in keys],
+        )
+        return {(r["collection"], r["source_id"]) for r in rows}
+
     async def for_load(
         self, run_id: str, collection: str, *, batch: int = 1000
     ) -> AsyncGenerator[LoadRow, None]:

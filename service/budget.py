@@ -43,6 +43,9 @@ class PlatformBudget:
     """(object, records, records per upsert call, config) → cost."""
     files: Callable[[str, Sequence[int], int, int, Any], LoadCost]
     """(object, sample of file sizes, files, files per loader batch, config) → cost."""
+    rollback: Callable[[str, int, int, Any], LoadCost]
+    """(object, records the run created, ids per rollback delete call, config) → what
+    deleting them again costs (``crmlift rollback``)."""
     seconds: Callable[[LoadCost, QuotaProfile, Any], float]
     """Shortest time the destination's rate or windows allow for a cost."""
     daily_units: Callable[[LoadCost], int]
@@ -77,6 +80,7 @@ def dataverse_seconds(cost: LoadCost, quota: QuotaProfile, config: Any) -> float
 SALESFORCE = PlatformBudget(
     records=lambda o, n, per, c: salesforce.records_cost(o, n, per, salesforce_config(c)),
     files=lambda o, sizes, n, per, c: salesforce.files_cost(o, sizes, n, per),
+    rollback=lambda o, n, per, c: salesforce.rollback_cost(o, n, per, salesforce_config(c)),
     seconds=salesforce_seconds,
     daily_units=lambda cost: cost.requests,
     daily_unit="API calls",
@@ -87,6 +91,7 @@ SALESFORCE = PlatformBudget(
 DYNAMICS = PlatformBudget(
     records=lambda o, n, per, c: dynamics.records_cost(o, n, per, dataverse_config(c)),
     files=lambda o, sizes, n, per, c: dynamics.files_cost(o, sizes, n, per, dataverse_config(c)),
+    rollback=lambda o, n, per, c: dynamics.rollback_cost(o, n, per, dataverse_config(c)),
     seconds=dataverse_seconds,
     # The 24 h Power Platform entitlement counts every operation inside a $batch (§2.6).
     daily_units=lambda cost: cost.operations,

@@ -30,6 +30,7 @@ if __name__ == "__main__" or Path(sys.argv[0]).name == "crmlift":
 import argparse
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -38,6 +39,7 @@ import uvloop
 from adapters.errors import CrmliftError, Interrupted
 from adapters.secrets import redact
 from service import commands
+from service.approval import DEFAULT_SAMPLE
 from service.logs import configure_logging
 from service.plan import MigrationPlan, ensure_writable_dir, load_plan
 from service.shutdown import Shutdown
@@ -139,6 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_args(migrate)
+    migrate.add_argument(
+        "--sample", type=_count, nargs="?", const=DEFAULT_SAMPLE, metavar="N",
+        help=f"a sample run: about N records (default {DEFAULT_SAMPLE}) spanning every "
+        "collection, with their parents and the dirty cases, into [sample_destination] if "
+        "the plan has one; writes diff.csv and diff.html (source → sent → held)",
+    )  # fmt: skip
+
+    approve = commands.add_parser(
+        "approve",
+        help="approve a sample run: a full run may then start under require_approved_sample",
+        description="Record in the journal that the operator reviewed a completed sample "
+        "run's diff and approves its mapping: who, when, the run and the mapping's "
+        "fingerprint. With [migration] require_approved_sample = true, a full migrate starts "
+        "only when a sample made with the same mapping fingerprint was approved.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    approve.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
+    approve.add_argument("--run", required=True, metavar="SAMPLE_RUN_ID", help="the sample run")
+    approve.add_argument(
+        "--by", default=os.environ.get("USER", ""), help="who approves (default: $USER)"
+    )
 
     rollback = commands.add_parser(
         "rollback",
@@ -151,13 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rollback.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
-    rollback.add_argument("--run", required=True, metavar="RUN_ID", help="the run to undo")
+    which = rollback.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", metavar="RUN_ID", help="the run to undo")
+    which.add_argument(
+        "--to-before", metavar="RUN_ID",
+        help="undo every load into the plan's org started at or after RUN_ID, newest first",
+    )  # fmt: skip
     rollback.add_argument("--dry-run", action="store_true", help="report only; write nothing")
     rollback.add_argument("--force", action="store_true", help="revert conflicts too")
     rollback.add_argument(
         "--objects", type=lambda t: tuple(o.strip() for o in t.split(",") if o.strip()),
         metavar="A,B", help="only these destination objects",
     )  # fmt: skip
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="read the destination back and say go or no-go for a run",
+        description="Compare a run with what the destination holds now: counts per object "
+        "(every difference named with its record and reason), every lookup and owner, files "
+        "(present, size, checksum where the platform keeps one), totals of numeric fields, "
+        "and a seeded sample compared field by field. Read-only; reports reconcile.json, .md "
+        "and .html in the run's report directory. Exit 0 on go, 9 on no-go.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reconcile.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
+    reconcile.add_argument("--run", required=True, metavar="RUN_ID", help="the run to check")
+    reconcile.add_argument(
+        "--sample-size", type=_count, default=25,
+        help="records per object compared field by field (default 25)",
+    )  # fmt: skip
+    reconcile.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
 
     schema = commands.add_parser(
         "schema",
@@ -371,13 +419,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         "extract": commands.extract,
         "migrate": commands.migrate,
         "rollback": commands.rollback,
+        "reconcile": commands.reconcile,
+        "approve": commands.approve,
         "schema": commands.schema,
         "estimate": commands.estimate,
         "runs": commands.runs,
         "sim": commands.sim,
         "demo": commands.demo,
     }
-    if args.command in ("extract", "migrate", "rollback", "schema", "estimate", "runs"):
+    if args.command in (
+        "extract",
+        "migrate",
+        "rollback",
+        "reconcile",
+        "approve",
+        "schema",
+        "estimate",
+        "runs",
+    ):
         plan = load_plan(args.plan)
         args.loaded_plan = plan
         ensure_writable_dir(plan.output_dir, "plan migration.output_dir")

@@ -43,6 +43,7 @@ from journal import open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
 from ratelimit.profiles import profile_for
+from service.approval import approve as approve_sample
 from service.estimate import run_estimate
 from service.extract import EPOCH
 from service.logs import configure_logging
@@ -52,9 +53,10 @@ from service.pairs import pair_for, setting_help
 from service.pipeline import ExtractOutcome, run_extract
 from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
+from service.reconcile import NO_GO_EXIT, ReconcileOptions, run_reconcile
 from service.reports.estimate import estimate_lines, estimate_table
 from service.reports.extract import consistency_line, run_total_line, this_process_line
-from service.rollback import RollbackOptions, run_rollback
+from service.rollback import RollbackOptions, run_rollback, run_rollback_to_before
 
 T = TypeVar("T")
 
@@ -78,10 +80,26 @@ async def migrate(args: argparse.Namespace) -> int:
     """``crmlift migrate``: extract and load, with progress bars, then the summary."""
     plan: MigrationPlan = args.loaded_plan
     outcome = await _with_progress(
-        lambda board: run_migrate(plan, resume=args.resume, progress=board, shutdown=args.shutdown),
+        lambda board: run_migrate(
+            plan, resume=args.resume, progress=board, shutdown=args.shutdown, sample=args.sample
+        ),
         show=not args.no_progress,
     )
     _print_migrate_summary(outcome)
+    return 0
+
+
+async def approve(args: argparse.Namespace) -> int:
+    """``crmlift approve``: journal the operator's approval of a completed sample run."""
+    plan: MigrationPlan = args.loaded_plan
+    approval = await approve_sample(plan, args.run, args.by)
+    out.print(
+        f"sample run {approval.run_id} approved by {approval.approved_by} at "
+        f"{approval.approved_at:%Y-%m-%d %H:%M:%S %Z}; mapping fingerprint "
+        f"{approval.mapping_fingerprint}",
+        markup=False,
+        highlight=False,
+    )
     return 0
 
 
@@ -89,10 +107,27 @@ async def rollback(args: argparse.Namespace) -> int:
     """``crmlift rollback``: undo a run (or, with --dry-run, say what that would do)."""
     plan: MigrationPlan = args.loaded_plan
     options = RollbackOptions(dry_run=args.dry_run, force=args.force, objects=args.objects)
-    outcome = await run_rollback(plan, args.run, options)
-    out.print(outcome.reports[1].read_text(encoding="utf-8"))
-    out.print(f"reports: {', '.join(str(p) for p in outcome.reports)}")
+    if args.to_before is not None:
+        undone = await run_rollback_to_before(plan, args.to_before, options)
+        for run_id in undone.skipped:
+            out.print(f"run {run_id}: already rolled back, skipped", highlight=False)
+        outcomes = undone.outcomes
+    else:
+        outcomes = [await run_rollback(plan, args.run, options)]
+    for outcome in outcomes:
+        out.print(outcome.reports[1].read_text(encoding="utf-8"))
+        out.print(f"reports: {', '.join(str(p) for p in outcome.reports)}")
     return 0
+
+
+async def reconcile(args: argparse.Namespace) -> int:
+    """``crmlift reconcile``: read the destination back; exit 0 on go, 9 on no-go."""
+    plan: MigrationPlan = args.loaded_plan
+    options = ReconcileOptions(sample_size=args.sample_size, seed=args.seed)
+    outcome = await run_reconcile(plan, args.run, options)
+    out.print(outcome.report.verdict, markup=False, highlight=False)
+    out.print(f"reports: {', '.join(str(p) for p in outcome.reports)}", markup=False)
+    return 0 if outcome.report.go else NO_GO_EXIT
 
 
 async def schema(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ collection splits into destination objects comes from the pair's pure transform
 run over a sample (the first page of each collection), scaled to the count. Each
 object's cost is the destination's own rule (``adapters/*/costs.py``) applied to the
 batches the loader will hand it, and its time is what the destination's quotas
-allow (``service/budget.py``).
+allow (``service/budget.py``). Beside each object's load stands what rolling that load
+back would cost (every record it creates deleted again, in the calls ``crmlift
+rollback`` makes), so the operator knows the way back fits the window too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from service.load import LoadSettings, dependency_levels, level_batch_size
 from service.mapping.base import MappingContext, Rejection
 from service.pairs import Pair, pair_for
 from service.plan import DestinationSettings, MigrationPlan
+from service.rollback import delete_call_size
 
 SAMPLE_RECORDS = MAX_PAGE_SIZE
 """Records read per collection to learn its split: one page."""
@@ -78,6 +81,9 @@ class ObjectEstimate:
     seconds: float
     daily_share: float | None
     """Share of the destination's 24 h allocation; None when it counts none."""
+    rollback: LoadCost
+    """Deleting the records the load creates (``crmlift rollback`` of a first run)."""
+    rollback_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,10 @@ class Estimate:
     allocation_days: float | None
     cutover_hours: float | None
     warnings: list[BudgetWarning]
+    rollback_total: LoadCost
+    rollback_seconds: float
+    """Rolling the whole load back, at the pace the quotas allow (a day's wait per
+    allocation it uses up, as for the load)."""
 
     @property
     def total_seconds(self) -> float:
@@ -158,6 +168,7 @@ def plan_estimate(plan: MigrationPlan, figures: SourceFigures) -> Estimate:
     extract_requests = extraction_requests(plan, figures.counts)
     extract_seconds = extract_requests / plan.source_quota.effective_rate
     loading = load_seconds(total, destination.quota, destination.config, budget)
+    undoing = sum((o.rollback for o in objects), LoadCost())
     return Estimate(
         plan=plan.name,
         destination=destination.platform,
@@ -178,6 +189,8 @@ def plan_estimate(plan: MigrationPlan, figures: SourceFigures) -> Estimate:
             load_seconds=loading,
             cutover_hours=plan.cutover_hours,
         ),
+        rollback_total=undoing,
+        rollback_seconds=load_seconds(undoing, destination.quota, destination.config, budget),
     )
 
 
@@ -276,18 +289,24 @@ def _objects(
         records[share.object] += share.records
         costs[share.object] += share_cost(share, destination.config, budget)
     quota = destination.quota
-    return [
-        ObjectEstimate(
-            object=obj,
-            records=records[obj],
-            cost=cost,
-            seconds=budget.seconds(cost, quota, destination.config),
-            daily_share=budget.daily_units(cost) / quota.daily_requests
-            if quota.daily_requests
-            else None,
+    estimates = []
+    for obj, cost in costs.items():
+        undo = budget.rollback(obj, records[obj], delete_call_size(records[obj]),
+                               destination.config)  # fmt: skip
+        estimates.append(
+            ObjectEstimate(
+                object=obj,
+                records=records[obj],
+                cost=cost,
+                seconds=budget.seconds(cost, quota, destination.config),
+                daily_share=budget.daily_units(cost) / quota.daily_requests
+                if quota.daily_requests
+                else None,
+                rollback=undo,
+                rollback_seconds=budget.seconds(undo, quota, destination.config),
+            )
         )
-        for obj, cost in costs.items()
-    ]
+    return estimates
 
 
 def extraction_requests(plan: MigrationPlan, counts: Mapping[str, int]) -> int:

@@ -100,6 +100,7 @@ class Loader:
         settings: LoadSettings | None = None,
         progress: ProgressBoard | None = None,
         shutdown: Shutdown | None = None,
+        only: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.destination = destination
         self.journal = journal
@@ -113,6 +114,8 @@ class Loader:
         self.settings = settings or LoadSettings()
         self.progress = progress or ProgressBoard()
         self.shutdown = shutdown or Shutdown()
+        self.only = only
+        """Collection → the staged source ids to load (a sample run); None: every one."""
         self.jobs = LoadJobs(journal.pool, run.run_id)
         self._slots = asyncio.Semaphore(self.settings.batches_in_flight)
         self.timings: dict[str, float] = defaultdict(float)
@@ -139,6 +142,8 @@ class Loader:
             await self._sweep_extra(extra)
             await self._write_batch([(collection, p.external_id, [p]) for collection, p in extra])
         staged = await self.journal.staging.counts(self.run.run_id)
+        if self.only is not None:
+            staged = {c: len(self.only.get(c, ())) for c in staged}
         for collection in self.load_order:
             self.progress.track(f"load:{collection}", staged.get(collection, 0))
         for level in self.levels:
@@ -264,6 +269,8 @@ class Loader:
             # go back to the pool now, not whenever the generator is collected.
             async with contextlib.aclosing(staged):
                 async for row in staged:
+                    if not self._taken(collection, row.source_id):
+                        continue
                     if row.payload is None:
                         gone.append(row)
                         if len(gone) >= batch_records:
@@ -297,6 +304,8 @@ class Loader:
         """Staged collections the mapping does not load still end in the journal."""
         ops = []
         async for row in self.journal.staging.for_load(self.run.run_id, collection):
+            if not self._taken(collection, row.source_id):
+                continue
             if row.payload is None:
                 ops.append(self._deleted_op(collection, row))
                 continue
@@ -304,6 +313,10 @@ class Loader:
             if isinstance(result, Rejection):
                 ops.append(_rejected(collection, row.source_id, result))
         await self.journal.operations.record(self.run.run_id, self.migration, ops)
+
+    def _taken(self, collection: str, source_id: str) -> bool:
+        """Whether this run loads the staged record (a sample loads only its selection)."""
+        return self.only is None or source_id in self.only.get(collection, ())
 
     async def _skip_deleted(self, collection: str, rows: Sequence[LoadRow]) -> None:
         """Journal staged records the source deleted since: skipped, so every source

@@ -21,15 +21,16 @@ from adapters.errors import ConfigError, SchemaMissing
 from journal import Journal, open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
+from service.context import run_context, staged
 from service.extract import ExtractSummary
 from service.load import PHASE as LOAD_PHASE
 from service.load import Loader, LoadSettings
-from service.mapping.base import MappingContext
 from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for, setting_help
-from service.pipeline import extract_into, guarded, run_dir, running
+from service.pipeline import extract_into, guarded, run_dir
 from service.plan import DestinationSettings, MigrationPlan
 from service.progress import ProgressBoard
 from service.reports.migrate import MigrateReport, build_rows, write_migrate_report
+from service.sample import Sampling, starting
 from service.shutdown import Shutdown
 
 log = structlog.get_logger(__name__)
@@ -58,11 +59,14 @@ async def run_migrate(
     resume: str | None = None,
     progress: ProgressBoard | None = None,
     shutdown: Shutdown | None = None,
+    sample: int | None = None,
 ) -> MigrateOutcome:
     """Extract the plan's source and load it into its destination, journaled throughout.
 
     ``shutdown`` is the operator's stop request: once asked, the load starts no new
     batch, journals the ones in flight and ends the run as interrupted (resumable).
+    ``sample``: load about that many records (``service.sample``), into the plan's
+    ``[sample_destination]`` if it has one, and write their field-level diff.
     """
     if plan.destination is None:
         raise ConfigError("the plan has no [destination] table; `crmlift extract` only extracts")
@@ -71,9 +75,10 @@ async def run_migrate(
     progress = progress or ProgressBoard()
     async with (
         open_journal(plan.journal) as journal,
-        running(journal, plan, resume, "migrate", destination=destination.platform) as run,
+        starting(journal, plan, resume, sample) as (run, sampling),
     ):
         structlog.contextvars.bind_contextvars(run_id=run.run_id)
+        destination = destination if sampling is None else sampling.destination
         async with (
             guarded(journal, run, "migrate"),
             pair.open_client(destination.config, destination.quota) as client,
@@ -82,10 +87,12 @@ async def run_migrate(
             extracted, source_governor = await extract_into(journal, plan, run, progress)
             phases: dict[str, float] = {}
             report, timings = await _load(
-                journal, plan, pair, run, client, progress, phases, shutdown or Shutdown()
-            )
+                journal, plan, pair, run, client, progress, phases, shutdown or Shutdown(),
+                sampling,
+            )  # fmt: skip
         await journal.runs.set_status(run.run_id, "completed")
         paths = write_migrate_report(report, run_dir(plan, run.run_id))
+        paths += [] if sampling is None else sampling.reports
         return MigrateOutcome(
             run, extracted, report, paths, source_governor, client.governors, phases, timings
         )
@@ -115,34 +122,20 @@ async def _load(
     progress: ProgressBoard,
     phases: dict[str, float],
     shutdown: Shutdown,
+    sampling: Sampling | None = None,
 ) -> tuple[MigrateReport, dict[str, float]]:
     assert plan.destination is not None
-    destination = plan.destination
+    destination = plan.destination if sampling is None else sampling.destination
     started = time.perf_counter()
     out_dir = run_dir(plan, run.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    definitions = await _staged(journal, run, "custom_field_definitions")
-    wanted = pair.schema_plan(definitions, destination.mapping)
+    users_by_email = await client.users_by_email()
+    built = await run_context(journal, run, pair, destination, users_by_email)
+    wanted = pair.schema_plan(built.definitions, destination.mapping)
     (out_dir / "schema-plan.json").write_bytes(wanted.document)
     await _write_rebuild_reference(journal, run, out_dir)
     schema = await _gate_schema(client, pair.objects(destination.mapping), wanted, out_dir)
-
-    users_by_email = await client.users_by_email()
-    fallback = users_by_email.get(destination.fallback_owner_email.strip().lower())
-    if fallback is None:
-        raise ConfigError(
-            f"destination.fallback_owner_email {destination.fallback_owner_email} "
-            "is not an active user of the destination"
-        )
-    owners = pair.resolve_owners(await _staged(journal, run, "users"), users_by_email, fallback)
-    staged_needs = {c: await _staged(journal, run, c) for c in pair.needs}
-    context = MappingContext(
-        owners=owners.owners,
-        fallback_owner=fallback,
-        custom_fields=_by_entity(definitions),
-        settings={**destination.mapping, **pair.context_settings(staged_needs)},
-    )
-    del staged_needs
+    owners, fallback, context = built.owners, built.fallback, built.mapping
     loader = Loader(
         destination=client, journal=journal, run=run, migration=id_map_scope(plan, destination),
         transform=pair.transform, load_order=pair.load_order, depends_on=pair.depends_on,
@@ -151,6 +144,7 @@ async def _load(
             batch_records=destination.batch_records,
             batches_in_flight=destination.batches_in_flight,
         ), progress=progress, shutdown=shutdown,
+        only=None if sampling is None else await sampling.only(journal, run, pair, built),
     )  # fmt: skip
     loading = time.perf_counter()
     phases["prepare"] = loading - started
@@ -182,6 +176,9 @@ async def _load(
         ],
         schema_missing=sorted(name for name, info in schema.items() if info is None),
     )
+    if sampling is not None:
+        migration = id_map_scope(plan, destination)
+        await sampling.check(journal, plan, pair, run, client, built, migration)
     phases["report"] = time.perf_counter() - reporting
     return report, dict(loader.timings)
 
@@ -264,16 +261,5 @@ Flow or Power Automate, document templates), exported as the source defines it."
 
 async def _write_rebuild_reference(journal: Journal, run: Run, out_dir: Path) -> None:
     for collection, filename in REBUILD_REFERENCE.items():
-        records = await _staged(journal, run, collection)
+        records = await staged(journal, run, collection)
         (out_dir / filename).write_bytes(orjson.dumps(records, option=orjson.OPT_INDENT_2))
-
-
-async def _staged(journal: Journal, run: Run, collection: str) -> list[dict[str, Any]]:
-    return [orjson.loads(p) async for _, p in journal.staging.payloads(run.run_id, collection)]
-
-
-def _by_entity(definitions: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], ...]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for d in definitions:
-        grouped.setdefault(str(d.get("entity")), []).append(d)
-    return {k: tuple(v) for k, v in grouped.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -84,6 +85,12 @@ class MigrationPlan:
     cutover_hours: float | None = None
     """``[migration] cutover_hours``: the window the whole run must fit in; the estimate
     warns when it would not."""
+    sample_destination: DestinationSettings | None = None
+    """``[sample_destination]``: where ``migrate --sample`` loads (usually a sandbox);
+    None: the sample loads into ``destination``."""
+    require_approved_sample: bool = False
+    """``[migration] require_approved_sample``: a full run starts only after a sample made
+    with the same mapping was approved (``crmlift approve``)."""
 
     def public_settings(self) -> dict[str, Any]:
         """The plan as journaled with a run: every secret replaced by where it comes from."""
@@ -184,6 +191,8 @@ def parse_plan(
         path=path,
         raw=raw,
         cutover_hours=_cutover_hours(migration),
+        sample_destination=_sample_destination(raw, env),
+        require_approved_sample=_get(migration, "migration.require_approved_sample", bool, False),
     )
 
 
@@ -198,8 +207,34 @@ def _cutover_hours(migration: Mapping[str, Any]) -> float | None:
     return float(value)
 
 
-def _destination(raw: Mapping[str, Any], env: Mapping[str, str]) -> DestinationSettings | None:
-    table = _table(raw, "destination", required=False)
+def _sample_destination(
+    raw: Mapping[str, Any], env: Mapping[str, str]
+) -> DestinationSettings | None:
+    """``[sample_destination]``: read as ``[destination]`` is (same keys, same [mapping] and
+    [load]), its errors naming the table; it must be the same platform, since a sample
+    checks the mapping the full run will use."""
+    if not isinstance(raw.get("sample_destination"), dict):
+        _table(raw, "sample_destination", required=False)  # a non-table is refused here
+        return None
+    if not isinstance(raw.get("destination"), dict):
+        raise ConfigError("plan [sample_destination] needs a [destination] table as well")
+    try:
+        sample = _destination(raw, env, "sample_destination")
+    except ConfigError as exc:
+        raise ConfigError(re.sub(r"\bdestination\.", "sample_destination.", str(exc))) from exc
+    platform = raw["destination"].get("platform")
+    if sample is not None and sample.platform != platform:
+        raise ConfigError(
+            f"plan sample_destination.platform {sample.platform!r} must be the destination's "
+            f"({platform!r}): a sample checks the mapping the full run will use"
+        )
+    return sample
+
+
+def _destination(
+    raw: Mapping[str, Any], env: Mapping[str, str], where: str = "destination"
+) -> DestinationSettings | None:
+    table = _table(raw, where, required=False)
     if not table:
         return None
     platform = _get(table, "destination.platform", str)
@@ -333,8 +368,19 @@ _QUOTA_KEYS = frozenset(BUILDER_KEYS | {f.name for f in fields(QuotaProfile)} - 
 """A ``[*.quota]`` table: an edition and its licences, or any profile setting outright."""
 
 PLAN_KEYS: Mapping[str, frozenset[str]] = {
-    "": frozenset({"migration", "source", "extract", "destination", "mapping", "load", "journal"}),
-    "migration": frozenset({"name", "output_dir", "cutover_hours"}),
+    "": frozenset(
+        {
+            "migration",
+            "source",
+            "extract",
+            "destination",
+            "sample_destination",
+            "mapping",
+            "load",
+            "journal",
+        }
+    ),
+    "migration": frozenset({"name", "output_dir", "cutover_hours", "require_approved_sample"}),
     "source": frozenset(
         {
             "platform",
@@ -436,14 +482,22 @@ def check_keys(raw: Mapping[str, Any]) -> None:
         any_pair = frozenset(k for checks in MAPPING_KEYS.values() for k in checks)
         _known(raw.get("mapping"), "mapping", any_pair)
         return
+    for where in ("destination", "sample_destination"):
+        _known_destination(raw.get(where), where)
+
+
+def _known_destination(destination: Any, where: str) -> None:
+    """``[destination]`` or ``[sample_destination]``: the keys its platform takes."""
+    if not isinstance(destination, dict):
+        return
     keys = DESTINATION_KEYS.get(str(destination.get("platform")))
     if keys is None:
         return  # the platform itself is refused, naming the known ones, when it is read
-    _known(destination, "destination", keys)
-    _known(destination.get("quota"), "destination.quota", PLAN_KEYS["destination.quota"])
+    _known(destination, where, keys)
+    _known(destination.get("quota"), f"{where}.quota", PLAN_KEYS["destination.quota"])
     applications = destination.get("applications")
     for index, app in enumerate(applications if isinstance(applications, list) else []):
-        _known(app, f"destination.applications[{index}]", PLAN_KEYS["destination.applications"])
+        _known(app, f"{where}.applications[{index}]", PLAN_KEYS["destination.applications"])
 
 
 def _known(table: Any, where: str, known: frozenset[str]) -> None:

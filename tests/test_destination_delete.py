@@ -197,3 +197,19 @@ async def test_dataverse_sharepoint_files_go_to_the_recycle_bin_once() -> None:
         assert sim.sharepoint_files() == {}
         assert [f.server_relative_url for f in sim.sharepoint.recycle_bin.values()] == [url]
         assert await client.modified(SHAREPOINT_FILES, [url]) == {}
+
+
+async def test_dataverse_reads_a_sharepoint_files_size_and_finds_a_recycled_one_gone() -> None:
+    """SP.File ``Length`` through ``GET GetFileByServerRelativeUrl('<url>')``
+    (learn.microsoft.com/sharepoint/dev/sp-add-ins/working-with-folders-and-files-with-rest),
+    which reconcile compares with the blob it uploaded."""
+    async with dataverse() as (sim, client):
+        assert sim.sharepoint is not None
+        folder = sim.sharepoint.add_library("account") + "/Firm 1"
+        sim.sharepoint.add_folder(folder)
+        kept = sim.sharepoint.add_file(folder, "brief.pdf", b"%PDF-1.7 brief", True)
+        gone = sim.sharepoint.add_file(folder, "draft.pdf", b"%PDF", True)
+        sim.sharepoint.recycle_file(gone.server_relative_url)
+        urls = [kept.server_relative_url, gone.server_relative_url]
+        facts = await client.file_facts(SHAREPOINT_FILES, urls)
+        assert {u: f.size_bytes for u, f in facts.items()} == {kept.server_relative_url: 14}

@@ -19,12 +19,14 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import Tenant, generate_tenant
 from adapters.costs import LoadCost
 from adapters.dynamics import costs as dynamics
 from adapters.dynamics.client import Application, DataverseConfig
+from adapters.dynamics.keys import SHAREPOINT_FILES
 from adapters.salesforce import costs as salesforce
 from adapters.salesforce.client import SalesforceConfig
 from adapters.secrets import Secret
@@ -35,6 +37,8 @@ from service.estimate import SAMPLE_RECORDS, run_estimate
 from service.mapping.base import MappingContext, Rejection
 from service.pairs import pair_for
 from service.plan import MigrationPlan, parse_plan
+from service.reports.estimate import estimate_table
+from service.rollback import delete_call_size
 
 MB = 1024 * 1024
 SECRET_ENV = "CRMLIFT_TEST_ESTIMATE_SECRET"
@@ -295,3 +299,69 @@ def test_an_estimate_needs_a_destination(
     os.environ.setdefault(SECRET_ENV, "s3cret")
     assert main(["estimate", "--plan", str(plan)]) == 2
     assert "no [destination] table" in capsys.readouterr().err
+
+
+# -- the way back: what rolling the load back would cost -----------------------------------
+
+
+def test_a_small_objects_rollback_is_a_conflict_check_and_a_delete_per_200() -> None:
+    # 450 Contacts: calls of 200, 200 and 50 ids, each one LastModifiedDate query and one
+    # Collections delete.
+    assert delete_call_size(450) == 200
+    assert salesforce.rollback_cost("Contact", 450, 200, ORG) == LoadCost(
+        requests=6, operations=450
+    )
+
+
+def test_rolling_back_a_large_object_deletes_it_in_bulk_jobs_of_10k() -> None:
+    # 25,000 Contacts: calls of 10,000, 10,000 and 5,000 ids. Each: ⌈n/200⌉ conflict-check
+    # queries (50, 50, 25), then a Bulk delete job: create + upload + close + polls + one
+    # result file. 10,000 ids process in ~5 s: polls at 0, 0.2, 0.5, 0.95, 1.625, 2.64,
+    # 4.16 and 6.43 s = 8; 5,000 in ~2.5 s: 6 polls.
+    assert delete_call_size(25_000) == 10_000
+    cost = salesforce.rollback_cost("Contact", 25_000, 10_000, ORG)
+    assert cost == LoadCost(
+        requests=2 * (50 + 3 + 8 + 1) + (25 + 3 + 6 + 1),
+        operations=25_000,
+        bulk_jobs=3,
+        bulk_batches=3,
+        bulk_records=25_000,
+    )
+    # The same Contacts one Collections delete per 200 would cost 125 + 125 calls.
+    assert cost.requests < 250
+
+
+def test_a_file_is_rolled_back_through_its_document_one_more_lookup_per_200() -> None:
+    assert salesforce.rollback_cost("ContentVersion", 300, 200, ORG) == LoadCost(
+        requests=2 * 2 + 2, operations=300
+    )
+
+
+def test_dataverse_rollback_reads_modifiedon_then_deletes_batch_size_to_a_request() -> None:
+    # 450 rows in calls of 200, 200, 50: the In() reads of a call fit one $batch (100 ids
+    # a query, 100 queries a $batch); the deletes take ⌈n/100⌉ $batch requests.
+    assert dynamics.rollback_cost("contact", 450, 200, ENVIRONMENT) == LoadCost(
+        requests=(1 + 2) * 2 + (1 + 1), operations=450
+    )
+    assert dynamics.rollback_cost(SHAREPOINT_FILES, 40, 40, ENVIRONMENT) == LoadCost()
+
+
+@pytest.mark.parametrize("destination", sorted(DESTINATIONS))
+async def test_the_estimate_shows_what_rolling_the_load_back_would_cost(
+    source: tuple[Tenant, str], tmp_path: Path, destination: str
+) -> None:
+    _, url = source
+    estimate = await run_estimate(plan_for(raw_plan(url, destination), tmp_path))
+
+    for o in estimate.objects:
+        files = o.object == SHAREPOINT_FILES
+        assert o.rollback.operations == (0 if files else o.records), o.object
+        assert files or o.rollback.requests >= 1
+    assert estimate.rollback_total == sum((o.rollback for o in estimate.objects), LoadCost())
+    assert estimate.rollback_seconds > 0
+    console = Console(width=200, record=True)
+    console.print(estimate_table(estimate))
+    text = console.export_text()
+    assert text.index("rollback of this load") > text.index(f"estimate: {estimate.plan}")
+    data = orjson.loads(estimate.to_json())
+    assert data["rollback_total"]["operations"] == estimate.rollback_total.operations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import itertools
 import random
@@ -32,7 +33,7 @@ import aiohttp
 import orjson
 import structlog
 
-from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult, pack
+from adapters.base import FileFacts, FileUpload, JobLedger, ObjectInfo, WriteResult, pack
 from adapters.dynamics.batch import (
     MAX_BATCH_REQUESTS,
     BatchFormatError,
@@ -43,6 +44,7 @@ from adapters.dynamics.batch import (
 )
 from adapters.dynamics.keys import (
     SHAREPOINT_FILES,
+    decode_key,
     encode_key,
     library_table,
     lookup_key,
@@ -89,6 +91,10 @@ ENTRY = {"Content-Type": "application/json; type=entry"}
 WRITE_HEADERS = {**ENTRY, "Prefer": "return=representation"}
 """Ask for 201 (created) or 200 (updated) with the row, instead of 204 for both."""
 READ_HEADERS = {"Accept": "application/json"}
+LOOKUP_ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
+ANNOTATED = {**READ_HEADERS, "Prefer": f'odata.include-annotations="{LOOKUP_ANNOTATION}"'}
+"""A read that says which table each lookup points at (a polymorphic lookup's value
+alone does not)."""
 MODIFIED_ON = "modifiedon"
 IN_CHUNK = 100
 """Ids per ``Microsoft.Dynamics.CRM.In`` query: ~4 KB of URL, far under the 32 KB a GET's
@@ -739,6 +745,7 @@ class DataverseClient(SessionClient):
         metadata does not know raises UnknownLookup: real Dataverse would refuse it.
         """
         body: dict[str, Any] = {}
+        bound = {split_lookup_key(k)[0] for k, v in record.items() if v is not None}
         for name, value in record.items():
             if name == self.external_id_field:
                 continue
@@ -747,6 +754,12 @@ class DataverseClient(SessionClient):
                     nav, target = _binding(info, name)
                     target_set = self._entity_sets.get(target, f"{target}s")
                     body[f"{nav}@odata.bind"] = f"/{target_set}({value})"
+                elif split_lookup_key(name)[0] not in bound:
+                    # Empty: cleared ("To disassociate, set the value to null",
+                    # .../webapi/associate-disassociate-entities-using-web-api), unless
+                    # another key of the same lookup binds it, or it cannot bind yet.
+                    with contextlib.suppress(UnknownLookup):
+                        body[f"{_binding(info, name)[0]}@odata.bind"] = None
             elif name in info.attributes:
                 body[name] = ",".join(value) if isinstance(value, list) else value
             elif value is not None:
@@ -756,30 +769,37 @@ class DataverseClient(SessionClient):
     async def fetch(
         self, sobject: str, ids: Sequence[str], fields: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
-        """Current values of rows by id, lookups as ``_x_value``: the pre-images rollback
-        restores. A SharePoint file has none: its earlier content stays in the library's
-        version history, where SharePoint keeps it."""
-        if sobject == SHAREPOINT_FILES:
+        """Current values of rows by id (as given), keyed by ``fields`` as the payloads name
+        them, in the form a write takes: a lookup (``parentcustomerid.account``) holds the
+        target row's id when it points at that table, else None. Read as ``existing_ids``
+        reads, ``_x_value`` plus its ``Microsoft.Dynamics.CRM.lookuplogicalname``
+        annotation ("Lookup properties",
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/web-api-properties#lookup-properties;
+        the annotation needs ``Prefer: odata.include-annotations``,
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns#formatted-values).
+        Pre-images for rollback, read-back for reconcile and the sample diff. A failed
+        query raises: an absent row reads as deleted. A SharePoint file has no row."""
+        if sobject == SHAREPOINT_FILES or not ids:
             return {}
         info = await self._known_table(sobject)
-        columns = {info.primary_id}
+        columns: dict[str, str] = {}  # payload field → the column the Web API returns
         for name in fields:
             if _names_lookup(info, name):
-                columns.add(f"_{split_lookup_key(name)[0]}_value")
-            elif name in info.attributes:
-                columns.add(name)
-        select = ",".join(sorted(columns))
+                columns[name] = f"_{split_lookup_key(name)[0]}_value"
+            elif name in info.attributes and name != info.primary_id:
+                columns[name] = name
+        wanted = {i.lower(): i for i in ids}
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(ids), self.config.batch_size):
-            requests = [
-                BatchRequest("GET", f"{info.entity_set}({i})?$select={select}", READ_HEADERS)
-                for i in chunk
-            ]
-            for part in await self._batch(requests, f"read {len(chunk)} {sobject}"):
-                if part.status == 200 and part.body:
-                    row = orjson.loads(part.body)
-                    row.pop("@odata.context", None)
-                    found[row[info.primary_id]] = row
+        select = tuple(sorted(set(columns.values())))
+        async for _, rows, error in self._rows_among(info, ids, select, "read", ANNOTATED):
+            if error is not None:
+                raise PlatformUnavailable(PLATFORM, f"read {sobject}", error)
+            for row in rows:
+                given = wanted.get(str(row.get(info.primary_id, "")).lower())
+                if given is not None:
+                    found[given] = {
+                        f: _held(row, f, c, f == self.external_id_field) for f, c in columns.items()
+                    }
         return found
 
     async def existing_ids(self, sobject: str, ids: Sequence[str]) -> set[str]:
@@ -825,15 +845,19 @@ class DataverseClient(SessionClient):
         return found
 
     async def _rows_among(
-        self, info: _TableInfo, ids: Sequence[str], columns: tuple[str, ...], what: str
+        self,
+        info: _TableInfo,
+        ids: Sequence[str],
+        columns: tuple[str, ...],
+        what: str,
+        headers: dict[str, str] = READ_HEADERS,
     ) -> AsyncIterator[tuple[list[str], list[dict[str, Any]], str | None]]:
         """The rows whose primary id is among ``ids``, with ``columns``: one ``In`` query
         per ``IN_CHUNK`` ids, ``batch_size`` of them to a ``$batch``, each answer's
         ``@odata.nextLink`` pages followed. Per chunk: its rows, or why its query failed."""
         for group in _chunks(_chunks(list(dict.fromkeys(ids)), IN_CHUNK), self.config.batch_size):
             requests = [
-                BatchRequest("GET", _in_query(info, chunk, *columns), READ_HEADERS)
-                for chunk in group
+                BatchRequest("GET", _in_query(info, chunk, *columns), headers) for chunk in group
             ]
             label = f"{what} of {sum(map(len, group))} {info.logical_name}"
             for chunk, part in zip(group, await self._batch(requests, label), strict=True):
@@ -852,13 +876,16 @@ class DataverseClient(SessionClient):
                     rows.extend(page.get("value", []))
                 yield chunk, rows, error
 
-    async def delete(self, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
+    async def delete(
+        self, sobject: str, ids: Sequence[str], ledger: JobLedger | None = None
+    ) -> list[WriteResult]:
         """``DELETE <set>(<id>)``, each its own changeset, ``batch_size`` to a ``$batch``
         ("Basic delete", https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api#basic-delete;
         "Execute batch operations", .../webapi/execute-batch-operations-using-web-api).
         204 is deleted now (``created`` False); 404 is already gone (``created`` None), so
         deleting twice after a crash is harmless. SharePoint files (their server-relative
-        URLs) go to the site's Recycle Bin (:meth:`_recycle_files`)."""
+        URLs) go to the site's Recycle Bin (:meth:`_recycle_files`). Every call here is
+        synchronous, so ``ledger`` is never written to."""
         if sobject == SHAREPOINT_FILES:
             return await self._recycle_files(ids)
         info = await self._known_table(sobject)
@@ -1109,6 +1136,46 @@ class DataverseClient(SessionClient):
         found = await self.find(sobject, external_ids)
         return [WriteResult(ext, ident, None) for ext, ident in found.items()]
 
+    async def file_facts(self, sobject: str, ids: Sequence[str]) -> dict[str, FileFacts]:
+        """A note's ``filesize`` ("File Size (Bytes)", read-only; annotation reference,
+        https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation)
+        by row id as given, read as ``existing_ids`` reads; Dataverse keeps no checksum of a
+        note's content. A failed query raises: an absent row reads as a missing file.
+        A SharePoint file (its server-relative URL) is read from SharePoint: its
+        ``Length``, no checksum either."""
+        if sobject == SHAREPOINT_FILES:
+            return await self._sharepoint_facts(ids)
+        if not ids:
+            return {}
+        info = await self._known_table(sobject)
+        wanted = {i.lower(): i for i in ids}
+        found: dict[str, FileFacts] = {}
+        async for _, rows, error in self._rows_among(info, ids, ("filesize",), "file facts"):
+            if error is not None:
+                raise PlatformUnavailable(PLATFORM, f"file facts of {sobject}", error)
+            for row in rows:
+                given = wanted.get(str(row.get(info.primary_id, "")).lower())
+                if given is not None:
+                    size = row.get("filesize")
+                    found[given] = FileFacts(None if size is None else int(size))
+        return found
+
+    async def _sharepoint_facts(self, urls: Sequence[str]) -> dict[str, FileFacts]:
+        """Each file's ``Length``, a batch of them at once; without a configured site none
+        can be read, and none is listed (reconcile names them missing, with the cause in
+        its log line)."""
+        sharepoint = self.sharepoint
+        if sharepoint is None:
+            log.warning("dataverse.sharepoint_not_configured", platform=PLATFORM, files=len(urls))
+            return {}
+        found: dict[str, FileFacts] = {}
+        for chunk in _chunks(list(urls), SHAREPOINT_PARALLEL_UPLOADS):
+            sizes = await asyncio.gather(*(sharepoint.file_length(u) for u in chunk))
+            found.update(
+                (u, FileFacts(n)) for u, n in zip(chunk, sizes, strict=True) if n is not None
+            )
+        return found
+
 
 def _not_moved(record: Mapping[str, Any], key: str) -> WriteResult:
     """A SharePoint file whose record or name changed but not its content: crmlift uploads
@@ -1238,6 +1305,20 @@ def _delete_result(sobject: str, ident: str, part: BatchResponse) -> WriteResult
         return WriteResult(ident, ident, None)
     code, message = _error_parts(part.body, part.status)
     return WriteResult(ident, None, None, code, f"{PLATFORM}: delete {sobject} {ident}: {message}")
+
+
+def _held(row: Mapping[str, Any], field: str, column: str, external_id: bool) -> Any:
+    """One payload field's value in a row read back: the external id decoded (it is
+    stored as the alternate key takes it, ``encode_key``); a lookup naming its target
+    table holds the id only when the row's lookup points at that table."""
+    value = row.get(column)
+    if external_id and isinstance(value, str):
+        return decode_key(value)
+    target = split_lookup_key(field)[1]
+    if value is None or target is None or not column.startswith("_"):
+        return value
+    pointed = row.get(f"{column}@{LOOKUP_ANNOTATION}")
+    return value if pointed is None or pointed == target else None
 
 
 def _row_ids(rows: Sequence[Mapping[str, Any]], primary_id: str) -> list[str]:

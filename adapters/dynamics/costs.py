@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.costs import LoadCost, calls, ceil_div, cycled, packed
-from adapters.dynamics.client import FILE_BATCH_BYTES, DataverseConfig
+from adapters.dynamics.client import FILE_BATCH_BYTES, IN_CHUNK, DataverseConfig
 from adapters.dynamics.keys import SHAREPOINT_FILES
 
 ACTIVITY_TABLES = frozenset({"task", "appointment"})
@@ -53,4 +53,20 @@ def files_cost(
         lookups = ceil_div(size, config.batch_size)
         uploads = packed(cycled(sizes, size), FILE_BATCH_BYTES, config.batch_size)
         cost += LoadCost(requests=lookups + uploads, operations=size) * times
+    return cost
+
+
+def rollback_cost(table: str, records: int, per_call: int, config: DataverseConfig) -> LoadCost:
+    """Rolling back ``records`` rows of ``table`` the run created, ``per_call`` ids to each
+    delete the rollback makes: the conflict check's ``modifiedon`` reads (one ``In`` query
+    per ``IN_CHUNK`` ids, ``batch_size`` queries to a ``$batch``), then ``DELETE`` requests
+    ``batch_size`` to a ``$batch`` (§2.3), one operation each. SharePoint files go to the
+    site's Recycle Bin through SharePoint's API: nothing the environment counts."""
+    if table == SHAREPOINT_FILES:
+        return LoadCost()
+    cost = LoadCost()
+    for size, times in calls(records, per_call):
+        reads = ceil_div(ceil_div(size, IN_CHUNK), config.batch_size)
+        deletes = ceil_div(size, config.batch_size)
+        cost += LoadCost(requests=reads + deletes, operations=size) * times
     return cost

@@ -174,6 +174,20 @@ class SharePointClient:
         found: dict[str, Any] = orjson.loads(answer)
         return found
 
+    async def file_length(self, server_relative_url: str) -> int | None:
+        """A file's size in bytes (SP.File ``Length``, ``GET GetFileByServerRelativeUrl
+        ('<url>')``, https://learn.microsoft.com/sharepoint/dev/sp-add-ins/working-with-folders-and-files-with-rest);
+        None when the file is not there (404 FileNotFoundException)."""
+        tail = f"GetFileByServerRelativeUrl('{_literal(server_relative_url)}')"
+        try:
+            answer = await self._call("GET", tail, f"read {server_relative_url}", b"", {})
+        except SharePointRefused as exc:
+            if exc.status == 404:
+                return None
+            raise
+        length = orjson.loads(answer).get("Length")
+        return None if length is None else int(length)
+
     async def recycle_file(self, server_relative_url: str) -> bool:
         """Move a file to the site's Recycle Bin (``POST GetFileByServerRelativeUrl('<url>')
         /recycle()``, SP.File.recycle, https://learn.microsoft.com/previous-versions/office/

@@ -12,6 +12,9 @@ configured site's path on the same server
 - ``POST <site>/_api/web/GetFolderByServerRelativeUrl('<folder>')/Files/add(url='<name>',
   overwrite=true)`` with the file's bytes as the body uploads a file;
 - ``GET <site>/_api/web/GetFolderByServerRelativeUrl('<folder>')`` and ``.../Files`` read;
+- ``GET <site>/_api/web/GetFileByServerRelativeUrl('<file>')`` reads a file's properties
+  (SP.File: ``Length`` in bytes, ``TimeLastModified``…; "Working with files by using
+  REST", same page);
 - ``POST <site>/_api/web/GetFileByServerRelativeUrl('<file>')/recycle()`` moves a file to
   the site's Recycle Bin and answers the new recycle bin item's id (SP.File.recycle,
   https://learn.microsoft.com/previous-versions/office/sharepoint-visio/jj245789(v=office.15));
@@ -48,6 +51,7 @@ _FOLDER_CALL = re.compile(
 _FILE_RECYCLE = re.compile(
     r"^GetFileByServerRelativeUrl\('(?P<file>(?:[^']|'')*)'\)/recycle\(\)$", re.IGNORECASE
 )
+_FILE_READ = re.compile(r"^GetFileByServerRelativeUrl\('(?P<file>(?:[^']|'')*)'\)$", re.IGNORECASE)
 _FILES_ADD = re.compile(
     r"^/Files/add\(url='(?P<name>(?:[^']|'')*)'\s*,\s*overwrite=(?P<overwrite>true|false)\)$",
     re.IGNORECASE,
@@ -151,6 +155,12 @@ class SharePointSite:
         self.recycle_bin[item] = stored
         return item
 
+    def file(self, server_relative_url: str) -> SharePointFile:
+        stored = self.files.get(self._inside(server_relative_url).lower())
+        if stored is None:
+            raise SharePointError(404, NOT_FOUND_CODE, f"File Not Found. ({server_relative_url})")
+        return stored
+
     def files_in(self, folder: str) -> list[SharePointFile]:
         prefix = self._existing(folder).lower() + "/"
         return [
@@ -218,6 +228,9 @@ def sharepoint_call(
             raise SharePointError(405, BAD_REQUEST_CODE, "Use POST to recycle a file.")
         # nometadata answers a primitive as {"value": …} (OData JSON format).
         return 200, {"value": site.recycle_file(recycled.group("file").replace("''", "'"))}
+    read = _FILE_READ.match(tail)
+    if read is not None and method == "GET":
+        return 200, site.file(read.group("file").replace("''", "'")).metadata()
     match = _FOLDER_CALL.match(tail)
     if match is None:
         raise SharePointError(404, BAD_REQUEST_CODE, f"The simulator does not serve '{tail}'.")

@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 import structlog
 
-from adapters.base import FileUpload, JobLedger, ObjectInfo, WriteResult, pack
+from adapters.base import FileFacts, FileUpload, JobLedger, ObjectInfo, WriteResult, pack
 from adapters.errors import (
     AnswerLost,
     AuthError,
@@ -62,6 +62,9 @@ GONE_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
 """Delete errors that mean the record is already gone (in the Recycle Bin, or never to be
 found): deleting it again after a crash is no failure."""
 TERMINAL_JOB_STATES = ("JobComplete", "Failed", "Aborted")
+DELETE_OPERATIONS = frozenset({"delete", "hardDelete"})
+"""Ingest job operations that delete by Id (Create a Job, ``operation``:
+https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/create_job.htm)."""
 RETRIABLE_STATUSES = (0, 429, 500, 502, 503, 504)
 """Answers worth another try; 0 is a connection lost before the answer was read."""
 UNCERTAIN_STATUSES = (0, 500, 502, 504)
@@ -132,6 +135,8 @@ class SalesforceClient(SessionClient):
         self._token_lock = asyncio.Lock()
         self.api_usage: tuple[int, int] | None = None
         """(used, max) of the daily allocation from the last ``Sforce-Limit-Info``."""
+        self._hard_delete_refused = False
+        """The org refused a hardDelete job (no "Bulk API Hard Delete"): delete jobs since."""
         self._describes: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         """Describe answers by lowercased object name, asked once per client (per run)."""
 
@@ -464,18 +469,34 @@ class SalesforceClient(SessionClient):
                     found[given] = datetime.fromisoformat(str(row["LastModifiedDate"]))
         return found
 
-    async def delete(self, sobject: str, ids: Sequence[str]) -> list[WriteResult]:
-        """Delete by id through sObject Collections, ``COLLECTION_LIMIT`` ids a call
-        (``DELETE composite/sobjects?ids=…&allOrNone=false``, "Delete Records Using sObject
-        Collections", https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections-delete.html:
-        one DeleteResult per id, in order). Records go to the Recycle Bin, so a rollback
-        can itself be undone by hand. A record already gone (``GONE_CODES``) is a
-        success with ``created`` None; one deleted now has ``created`` False."""
+    async def delete(
+        self, sobject: str, ids: Sequence[str], ledger: JobLedger | None = None
+    ) -> list[WriteResult]:
+        """Delete by id, the cheapest way the org allows.
+
+        With a ledger and at least ``bulk_threshold`` ids: Bulk API 2.0 ingest jobs of up
+        to ``BULK_RECORDS_PER_JOB`` ids (``_bulk_delete``), journaled through the ledger
+        before their CSV is sent, so a crash recovers the job (``recover``) instead of
+        leaving it unaccounted. Otherwise sObject Collections, ``COLLECTION_LIMIT`` ids a
+        call (``DELETE composite/sobjects?ids=…&allOrNone=false``, "Delete Records Using
+        sObject Collections", https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections-delete.html:
+        one DeleteResult per id, in order): those records go to the Recycle Bin. A record
+        already gone (``GONE_CODES``) is a success with ``created`` None; one deleted now
+        has ``created`` False."""
         if sobject == "ContentVersion":
-            return await self._delete_files(ids)
+            return await self._delete_files(ids, ledger)
+        return await self._delete_ids(sobject, ids, ledger)
+
+    async def _delete_ids(
+        self, sobject: str, ids: Sequence[str], ledger: JobLedger | None
+    ) -> list[WriteResult]:
         results: list[WriteResult] = []
-        for chunk in _chunks(list(ids), COLLECTION_LIMIT):
-            results.extend(await self._delete_call(sobject, chunk))
+        if ledger is not None and len(ids) >= self.config.bulk_threshold:
+            for chunk in _chunks(list(ids), BULK_RECORDS_PER_JOB):
+                results.extend(await self._bulk_delete(sobject, chunk, ledger))
+        else:
+            for chunk in _chunks(list(ids), COLLECTION_LIMIT):
+                results.extend(await self._delete_call(sobject, chunk))
         unknown = [r.external_id for r in results if r.error_code == "INVALID_CROSS_REFERENCE_KEY"]
         if unknown:
             # A record purged from the Recycle Bin is no longer known by its id: it is gone
@@ -489,7 +510,9 @@ class SalesforceClient(SessionClient):
             ]
         return results
 
-    async def _delete_files(self, version_ids: Sequence[str]) -> list[WriteResult]:
+    async def _delete_files(
+        self, version_ids: Sequence[str], ledger: JobLedger | None = None
+    ) -> list[WriteResult]:
         """A ContentVersion cannot be deleted; its file goes by deleting its ContentDocument,
         every version and link with it (Object Reference, ContentVersion: "To delete a
         file, delete its ContentDocument"). A version no longer listed is already gone."""
@@ -503,7 +526,8 @@ class SalesforceClient(SessionClient):
                 if given is not None:
                     document_of[given] = str(row["ContentDocumentId"])
         documents = sorted(set(document_of.values()))
-        by_document = {r.external_id: r for r in await self.delete("ContentDocument", documents)}
+        deleted = await self._delete_ids("ContentDocument", documents, ledger)
+        by_document = {r.external_id: r for r in deleted}
         results = []
         for version in version_ids:
             document = document_of.get(version)
@@ -539,6 +563,76 @@ class SalesforceClient(SessionClient):
                 results.append(WriteResult(given, None, None, code, message))
         log.info("salesforce.deleted", platform=PLATFORM, object=sobject, records=len(chunk),
                  failed=sum(not r.ok for r in results))  # fmt: skip
+        return results
+
+    async def _bulk_delete(
+        self, sobject: str, ids: list[str], ledger: JobLedger
+    ) -> list[WriteResult]:
+        """One Bulk API 2.0 delete job: ``hardDelete`` while the user may (the records skip
+        the Recycle Bin: nothing is left to purge, and nothing to undelete by hand), else
+        ``delete`` (Recycle Bin). The CSV holds only the Id column (Prepare CSV Files,
+        https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/datafiles_prepare_csv.htm).
+
+        Crash safety: the job is handed to the ledger the moment it exists, before its
+        data, and again once closed. A job a crash leaves Open (never closed) is aborted by
+        ``recover`` and deleted nothing; a closed one runs to its end on the platform
+        whatever happens to us, and ``recover`` reads its results, so its records are
+        journaled deleted without a second job. Deleting twice would be harmless (gone is
+        a success), but a job nobody reads would leave its outcomes unjournaled."""
+        job_id = await self._open_delete_job(sobject)
+        await ledger.job_opened(job_id, sobject, len(ids))
+        status, body = await self._call(
+            "PUT", f"jobs/ingest/{job_id}/batches", f"upload delete job {job_id}",
+            data=_to_csv([{"Id": i} for i in ids]), headers={"Content-Type": "text/csv"},
+            ok=(201, 400),
+        )  # fmt: skip
+        if status != 201 and not _already_uploaded(body):
+            raise PlatformUnavailable(PLATFORM, f"upload {job_id}", _error_text(body))
+        status, body = await self._call(
+            "PATCH", f"jobs/ingest/{job_id}", f"close delete job {job_id}",
+            json={"state": "UploadComplete"}, ok=(200, 400),
+        )  # fmt: skip
+        if status != 200 and _error_code(body) != "INVALIDJOBSTATE":
+            raise PlatformUnavailable(PLATFORM, f"close {job_id}", _error_text(body))
+        await ledger.job_uploaded(job_id)
+        return await self._delete_job_results(sobject, job_id, ids)
+
+    async def _open_delete_job(self, sobject: str) -> str:
+        """Create the job: ``hardDelete`` first, ``delete`` once the org has refused the
+        permission (FEATURENOTENABLED, remembered for the client's life)."""
+        while True:
+            operation = "delete" if self._hard_delete_refused else "hardDelete"
+            status, body = await self._call(
+                "POST", "jobs/ingest", f"create {operation} job {sobject}",
+                json={"object": sobject, "operation": operation, "contentType": "CSV",
+                      "lineEnding": "LF"},
+                ok=(200, 201, 400),
+            )  # fmt: skip
+            if status != 400:
+                return str(orjson.loads(body)["id"])
+            if operation == "hardDelete" and _error_code(body) == "FEATURENOTENABLED":
+                log.info("salesforce.hard_delete_refused", platform=PLATFORM, object=sobject,
+                         reason=_error_text(body))  # fmt: skip
+                self._hard_delete_refused = True
+                continue
+            raise PlatformUnavailable(PLATFORM, f"create delete job {sobject}", _error_text(body))
+
+    async def _delete_job_results(
+        self, sobject: str, job_id: str, ids: Sequence[str] | None
+    ) -> list[WriteResult]:
+        """A delete job's outcome per id (``external_id`` holds the id as sent): deleted
+        (``created`` False), already gone (``GONE_CODES``: ``created`` None) or refused.
+        ``ids`` None (a recovered job) reads every result file."""
+        raw = await self._job_results(job_id, None if ids is None else len(ids), key="Id")
+        results = []
+        for r in raw:
+            if r.error_code is None:
+                results.append(WriteResult(r.external_id, r.external_id, False))
+            elif r.error_code in GONE_CODES:
+                results.append(WriteResult(r.external_id, r.external_id, None))
+            else:
+                message = f"{PLATFORM}: delete {sobject} {r.external_id}: {r.error_message}"
+                results.append(WriteResult(r.external_id, None, None, r.error_code, message))
         return results
 
     async def org_identity(self) -> str:
@@ -817,15 +911,22 @@ class SalesforceClient(SessionClient):
             return None
         if state == "Aborted":
             return None
+        if orjson.loads(body).get("operation") in DELETE_OPERATIONS:
+            return await self._delete_job_results(sobject, job_id, None)
         return await self._job_results(job_id)
 
     async def _job_results(
-        self, job_id: str, records: int | None = None, upload_seconds: float = 0.0
+        self,
+        job_id: str,
+        records: int | None = None,
+        upload_seconds: float = 0.0,
+        key: str = EXTERNAL_ID_FIELD,
     ) -> list[WriteResult]:
         """Wait for the job, then read the result files that can hold rows.
 
         ``records`` is how many rows were uploaded; None (a recovered job) reads
-        every file.
+        every file. ``key`` is the column that names each row's record (``Id`` for a
+        delete job).
         """
         started = time.perf_counter()
         wait = self.config.poll_interval
@@ -852,7 +953,7 @@ class SalesforceClient(SessionClient):
                 f"{kind} {job_id}",
                 headers={"Accept": "text/csv"},
             )
-            results.extend(_parse_results(kind, raw.decode("utf-8")))
+            results.extend(_parse_results(kind, raw.decode("utf-8"), key))
         log.info(
             "bulk.job_done",
             platform=PLATFORM,
@@ -1089,6 +1190,31 @@ class SalesforceClient(SessionClient):
         code, message = _first_error(orjson.loads(body))
         return WriteResult(ext, None, None, code, message)
 
+    async def file_facts(self, sobject: str, ids: Sequence[str]) -> dict[str, FileFacts]:
+        """ContentSize and Checksum ("MD5 checksum for the file") of the file each version id
+        (as given) belongs to, as its latest version (IsLatest) holds it now: someone may
+        have uploaded a new version by hand (Object Reference, ContentVersion,
+        https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_contentversion.htm).
+        Two ``SELECT … WHERE … IN`` per ``SOQL_IN_CHUNK`` ids. Absent: the file is gone."""
+        document_of = await self._documents_of(sobject, list(ids))
+        latest: dict[str, FileFacts] = {}
+        for chunk in _chunks(sorted(set(document_of.values())), SOQL_IN_CHUNK):
+            soql = (
+                f"SELECT ContentDocumentId, ContentSize, Checksum FROM {sobject} "
+                f"WHERE IsLatest = true AND ContentDocumentId IN ({_soql_list(chunk)})"
+            )
+            for row in await self.query(soql):
+                size, checksum = row.get("ContentSize"), row.get("Checksum")
+                latest[str(row["ContentDocumentId"])[:15]] = FileFacts(
+                    None if size is None else int(size),
+                    None if checksum is None else str(checksum).lower(),
+                )
+        return {
+            given: latest[document[:15]]
+            for given, document in document_of.items()
+            if document[:15] in latest
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
@@ -1262,15 +1388,16 @@ def _to_csv(records: Sequence[Mapping[str, Any]]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def _parse_results(kind: str, text: str) -> list[WriteResult]:
+def _parse_results(kind: str, text: str, key: str = EXTERNAL_ID_FIELD) -> list[WriteResult]:
     """Results of one result file, reading only the columns we need (rows carry every
-    uploaded column back, and this runs for every record of every job)."""
+    uploaded column back, and this runs for every record of every job); ``key`` is the
+    uploaded column each result is named by."""
     rows = csv.reader(io.StringIO(text))
     header = next(rows, None)
     if header is None:
         return []
     column = {name: index for index, name in enumerate(header)}
-    ext_at = column.get(EXTERNAL_ID_FIELD)
+    ext_at = column.get(key)
     results = []
     for row in rows:
         ext = row[ext_at] if ext_at is not None else ""

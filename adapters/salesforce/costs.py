@@ -103,3 +103,25 @@ def files_cost(sobject: str, sizes: Sequence[int], records: int, per_call: int) 
         lookups = ceil_div(size, SOQL_IN_CHUNK)
         cost += LoadCost(requests=lookups + inline + large, operations=size) * times
     return cost
+
+
+def rollback_cost(sobject: str, records: int, per_call: int, config: SalesforceConfig) -> LoadCost:
+    """Rolling back ``records`` of ``sobject`` the run created, ``per_call`` ids to each
+    delete the rollback makes (``service.rollback.delete_call_size``).
+
+    Per call: the conflict check reads LastModifiedDate (⌈n/200⌉ SOQL queries); files
+    first look up their ContentDocument (⌈n/200⌉ more), since a file goes by its document.
+    A call larger than one Collections request carries a job ledger, and at or above
+    ``bulk_threshold`` it is a Bulk API 2.0 delete job per ≤100,000 ids (create, upload,
+    close, polls, results: as a load's job, §1.2); otherwise ⌈n/200⌉ Collections deletes
+    (§1.5). The org's one refusal of ``hardDelete`` without the permission is not counted.
+    """
+    cost = LoadCost()
+    for size, times in calls(records, per_call):
+        reads = ceil_div(size, SOQL_IN_CHUNK) * (2 if sobject == "ContentVersion" else 1)
+        if per_call > COLLECTION_LIMIT and size >= config.bulk_threshold:
+            delete = _upsert_call(size, config)  # a delete job costs what an upsert job does
+        else:
+            delete = LoadCost(requests=ceil_div(size, COLLECTION_LIMIT), operations=size)
+        cost += (LoadCost(requests=reads) + delete) * times
+    return cost

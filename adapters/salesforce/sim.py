@@ -161,6 +161,13 @@ class SfSimSettings:
     the app has no certificate and every JWT login is refused."""
     user_password: str = "p4ssw0rd"
     """Password of every simulated user, for the username-password flow."""
+    bulk_api_hard_delete: bool = False
+    """Whether the org's users hold the "Bulk API Hard Delete" system permission, which a
+    Bulk API 2.0 ``hardDelete`` job needs. Off by default, as in a real org ("disabled by
+    default and must be enabled by an administrator", Create a Job,
+    https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/create_job.htm);
+    ``POST /_sim/permissions`` ``{"PermissionsBulkApiHardDelete": true}`` grants it later,
+    as an admin assigning a permission set would."""
     state_country_picklists: bool = False
     """Switch on State and Country/Territory Picklists whatever the schema file says (the
     file's ``"state_country_picklists": true`` does too): addresses get ISO-code picklists
@@ -279,7 +286,10 @@ class SalesforceSim:
             self._take_batch,
             self._job_created,
             self._row_locked,
+            lambda user_id: self.hard_delete,
         )
+        self.hard_delete = settings.bulk_api_hard_delete
+        """The "Bulk API Hard Delete" permission, as every user holds it now."""
         self._api = _Rolling(settings.daily_api_requests)
         self._batches = _Rolling(settings.daily_bulk_batches)
         self._bulk_records = _Rolling(settings.daily_bulk_records)
@@ -296,6 +306,7 @@ class SalesforceSim:
         router.add_post("/services/oauth2/token", self._token)
         router.add_get("/_sim/state", self._state)
         router.add_get("/_sim/records/{sobject}", self._records)
+        router.add_post("/_sim/permissions", self._permissions)
         router.add_get("/services/data", self._versions)
         router.add_get("/services/data/", self._versions)
         for method, path, handler in self._routes():
@@ -583,6 +594,16 @@ class SalesforceSim:
         objects = {t.name: len(t.rows) for t in self.org.tables.values()}
         jobs = {job.id: job.state for job in self.bulk.jobs.values()}
         return json_response({"objects": objects, "jobs": jobs, "stats": self.stats.as_dict()})
+
+    async def _permissions(self, request: web.Request) -> web.Response:
+        """Grant or revoke the users' "Bulk API Hard Delete" permission (the PermissionSet
+        field ``PermissionsBulkApiHardDelete``), as an admin would in Setup."""
+        body = orjson.loads(await request.read() or b"{}")
+        granted = body.get("PermissionsBulkApiHardDelete") if isinstance(body, dict) else None
+        if not isinstance(granted, bool):
+            return json_response({"error": "PermissionsBulkApiHardDelete must be a boolean"}, 400)
+        self.hard_delete = granted
+        return json_response({"PermissionsBulkApiHardDelete": self.hard_delete})
 
     async def _records(self, request: web.Request) -> web.Response:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -747,6 +748,7 @@ class Org:
         row["Title"] = row["Title"] or path.stem
         row.update(
             ContentSize=len(data),
+            Checksum=hashlib.md5(data).hexdigest(),  # the content's MD5, as the field says
             FileExtension=extension or None,
             FileType=FILE_TYPES.get(extension, "UNKNOWN"),
             IsLatest=True,
@@ -856,6 +858,8 @@ class Org:
         rows: Iterable[dict[str, Any]] = table.rows.values()
         if include_deleted:
             rows = [*rows, *table.recycled.values()]
+        elif where is not None and (indexed := _indexed_rows(table, where)) is not None:
+            rows = indexed
         value_of = self._value_of(table)
         if where is not None:
             condition = where
@@ -1239,3 +1243,30 @@ def _given_code(
             raise _picklist_problem(table, text_name, what)
         return True, by_name[str(text)]
     return False, None
+
+
+def _indexed_rows(table: Table, where: soql.Expr) -> list[dict[str, Any]] | None:
+    """The live rows a selective filter can hold, read from the Id or an index instead of
+    scanning the table, as Salesforce's query optimizer does for ``Id`` and external-id or
+    unique fields ("Indexes", https://developer.salesforce.com/docs/atlas.en-us.salesforce_large_data_volumes_bp.meta/salesforce_large_data_volumes_bp/ldv_deployments_infrastructure_indexes.htm).
+    The whole filter is still evaluated on them; None: no index serves it (scan)."""
+    if isinstance(where, soql.Junction) and where.op == "AND":
+        return next(
+            (rows for item in where.items if (rows := _indexed_rows(table, item)) is not None),
+            None,
+        )
+    if not isinstance(where, soql.Condition) or where.op not in ("=", "IN"):
+        return None
+    values = where.value if isinstance(where.value, tuple) else (where.value,)
+    spec = table.field(where.field)
+    if spec is None:
+        return None
+    if spec.name == "Id":
+        ids = dict.fromkeys(str(v) for v in values if v is not None)
+    elif (spec.name,) in table.indexes:
+        ids = dict.fromkeys(
+            i for v in values if v is not None for i in table.lookup((spec.name,), (v,))
+        )
+    else:
+        return None
+    return [table.rows[i] for i in ids if i in table.rows]

@@ -438,6 +438,9 @@ def _content_version() -> ObjectSpec:
         _ref("ContentDocumentId", "ContentDocument", updateable=False),
         _ref("FirstPublishLocationId", _POLYMORPHIC_ANY, updateable=False),
         _read_only("ContentSize", "int", precision=9, scale=0),
+        # Checksum: "MD5 checksum for the file" (string, 50; Object Reference, ContentVersion,
+        # https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_contentversion.htm).
+        _read_only("Checksum", "string", 50),
         _read_only("FileType", "string", 20),
         _read_only("FileExtension", "string", 40),
         _read_only("VersionNumber", "string", 20),

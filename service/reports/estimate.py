@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 
 from service.budget import duration
@@ -10,7 +11,12 @@ from service.estimate import Estimate
 COLUMNS = ("object", "records", "requests", "operations", "bulk batches", "time")
 
 
-def estimate_table(estimate: Estimate) -> Table:
+def estimate_table(estimate: Estimate) -> Group:
+    """The load's table, then what rolling it back would cost (``rollback_table``)."""
+    return Group(load_table(estimate), rollback_table(estimate))
+
+
+def load_table(estimate: Estimate) -> Table:
     """One row per destination object and the totals; times are what the quotas allow."""
     table = Table(title=f"estimate: {estimate.plan} → {estimate.destination}")
     for column in COLUMNS:
@@ -24,6 +30,29 @@ def estimate_table(estimate: Estimate) -> Table:
     table.add_row(
         "[bold]total", f"{sum(o.records for o in estimate.objects):,}", f"{total.requests:,}",
         f"{total.operations:,}", f"{total.bulk_batches:,}", duration(estimate.load_seconds),
+    )  # fmt: skip
+    return table
+
+
+ROLLBACK_COLUMNS = ("object", "deletes", "requests", "bulk jobs", "bulk batches", "time")
+
+
+def rollback_table(estimate: Estimate) -> Table:
+    """What ``crmlift rollback`` of the load would cost, object by object: every record
+    it creates deleted again (children first), after a conflict check per record."""
+    table = Table(title="rollback of this load (if it had to be undone)")
+    for column in ROLLBACK_COLUMNS:
+        table.add_column(column, justify="left" if column == "object" else "right")
+    for o in estimate.objects:
+        undo = o.rollback
+        table.add_row(
+            o.object, f"{undo.operations:,}", f"{undo.requests:,}", f"{undo.bulk_jobs:,}",
+            f"{undo.bulk_batches:,}", duration(o.rollback_seconds),
+        )  # fmt: skip
+    total = estimate.rollback_total
+    table.add_row(
+        "[bold]total", f"{total.operations:,}", f"{total.requests:,}", f"{total.bulk_jobs:,}",
+        f"{total.bulk_batches:,}", duration(estimate.rollback_seconds),
     )  # fmt: skip
     return table
 

@@ -3,7 +3,8 @@
 Exit codes (the README's table): 0 done; 1 unexpected error; 2 bad plan or arguments;
 3 credentials refused; 4 a platform kept failing or could not be reached; 5 journal
 unavailable; 6 quota exhausted; 7 an object the destination has lacks part of the
-schema plan; 8 a platform refused for good; 75 stopped by the operator (resumable).
+schema plan; 8 a platform refused for good; 9 reconcile says no-go; 75 stopped by the
+operator (resumable).
 """
 
 # ruff: noqa: E402  (the Ctrl-C handler goes in before the slow imports below)
@@ -59,6 +60,8 @@ EXIT_CODES = """exit codes:
       a missing custom object does not stop the run: its records wait
   8   a platform refused in a way no retry changes (permission, API version,
       a repeated cursor), with its own reason
+  9   crmlift reconcile: the verdict is no-go (the reasons on stderr and in
+      reconcile.md / reconcile.html)
   75  stopped by SIGINT/SIGTERM; the run is resumable with --resume RUN_ID
 """
 

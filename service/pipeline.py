@@ -190,3 +190,15 @@ async def run_extract(
         out = run_dir(plan, run.run_id)
         reports = (out / "extract-summary.json", out / "extract-summary.md")
         return ExtractOutcome(run=run, summary=summary, reports=reports, governor=governor)
+
+
+async def load_run(journal: Journal, plan: MigrationPlan, run_id: str, doing: str) -> Run:
+    """The load run ``run_id`` of this plan's migration, which ``doing`` (rollback,
+    reconcile) acts on; a run of another migration, an extraction or a rollback is
+    refused by name (exit 2)."""
+    run = await journal.runs.get(run_id)
+    if run.migration != plan.name or run.destination is None:
+        raise ConfigError(f"run {run_id} is not a load of migration {plan.name!r}")
+    if run.settings.get("rollback_of"):
+        raise ConfigError(f"run {run_id} is itself a rollback; {doing} the load it undid")
+    return run

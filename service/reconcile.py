@@ -28,7 +28,7 @@ from service.context import run_context
 from service.expected import Expected, Rebuilder, Rebuilt, Rejected
 from service.migrate import id_map_scope
 from service.pairs import DestinationClient, Pair, pair_for
-from service.pipeline import run_dir
+from service.pipeline import load_run, run_dir
 from service.plan import MigrationPlan
 from service.readback import check, held
 from service.reconcile_checks import Reservoir, add_totals, blob_md5, check_file, check_links
@@ -85,7 +85,7 @@ async def run_reconcile(
     if plan.destination is None:
         raise ConfigError("the plan has no [destination] table: there is nothing to reconcile")
     async with open_journal(plan.journal) as journal:
-        run = await _target(journal, plan, run_id)
+        run = await load_run(journal, plan, run_id, "reconcile")
         destination = loaded_into(plan, run)
         pair = pair_for(destination.platform)
         # A sample run answers for the records it selected, not for the whole staging.
@@ -106,15 +106,6 @@ async def run_reconcile(
         log.info("reconcile.done", phase=PHASE, platform=destination.platform, go=report.go,
                  reasons=report.reasons)  # fmt: skip
         return ReconcileOutcome(report, paths)
-
-
-async def _target(journal: Journal, plan: MigrationPlan, run_id: str) -> Run:
-    run = await journal.runs.get(run_id)
-    if run.migration != plan.name or run.destination is None:
-        raise ConfigError(f"run {run_id} is not a load of migration {plan.name!r}")
-    if run.settings.get("rollback_of"):
-        raise ConfigError(f"run {run_id} is a rollback; reconcile the load it undid")
-    return run
 
 
 class _Check:

@@ -35,7 +35,7 @@ from service.expected import Expected, Rebuilder
 from service.load import dependency_levels
 from service.migrate import id_map_scope
 from service.pairs import DestinationClient, Pair, pair_for
-from service.pipeline import guarded, lock_scope, plan_fingerprint, run_dir
+from service.pipeline import guarded, load_run, lock_scope, plan_fingerprint, run_dir
 from service.plan import MigrationPlan
 from service.readback import check, held
 from service.reports.rollback import RollbackReport, write_rollback_report
@@ -114,7 +114,7 @@ async def run_rollback(
         open_journal(plan.journal) as journal,
         journal.runs.locked(lock_scope(plan)) as lock,
     ):
-        target = await _target(journal, plan, target_run_id)
+        target = await load_run(journal, plan, target_run_id, "roll back")
         destination = loaded_into(plan, target)  # a sample's sandbox, or the plan's org
         async with pair.open_client(destination.config, destination.quota) as client:
             return await _undo_run(journal, lock, client, plan, pair, target, (), options)
@@ -133,7 +133,7 @@ async def run_rollback_to_before(
         open_journal(plan.journal) as journal,
         journal.runs.locked(lock_scope(plan)) as lock,
     ):
-        first = await _target(journal, plan, first_run_id)
+        first = await load_run(journal, plan, first_run_id, "roll back")
         rollbacks = Rollbacks(journal.pool)
         org = plan.destination.config.org_url
         runs = await rollbacks.loads_since(plan.name, plan.destination.platform, org, first.run_id)
@@ -200,15 +200,6 @@ async def _undo_run(
     log.info("rollback.done", target=target.run_id, conflicts=report.conflicts,
              failures=report.failures, dry_run=options.dry_run)  # fmt: skip
     return RollbackOutcome(report, paths)
-
-
-async def _target(journal: Journal, plan: MigrationPlan, run_id: str) -> Run:
-    run = await journal.runs.get(run_id)
-    if run.migration != plan.name or run.destination is None:
-        raise ConfigError(f"run {run_id} is not a load of migration {plan.name!r}")
-    if run.settings.get("rollback_of"):
-        raise ConfigError(f"run {run_id} is itself a rollback; roll back the load it undid")
-    return run
 
 
 async def _rollback_run(journal: Journal, plan: MigrationPlan, target: Run) -> Run:

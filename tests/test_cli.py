@@ -24,6 +24,7 @@ from adapters.salesforce.sim import serve as serve_salesforce
 from journal import Journal
 from service.cli import EXIT_CODES, STOPPED_EXIT, main
 from service.mapping.backdocket_salesforce import schema_plan
+from service.reconcile import NO_GO_EXIT
 from tests.test_extract import assert_staged_exactly
 
 SECRET_ENV = "CRMLIFT_TEST_BACKDOCKET_SECRET"
@@ -610,7 +611,8 @@ def _exit_codes(cls: type[CrmliftError]) -> set[int]:
 
 
 def test_the_readme_and_help_document_every_exit_code() -> None:
-    codes = _exit_codes(CrmliftError) | {0, 2, STOPPED_EXIT}  # done, argparse, early Ctrl-C
+    # done, argparse, early Ctrl-C, reconcile's no-go
+    codes = _exit_codes(CrmliftError) | {0, 2, STOPPED_EXIT, NO_GO_EXIT}
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     help_lines = [line.split()[0] for line in EXIT_CODES.splitlines()[1:] if line[:4].strip()]
     for code in sorted(codes):

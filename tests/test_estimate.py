@@ -305,42 +305,47 @@ def test_an_estimate_needs_a_destination(
 
 
 def test_a_small_objects_rollback_is_a_conflict_check_and_a_delete_per_200() -> None:
-    # 450 Contacts: calls of 200, 200 and 50 ids, each one LastModifiedDate query and one
-    # Collections delete.
+    # 450 Contacts: calls of 200, 200 and 50 ids, each a LastModifiedDate query, a query of
+    # the values the run wrote, and one Collections delete.
     assert delete_call_size(450) == 200
     assert salesforce.rollback_cost("Contact", 450, 200, ORG) == LoadCost(
-        requests=6, operations=450
+        requests=9, operations=450
     )
 
 
 def test_rolling_back_a_large_object_deletes_it_in_bulk_jobs_of_10k() -> None:
-    # 25,000 Contacts: calls of 10,000, 10,000 and 5,000 ids. Each: ⌈n/200⌉ conflict-check
-    # queries (50, 50, 25), then a Bulk delete job: create + upload + close + polls + one
-    # result file. 10,000 ids process in ~5 s: polls at 0, 0.2, 0.5, 0.95, 1.625, 2.64,
-    # 4.16 and 6.43 s = 8; 5,000 in ~2.5 s: 6 polls.
+    # 25,000 Contacts: calls of 10,000, 10,000 and 5,000 ids. Each: twice ⌈n/200⌉
+    # conflict-check queries (modified times and values: 100, 100, 50), then a Bulk
+    # delete job: create + upload + close + polls + one result file. 10,000 ids process
+    # in ~5 s: polls at 0, 0.2, 0.5, 0.95, 1.625, 2.64, 4.16 and 6.43 s = 8; 5,000 in
+    # ~2.5 s: 6 polls.
     assert delete_call_size(25_000) == 10_000
     cost = salesforce.rollback_cost("Contact", 25_000, 10_000, ORG)
     assert cost == LoadCost(
-        requests=2 * (50 + 3 + 8 + 1) + (25 + 3 + 6 + 1),
+        requests=2 * (100 + 3 + 8 + 1) + (50 + 3 + 6 + 1),
         operations=25_000,
         bulk_jobs=3,
         bulk_batches=3,
         bulk_records=25_000,
     )
-    # The same Contacts one Collections delete per 200 would cost 125 + 125 calls.
-    assert cost.requests < 250
+    # The same Contacts one Collections delete per 200 would cost 250 + 125 calls.
+    assert cost.requests < 375
 
 
-def test_a_file_is_rolled_back_through_its_document_one_more_lookup_per_200() -> None:
+def test_a_file_is_rolled_back_through_its_document_its_lookup_instead_of_values() -> None:
     assert salesforce.rollback_cost("ContentVersion", 300, 200, ORG) == LoadCost(
         requests=2 * 2 + 2, operations=300
     )
 
 
 def test_dataverse_rollback_reads_modifiedon_then_deletes_batch_size_to_a_request() -> None:
-    # 450 rows in calls of 200, 200, 50: the In() reads of a call fit one $batch (100 ids
-    # a query, 100 queries a $batch); the deletes take ⌈n/100⌉ $batch requests.
+    # 450 rows in calls of 200, 200, 50: each kind of In() read of a call (modifiedon, the
+    # values) fits one $batch (100 ids a query, 100 queries a $batch); the deletes take
+    # ⌈n/100⌉ $batch requests. A note is judged by its modifiedon alone.
     assert dynamics.rollback_cost("contact", 450, 200, ENVIRONMENT) == LoadCost(
+        requests=(2 + 2) * 2 + (2 + 1), operations=450
+    )
+    assert dynamics.rollback_cost("annotation", 450, 200, ENVIRONMENT) == LoadCost(
         requests=(1 + 2) * 2 + (1 + 1), operations=450
     )
     assert dynamics.rollback_cost(SHAREPOINT_FILES, 40, 40, ENVIRONMENT) == LoadCost()

@@ -6,7 +6,9 @@ loopback: the journal is PostgreSQL, the calls are HTTP, the Bulk jobs run.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +31,7 @@ from ratelimit.governor import Governor
 from ratelimit.profiles import SALESFORCE
 from service.mapping.backdocket_salesforce import external_id, schema_plan
 from service.migrate import MigrateOutcome, run_migrate
-from service.plan import MigrationPlan, parse_plan
+from service.plan import MigrationPlan, parse_plan, salesforce_config
 
 ADMIN = "admin@firm.example"
 
@@ -632,3 +634,48 @@ async def test_a_record_the_org_already_held_under_our_id_is_updated_and_named(
     [note] = [n for n in outcome.report.notes if n.code == "no_pre_image:Contact"]
     assert note.source_id == contact["id"]
     assert held.destination_id in note.message
+
+
+# -- the operator's plan file and command line, for tests that run crmlift itself
+
+
+def plan_toml(world: World, extra: str = "") -> str:
+    """The world's plan as the operator's file (``extra``: more ``[migration]`` keys)."""
+    assert world.plan.destination is not None
+    return f"""
+[migration]
+name = "firm-to-salesforce"
+output_dir = "{world.plan.output_dir}"
+{extra}
+
+[source]
+platform = "backdocket"
+base_url = "{world.plan.source.base_url}"
+client_id = "crmlift"
+client_secret = {{ env = "TEST_BD_SECRET" }}
+quota = {{ rate = 1000, burst = 100 }}
+
+[extract]
+window_records = 200
+
+[destination]
+platform = "salesforce"
+login_url = "{salesforce_config(world.plan.destination.config).login_url}"
+client_id = "crmlift"
+client_secret = {{ env = "TEST_SF_SECRET" }}
+fallback_owner_email = "{ADMIN}"
+bulk_threshold = 150
+
+[mapping]
+max_file_bytes = {25 * 1024 * 1024}
+"""
+
+
+async def crmlift(env: dict[str, str], *argv: str) -> tuple[int | None, str, str]:
+    """``crmlift …`` as the operator types it (``python -m service.cli``, i.e. ``main``)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", *argv, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()

@@ -9,10 +9,8 @@ ContentSize, annotation filesize) are the simulators', cited there.
 # ruff: noqa: F811  (the world fixtures are imported, and tests take them by name)
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +20,6 @@ from pathlib import Path
 import orjson
 
 from adapters.base import FileUpload
-from adapters.salesforce.client import SalesforceConfig
 from journal import Journal, JournalSettings
 from service.migrate import run_migrate
 from service.pairs import DestinationClient, pair_for
@@ -32,7 +29,14 @@ from service.reports.reconcile import ReconcileReport
 from tests.test_migrate_dynamics import World as DvWorld
 from tests.test_migrate_dynamics import sim_settings  # noqa: F401  (fixture)
 from tests.test_migrate_dynamics import world as dv_world  # noqa: F401  (fixture)
-from tests.test_migrate_salesforce import ADMIN, World, org_schema_edit, world  # noqa: F401
+from tests.test_migrate_salesforce import (  # noqa: F401  (fixtures)
+    ADMIN,
+    World,
+    crmlift,
+    org_schema_edit,
+    plan_toml,
+    world,
+)
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -321,50 +325,6 @@ async def test_the_same_seed_samples_the_same_records(world: World) -> None:
 
 
 # -- the command -----------------------------------------------------------------
-
-
-def plan_toml(world: World) -> str:
-    """The world's plan as the operator's file."""
-    assert world.plan.destination is not None
-    config = world.plan.destination.config
-    assert isinstance(config, SalesforceConfig)
-    login_url = config.login_url
-    return f"""
-[migration]
-name = "firm-to-salesforce"
-output_dir = "{world.plan.output_dir}"
-
-[source]
-platform = "backdocket"
-base_url = "{world.plan.source.base_url}"
-client_id = "crmlift"
-client_secret = {{ env = "TEST_BD_SECRET" }}
-quota = {{ rate = 1000, burst = 100 }}
-
-[extract]
-window_records = 200
-
-[destination]
-platform = "salesforce"
-login_url = "{login_url}"
-client_id = "crmlift"
-client_secret = {{ env = "TEST_SF_SECRET" }}
-fallback_owner_email = "{ADMIN}"
-bulk_threshold = 150
-
-[mapping]
-max_file_bytes = {25 * 1024 * 1024}
-"""
-
-
-async def crmlift(env: dict[str, str], *argv: str) -> tuple[int | None, str, str]:
-    """``crmlift …`` as the operator types it (``python -m service.cli``)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", *argv, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_crmlift_reconcile_exits_0_on_go_and_9_on_no_go(

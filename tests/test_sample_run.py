@@ -9,11 +9,9 @@ expected fields come from the transforms themselves, never from a list in this f
 # ruff: noqa: F811  (the world fixtures are imported, and tests take them by name)
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -41,8 +39,10 @@ from tests.test_migrate_salesforce import (  # noqa: F401  (fixtures)
     ADMIN,
     NoJobs,
     World,
+    crmlift,
     org,
     org_schema_edit,
+    plan_toml,
     world,
 )
 
@@ -367,48 +367,6 @@ def test_every_field_the_transforms_emit_for_the_dirty_tenant_has_a_provenance()
 
 
 # -- the commands ----------------------------------------------------------------------------
-
-
-def plan_toml(world: World, extra: str = "") -> str:
-    """The world's plan as the operator's file."""
-    assert world.plan.destination is not None
-    return f"""
-[migration]
-name = "firm-to-salesforce"
-output_dir = "{world.plan.output_dir}"
-{extra}
-
-[source]
-platform = "backdocket"
-base_url = "{world.plan.source.base_url}"
-client_id = "crmlift"
-client_secret = {{ env = "TEST_BD_SECRET" }}
-quota = {{ rate = 1000, burst = 100 }}
-
-[extract]
-window_records = 200
-
-[destination]
-platform = "salesforce"
-login_url = "{salesforce_config(world.plan.destination.config).login_url}"
-client_id = "crmlift"
-client_secret = {{ env = "TEST_SF_SECRET" }}
-fallback_owner_email = "{ADMIN}"
-bulk_threshold = 150
-
-[mapping]
-max_file_bytes = {25 * 1024 * 1024}
-"""
-
-
-async def crmlift(env: dict[str, str], *argv: str) -> tuple[int | None, str, str]:
-    """``crmlift …`` as the operator types it (``python -m service.cli``, i.e. ``main``)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", *argv, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_crmlift_migrate_sample_then_approve_then_the_full_run(

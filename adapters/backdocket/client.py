@@ -66,6 +66,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
+PACED_RETRIES = 32
+"""429 answers with Retry-After one call obeys before they count as failures."""
+
+
 @dataclass(frozen=True, slots=True)
 class BackDocketConfig:
     """How to reach one BackDocket tenant."""
@@ -225,6 +229,7 @@ class BackDocketClient(SessionClient):
         """
         attempt = 1
         renewed = 0
+        paced = 0
         yielded = False
         failure: BaseException | None = None
         while True:
@@ -278,6 +283,13 @@ class BackDocketClient(SessionClient):
                 # call gets the same answer, so it is refused at once with the reason.
                 answer = f"HTTP {status} {code or ''}".strip()
                 raise PlatformRefused(PLATFORM, f"{what} ({self._url(path)})", answer)
+            if status == 429 and retry_after is not None and paced < PACED_RETRIES:
+                # The source pacing us, not failing: it says when to come back, and a busy
+                # client whose queued calls leave together may be asked more than once.
+                # Obeyed without spending the failure budget (page_deadline still bounds it).
+                paced += 1
+                await self._back_off(what, status, attempt, retry_after)
+                continue
             if status == 429 or status == 0 or status >= 500:
                 if attempt >= self.policy.attempts:
                     if failure is not None:

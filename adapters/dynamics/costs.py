@@ -58,8 +58,9 @@ def files_cost(
 
 def rollback_cost(table: str, records: int, per_call: int, config: DataverseConfig) -> LoadCost:
     """Rolling back ``records`` rows of ``table`` the run created, ``per_call`` ids to each
-    delete the rollback makes: the conflict check's ``modifiedon`` reads (one ``In`` query
-    per ``IN_CHUNK`` ids, ``batch_size`` queries to a ``$batch``), then ``DELETE`` requests
+    delete the rollback makes: the conflict check's reads of ``modifiedon`` and of the values
+    the run wrote (each one ``In`` query per ``IN_CHUNK`` ids, ``batch_size`` queries to a
+    ``$batch``; a note is judged by time alone), then ``DELETE`` requests
     ``batch_size`` to a ``$batch`` (§2.3), one operation each. SharePoint files go to the
     site's Recycle Bin through SharePoint's API: nothing the environment counts."""
     if table == SHAREPOINT_FILES:
@@ -67,6 +68,7 @@ def rollback_cost(table: str, records: int, per_call: int, config: DataverseConf
     cost = LoadCost()
     for size, times in calls(records, per_call):
         reads = ceil_div(ceil_div(size, IN_CHUNK), config.batch_size)
+        reads *= 1 if table == "annotation" else 2
         deletes = ceil_div(size, config.batch_size)
         cost += LoadCost(requests=reads + deletes, operations=size) * times
     return cost

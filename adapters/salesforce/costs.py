@@ -109,8 +109,9 @@ def rollback_cost(sobject: str, records: int, per_call: int, config: SalesforceC
     """Rolling back ``records`` of ``sobject`` the run created, ``per_call`` ids to each
     delete the rollback makes (``service.rollback.delete_call_size``).
 
-    Per call: the conflict check reads LastModifiedDate (⌈n/200⌉ SOQL queries); files
-    first look up their ContentDocument (⌈n/200⌉ more), since a file goes by its document.
+    Per call: the conflict check reads LastModifiedDate and the values the run wrote
+    (⌈n/200⌉ SOQL queries each); a file is judged by time alone but first looks up its
+    ContentDocument (⌈n/200⌉ more), since a file goes by its document.
     A call larger than one Collections request carries a job ledger, and at or above
     ``bulk_threshold`` it is a Bulk API 2.0 delete job per ≤100,000 ids (create, upload,
     close, polls, results: as a load's job, §1.2); otherwise ⌈n/200⌉ Collections deletes
@@ -118,7 +119,7 @@ def rollback_cost(sobject: str, records: int, per_call: int, config: SalesforceC
     """
     cost = LoadCost()
     for size, times in calls(records, per_call):
-        reads = ceil_div(size, SOQL_IN_CHUNK) * (2 if sobject == "ContentVersion" else 1)
+        reads = ceil_div(size, SOQL_IN_CHUNK) * 2
         if per_call > COLLECTION_LIMIT and size >= config.bulk_threshold:
             delete = _upsert_call(size, config)  # a delete job costs what an upsert job does
         else:

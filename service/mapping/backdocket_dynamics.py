@@ -1280,9 +1280,16 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
 
 
 def _object_binding(draft: _Draft, record: Record, prefix: str) -> bool:
-    """An annotation's ``objectid``: the matter when there is one, else the contact."""
+    """An annotation's ``objectid``: the matter when there is one, else the contact. A note
+    hangs off one record, so a contact also linked in BackDocket is named, not bound."""
     matter = matter_table(prefix)
     if draft.ref(lookup_key("objectid", matter), "matters", matter, record.get("matter_id")):
+        contact = record.get("contact_id")
+        if not blank(contact):
+            draft.note(
+                f"objectid: matter {record.get('matter_id')} chosen; contact {contact} is "
+                "also linked in BackDocket and is not the note's record"
+            )
         return True
     return draft.ref(
         lookup_key("objectid", "contact"), "contacts", "contact", record.get("contact_id")

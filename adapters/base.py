@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -98,6 +98,30 @@ class WriteResult:
         return self.error_code is None and self.destination_id is not None
 
 
+ColumnKind = str
+"""``text``, ``textarea``, ``email``, ``phone``, ``url``, ``number``, ``currency``,
+``percent``, ``boolean``, ``date``, ``datetime``, ``picklist``, ``multipicklist``,
+``lookup``, ``id`` or ``other``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """What the destination's metadata says one field holds: the audit checks values
+    against it and the mapping proposal matches source fields to it."""
+
+    kind: ColumnKind
+    length: int | None = None
+    """Most characters a text kind holds (None: no limit given)."""
+    choices: tuple[str, ...] = ()
+    """A picklist's values as a write takes them (Salesforce: the API value; Dataverse:
+    the option's Value, as text)."""
+    labels: tuple[str, ...] = ()
+    """Their display labels, in the same order."""
+    restricted: bool = False
+    """The platform refuses a value not among ``choices`` (Salesforce restricted
+    picklists; Dataverse choices always)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What the destination says an object accepts."""
@@ -115,6 +139,8 @@ class ObjectInfo:
     """Org settings switched on for the object, named as the platform's metadata names
     them (Salesforce ``enableActivities``; Dataverse ``HasActivities``, ``HasNotes``,
     ``IsDocumentManagementEnabled``), checked against the plan's by the schema gate."""
+    columns: Mapping[str, Column] = field(default_factory=dict)
+    """Every field's kind, length and picklist values, from the metadata."""
 
 
 @dataclass(frozen=True, slots=True)

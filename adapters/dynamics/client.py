@@ -33,7 +33,15 @@ import aiohttp
 import orjson
 import structlog
 
-from adapters.base import FileFacts, FileUpload, JobLedger, ObjectInfo, WriteResult, pack
+from adapters.base import (
+    Column,
+    FileFacts,
+    FileUpload,
+    JobLedger,
+    ObjectInfo,
+    WriteResult,
+    pack,
+)
 from adapters.dynamics.batch import (
     MAX_BATCH_REQUESTS,
     BatchFormatError,
@@ -118,6 +126,37 @@ ENTITY_SELECT = ",".join(
     ("LogicalName", "EntitySetName", "PrimaryIdAttribute", "IsActivity", *TABLE_SETTINGS)
 )
 ATTRIBUTE_SELECT = "LogicalName,AttributeType,RequiredLevel,IsValidForCreate,IsValidForUpdate"
+OPTIONS = "$select=LogicalName&$expand=OptionSet($select=Options)"
+TYPED_ATTRIBUTES: Mapping[str, str] = {
+    "text": "Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=LogicalName,MaxLength",
+    "textarea": "Microsoft.Dynamics.CRM.MemoAttributeMetadata?$select=LogicalName,MaxLength",
+    "picklist": f"Microsoft.Dynamics.CRM.PicklistAttributeMetadata?{OPTIONS}",
+    "multipicklist": f"Microsoft.Dynamics.CRM.MultiSelectPicklistAttributeMetadata?{OPTIONS}",
+    "state": f"Microsoft.Dynamics.CRM.StateAttributeMetadata?{OPTIONS}",
+    "status": f"Microsoft.Dynamics.CRM.StatusAttributeMetadata?{OPTIONS}",
+}
+"""Attributes cast to their metadata type, for what only that type has: MaxLength and
+OptionSet ("Retrieving attributes", https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api#retrieving-attributes)."""
+DATAVERSE_KINDS: Mapping[Any, str] = {
+    "String": "text",
+    "Memo": "textarea",
+    "Integer": "number",
+    "BigInt": "number",
+    "Decimal": "number",
+    "Double": "number",
+    "Money": "currency",
+    "Boolean": "boolean",
+    "DateTime": "datetime",
+    "Picklist": "picklist",
+    "State": "picklist",
+    "Status": "picklist",
+    "Lookup": "lookup",
+    "Customer": "lookup",
+    "Owner": "lookup",
+    "Uniqueidentifier": "id",
+}
+"""AttributeType → ``Column.kind``
+(https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/attributetypecode)."""
 """IsValidForUpdate false marks a create-only column (``overriddencreatedon``):
 https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/attributemetadata."""
 RELATION_SELECT = "ReferencingAttribute,ReferencedEntity,ReferencingEntityNavigationPropertyName"
@@ -206,6 +245,7 @@ class _TableInfo:
     settings: frozenset[str] = frozenset()
     """Which of TABLE_SETTINGS the table has on."""
     is_activity: bool = False
+    columns: Mapping[str, Column] = field(default_factory=dict)
 
     @property
     def keyed_by_row_id(self) -> bool:
@@ -539,7 +579,7 @@ class DataverseClient(SessionClient):
                 return self._tables[logical]
             await self._load_entity_sets()
             root = f"EntityDefinitions(LogicalName='{logical}')"
-            entity, attributes, relations = await self._batch(
+            entity, attributes, relations, *typed = await self._batch(
                 [
                     BatchRequest("GET", f"{root}?$select={ENTITY_SELECT}", READ_HEADERS),
                     BatchRequest(
@@ -550,13 +590,17 @@ class DataverseClient(SessionClient):
                         f"{root}/ManyToOneRelationships?$select={RELATION_SELECT}",
                         READ_HEADERS,
                     ),
+                    *(
+                        BatchRequest("GET", f"{root}/Attributes/{cast}", READ_HEADERS)
+                        for cast in TYPED_ATTRIBUTES.values()
+                    ),
                 ],
                 f"describe {logical}",
             )
             if entity.status == 404:
                 self._tables[logical] = None
                 return None
-            for part in (entity, attributes, relations):
+            for part in (entity, attributes, relations, *typed):
                 if part.status != 200:
                     raise PlatformUnavailable(
                         PLATFORM, f"describe {logical}", _error_text(part.body, part.status)
@@ -566,6 +610,10 @@ class DataverseClient(SessionClient):
                 orjson.loads(entity.body or b"{}"),
                 orjson.loads(attributes.body or b"{}")["value"],
                 orjson.loads(relations.body or b"{}")["value"],
+                {
+                    kind: orjson.loads(part.body or b"{}")["value"]
+                    for kind, part in zip(TYPED_ATTRIBUTES, typed, strict=True)
+                },
             )
             self._entity_sets[logical] = info.entity_set
             self._tables[logical] = info
@@ -611,6 +659,10 @@ class DataverseClient(SessionClient):
             references={name: tuple(targets) for name, targets in references.items()},
             create_only=info.create_only,
             settings=info.settings,
+            columns={
+                **info.columns,
+                **{name: Column("lookup") for name in references if name not in info.columns},
+            },
         )
 
     async def users_by_email(self) -> dict[str, str]:
@@ -1256,6 +1308,7 @@ def _table_info(
     entity: Mapping[str, Any],
     attributes: Sequence[Mapping[str, Any]],
     relations: Sequence[Mapping[str, Any]],
+    typed: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> _TableInfo:
     """What a write needs of a table, from its EntityDefinitions, Attributes and
     ManyToOneRelationships. ``ownerid`` points at the abstract owner entity; owners are
@@ -1285,7 +1338,47 @@ def _table_info(
         ),
         settings=frozenset(s for s in TABLE_SETTINGS if entity.get(s) is True),
         is_activity=entity.get("IsActivity") is True,
+        columns=_columns(attributes, typed),
     )
+
+
+def _columns(
+    attributes: Sequence[Mapping[str, Any]], typed: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, Column]:
+    """Each column's kind (from AttributeType), a text column's MaxLength and a choice
+    column's options (from the typed casts; Dataverse refuses a value not among them)."""
+    lengths = {a["LogicalName"]: a.get("MaxLength") for k in ("text", "textarea") for a in typed[k]}
+    options: dict[str, list[Mapping[str, Any]]] = {}
+    multi = {a["LogicalName"] for a in typed["multipicklist"]}
+    for kind in ("picklist", "multipicklist", "state", "status"):
+        for a in typed[kind]:
+            options[a["LogicalName"]] = list((a.get("OptionSet") or {}).get("Options") or ())
+    columns: dict[str, Column] = {}
+    for a in attributes:
+        name = a["LogicalName"]
+        kind = (
+            "multipicklist"
+            if name in multi
+            else DATAVERSE_KINDS.get(a.get("AttributeType"), "other")
+        )
+        length = lengths.get(name)
+        choices = options.get(name, [])
+        columns[name] = Column(
+            kind=kind,
+            length=int(length) if isinstance(length, int) else None,
+            choices=tuple(str(o["Value"]) for o in choices),
+            labels=tuple(_option_label(o) for o in choices),
+            restricted=name in options,
+        )
+    return columns
+
+
+def _option_label(option: Mapping[str, Any]) -> str:
+    label = option.get("Label") or {}
+    shown = (label.get("UserLocalizedLabel") or {}).get("Label")
+    if shown is None:
+        shown = next((x.get("Label") for x in label.get("LocalizedLabels") or ()), None)
+    return str(shown if shown is not None else option.get("Value"))
 
 
 def _in_query(info: _TableInfo, ids: Sequence[str], *also: str) -> str:

@@ -27,7 +27,15 @@ import aiohttp
 import orjson
 import structlog
 
-from adapters.base import FileFacts, FileUpload, JobLedger, ObjectInfo, WriteResult, pack
+from adapters.base import (
+    Column,
+    FileFacts,
+    FileUpload,
+    JobLedger,
+    ObjectInfo,
+    WriteResult,
+    pack,
+)
 from adapters.errors import (
     AnswerLost,
     AuthError,
@@ -363,6 +371,7 @@ class SalesforceClient(SessionClient):
                 f["name"] for f in fields if f.get("createable") and not f.get("updateable")
             ),
             settings=frozenset(settings),
+            columns={f["name"]: _column(f) for f in fields},
         )
 
     async def _described(self, sobject: str) -> dict[str, Any] | None:
@@ -1458,3 +1467,43 @@ def _oauth_error(body: bytes) -> str | None:
     if isinstance(value, dict):
         return str(value.get("error_description") or value.get("error"))
     return None
+
+
+SALESFORCE_KINDS: Mapping[str, str] = {
+    "string": "text",
+    "textarea": "textarea",
+    "encryptedstring": "text",
+    "combobox": "text",
+    "email": "email",
+    "phone": "phone",
+    "url": "url",
+    "double": "number",
+    "int": "number",
+    "long": "number",
+    "currency": "currency",
+    "percent": "percent",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+    "picklist": "picklist",
+    "multipicklist": "multipicklist",
+    "reference": "lookup",
+    "id": "id",
+}
+"""DescribeFieldResult ``type`` → ``Column.kind``
+(https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_describesobjects_describesobjectresult.htm#fieldtype)."""
+
+
+def _column(described: Mapping[str, Any]) -> Column:
+    """One describe ``fields[]`` entry as a Column: active picklist values only (an
+    inactive value is refused on write like an unknown one)."""
+    kind = SALESFORCE_KINDS.get(str(described.get("type")), "other")
+    values = [v for v in described.get("picklistValues") or () if v.get("active", True)]
+    text = kind in ("text", "textarea", "email", "phone", "url")
+    return Column(
+        kind=kind,
+        length=int(described["length"]) if text and described.get("length") else None,
+        choices=tuple(str(v["value"]) for v in values),
+        labels=tuple(str(v.get("label") or v["value"]) for v in values),
+        restricted=bool(described.get("restrictedPicklist")),
+    )

@@ -10,9 +10,9 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-Kind = Literal["delete", "restore"]
-Outcome = Literal["pending", "deleted", "restored", "conflict", "failed"]
-FINAL: tuple[Outcome, ...] = ("deleted", "restored")
+Kind = Literal["delete", "restore", "recreate"]
+Outcome = Literal["pending", "deleted", "restored", "recreated", "conflict", "failed"]
+FINAL: tuple[Outcome, ...] = ("deleted", "restored", "recreated")
 """Outcomes a rerun never acts on again."""
 
 
@@ -148,12 +148,12 @@ class Rollbacks:
         return [str(r["run_id"]) for r in rows]
 
     async def left(self, target_run_id: str, objects: Sequence[str] | None) -> int:
-        """Records ``target_run_id`` wrote (of ``objects``) that no rollback has deleted
-        or restored yet: 0 means it is fully rolled back."""
+        """Records ``target_run_id`` wrote or deleted (of ``objects``) that no rollback has
+        deleted, restored or re-created yet: 0 means it is fully rolled back."""
         value = await self._pool.fetchval(
             """SELECT count(*) FROM (
                    SELECT DISTINCT object, destination_id FROM operations
-                   WHERE run_id = $1 AND action IN ('created', 'updated')
+                   WHERE run_id = $1 AND action IN ('created', 'updated', 'deleted')
                      AND object IS NOT NULL AND destination_id IS NOT NULL
                      AND ($2::text[] IS NULL OR object = ANY($2::text[]))
                ) w
@@ -161,7 +161,7 @@ class Rollbacks:
                    SELECT 1 FROM rollback_ops r
                    WHERE r.target_run_id = $1 AND r.object = w.object
                      AND r.destination_id = w.destination_id
-                     AND r.outcome IN ('deleted', 'restored'))""",
+                     AND r.outcome IN ('deleted', 'restored', 'recreated'))""",
             target_run_id,
             None if objects is None else list(objects),
         )
@@ -178,7 +178,7 @@ class Rollbacks:
                ON CONFLICT (target_run_id, object, destination_id) DO UPDATE
                SET rollback_run_id = EXCLUDED.rollback_run_id, outcome = EXCLUDED.outcome,
                    reason = EXCLUDED.reason, updated_at = now()
-               WHERE rollback_ops.outcome NOT IN ('deleted', 'restored')""",
+               WHERE rollback_ops.outcome NOT IN ('deleted', 'restored', 'recreated')""",
             [
                 (target_run_id, d.object, d.destination_id, rollback_run_id, d.kind, d.outcome,
                  d.reason)

@@ -33,6 +33,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import uvloop
@@ -57,11 +58,14 @@ EXIT_CODES = """exit codes:
   6   a platform quota is exhausted (resumable once it frees up)
   7   an object the destination has lacks a field, a lookup to its planned target
       or an org setting (Allow Activities, HasNotes, ...) of the schema plan;
-      a missing custom object does not stop the run: its records wait
+      a missing custom object does not stop the run: its records wait; or the
+      audit found a blocking finding the plan does not acknowledge (audit.md)
   8   a platform refused in a way no retry changes (permission, API version,
       a repeated cursor), with its own reason
   9   crmlift reconcile: the verdict is no-go (the reasons on stderr and in
       reconcile.md / reconcile.html)
+  10  crmlift delta with [delta] conflicts = "stop": fields changed both in the
+      destination and at the source; refused before any write (delta-summary.md)
   75  stopped by SIGINT/SIGTERM; the run is resumable with --resume RUN_ID
 """
 
@@ -101,6 +105,29 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port {value} is not 0..65535")
     return value
+
+
+def _duration(text: str) -> timedelta:
+    """``90s``, ``5m``, ``24h``, ``2d`` (a bare number is seconds); more than zero."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in units else "s"
+    try:
+        value = float(raw.removesuffix(unit) if raw[-1:] in units else raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90s, 5m, 24h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return timedelta(seconds=value * units[unit])
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time (``2026-12-03T18:00Z``); without an offset, UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _existing_file(text: str) -> Path:
@@ -151,6 +178,44 @@ def build_parser() -> argparse.ArgumentParser:
         "the plan has one; writes diff.csv and diff.html (source → sent → held)",
     )  # fmt: skip
 
+    audit = commands.add_parser(
+        "audit",
+        help="profile the source and check it against the destination before any record moves",
+        description="Extract the source into a journaled run (or reuse --run's staging), read "
+        "the destination's metadata and users, and write audit.json, audit.md and audit.html: "
+        "the source profile, dirty records (duplicates, orphans, looping hierarchies, missing "
+        "or malformed emails and dates, custom values that do not parse, unknown keys), and "
+        "the gaps (schema, picklist values, required fields, values too long, files over the "
+        "limit, staff with no destination user). Writes nothing to the destination. Exit 7 "
+        "when a blocking finding the plan does not acknowledge ([audit] acknowledge) would "
+        "stop migrate, which runs the same checks first.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    audit.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
+    audit.add_argument("--run", metavar="RUN_ID", help="audit this run's staging (no extraction)")
+    audit.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    delta = commands.add_parser(
+        "delta",
+        help="pick up what changed at the source since the last load, never clobbering",
+        description="Read what changed in the source since the newest completed load's "
+        "watermark (less --overlap) and the deletion feed, and apply it through the same "
+        "loader: a three-way merge per field keeps what people changed in the destination "
+        "([delta] conflicts), source deletions follow [delta] deletions. Each cycle is a "
+        "journaled run (rollback --to-before undoes it); --watch repeats until --until or a "
+        "signal (between cycles: exit 0; a cycle cut short: exit 75, resumable).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_args(delta)
+    delta.add_argument(
+        "--overlap", type=_duration, default="5m",
+        help="read from this long before the watermark (clock skew, tied timestamps; 5m)",
+    )  # fmt: skip
+    delta.add_argument("--watch", type=_duration, metavar="EVERY", help="a cycle every EVERY")
+    delta.add_argument("--until", type=_instant, help="with --watch: when to stop (ISO 8601)")
+
     approve = commands.add_parser(
         "approve",
         help="approve a sample run: a full run may then start under require_approved_sample",
@@ -166,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument(
         "--by", default=os.environ.get("USER", ""), help="who approves (default: $USER)"
     )
+
+    _add_mapping_command(commands)
 
     rollback = commands.add_parser(
         "rollback",
@@ -231,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan", type=_plan_file, required=True, help="the migration plan (TOML)"
     )
     estimate.add_argument("--out", type=Path, help="also write the estimate as JSON")
+    estimate.add_argument(
+        "--delta-window", type=_duration, metavar="WINDOW",
+        help="price a delta cycle: the records changed in the last WINDOW (e.g. 24h)",
+    )  # fmt: skip
 
     runs = commands.add_parser(
         "runs",
@@ -314,6 +385,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="the simulated CRM to migrate into (default salesforce)",
     )
     return parser
+
+
+def _add_mapping_command(commands: Any) -> None:
+    """``crmlift mapping propose|confirm``: the mapping file the operator reviews."""
+    mapping = commands.add_parser(
+        "mapping",
+        help="propose the mapping file (fields, value maps) and confirm it",
+        description="propose: write mapping.toml, every source custom field's destination "
+        "field and every enumeration's value map, each with how it was chosen and a "
+        "confidence (review = true where guessed). confirm: check it against the source and "
+        "the destination and journal its fingerprint; with [mapping] require_confirmed = true "
+        "migrate starts only with a confirmed, unchanged file.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = mapping.add_subparsers(dest="mapping_command", required=True, metavar="ACTION")
+    propose = actions.add_parser("propose", help="write the proposed mapping file")
+    propose.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
+    propose.add_argument(
+        "--out", type=Path, help="where to write it (default: [mapping] file, else mapping.toml "
+        "beside the plan)"
+    )  # fmt: skip
+    propose.add_argument("--force", action="store_true", help="replace an existing file")
+    confirm = actions.add_parser("confirm", help="check the mapping file and journal it")
+    confirm.add_argument("--plan", type=_plan_file, required=True, help="the migration plan")
+    confirm.add_argument("--file", type=Path, help="the file (default: [mapping] file)")
+    confirm.add_argument(
+        "--by", default=os.environ.get("USER", ""), help="who confirms (default: $USER)"
+    )
+    for action in (propose, confirm):
+        action.add_argument(
+            "--run", metavar="RUN_ID", help="read the custom field definitions as this run "
+            "staged them (default: from the source now)"
+        )  # fmt: skip
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -424,6 +529,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         "rollback": commands.rollback,
         "reconcile": commands.reconcile,
         "approve": commands.approve,
+        "mapping": commands.mapping,
+        "delta": commands.delta,
+        "audit": commands.audit,
         "schema": commands.schema,
         "estimate": commands.estimate,
         "runs": commands.runs,
@@ -436,6 +544,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         "rollback",
         "reconcile",
         "approve",
+        "mapping",
+        "delta",
+        "audit",
         "schema",
         "estimate",
         "runs",

@@ -44,16 +44,22 @@ from journal.runs import Run
 from ratelimit.governor import Governor
 from ratelimit.profiles import profile_for
 from service.approval import approve as approve_sample
+from service.audit import run_audit
+from service.audit_findings import AuditBlocked
+from service.delta import run_delta, run_watch
 from service.estimate import run_estimate
 from service.extract import EPOCH
 from service.logs import configure_logging
 from service.mapping import backdocket_dynamics, backdocket_salesforce
+from service.mapping_confirm import confirm_mapping
+from service.mapping_propose import propose_mapping
 from service.migrate import MigrateOutcome, run_migrate
 from service.pairs import pair_for, setting_help
 from service.pipeline import ExtractOutcome, run_extract
 from service.plan import MigrationPlan, load_plan
 from service.progress import ProgressBoard
 from service.reconcile import NO_GO_EXIT, ReconcileOptions, run_reconcile
+from service.reports.audit import verdict
 from service.reports.estimate import estimate_lines, estimate_table
 from service.reports.extract import consistency_line, run_total_line, this_process_line
 from service.rollback import RollbackOptions, run_rollback, run_rollback_to_before
@@ -89,6 +95,48 @@ async def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def audit(args: argparse.Namespace) -> int:
+    """``crmlift audit``: extract (or reuse ``--run``'s staging), check it against the
+    destination's metadata; exit 7 when a finding would stop ``migrate``."""
+    plan: MigrationPlan = args.loaded_plan
+    outcome = await _with_progress(
+        lambda board: run_audit(plan, run_id=args.run, progress=board),
+        show=not args.no_progress,
+    )
+    table = Table(title=f"audit of run {outcome.run.run_id}")
+    for column in ("severity", "id", "records", "what"):
+        table.add_column(column, justify="right" if column == "records" else "left")
+    for f in outcome.report.findings:
+        mark = " (acknowledged)" if f.acknowledged else ""
+        table.add_row(f.severity + mark, f.id, str(f.count), f.title)
+    out.print(table)
+    out.print(verdict(outcome.report), markup=False, highlight=False)
+    out.print(f"reports: {', '.join(str(p) for p in outcome.reports)}", markup=False)
+    return AuditBlocked.exit_code if outcome.report.blocking else 0
+
+
+async def delta(args: argparse.Namespace) -> int:
+    """``crmlift delta``: one delta cycle, or ``--watch`` cycles until ``--until``."""
+    plan: MigrationPlan = args.loaded_plan
+    if args.watch is not None and (args.until is None or args.resume is not None):
+        raise ConfigError("--watch needs --until (and cannot --resume: resume one cycle)")
+    if args.watch is None:
+        one = await _with_progress(
+            lambda board: run_delta(plan, overlap=args.overlap, resume=args.resume,
+                                    progress=board, shutdown=args.shutdown),
+            show=not args.no_progress,
+        )  # fmt: skip
+        cycles = [one]
+    else:
+        watched = await run_watch(plan, every=args.watch, until=args.until, overlap=args.overlap,
+                                  shutdown=args.shutdown)  # fmt: skip
+        cycles = watched.cycles
+    for cycle in cycles:
+        out.print(cycle.reports[1].read_text(encoding="utf-8"), markup=False, highlight=False)
+        out.print(f"reports: {', '.join(str(p) for p in cycle.reports)}", markup=False)
+    return 0
+
+
 async def approve(args: argparse.Namespace) -> int:
     """``crmlift approve``: journal the operator's approval of a completed sample run."""
     plan: MigrationPlan = args.loaded_plan
@@ -99,6 +147,31 @@ async def approve(args: argparse.Namespace) -> int:
         f"{approval.mapping_fingerprint}",
         markup=False,
         highlight=False,
+    )
+    return 0
+
+
+async def mapping(args: argparse.Namespace) -> int:
+    """``crmlift mapping propose|confirm``: write the proposal, or confirm the edited file."""
+    plan: MigrationPlan = args.loaded_plan
+    if args.mapping_command == "propose":
+        proposal = await propose_mapping(plan, out=args.out, run_id=args.run, force=args.force)
+        out.print(
+            f"mapping proposed: {proposal.path} ({proposal.fields} custom fields, "
+            f"{proposal.values} values, {proposal.review} to review); edit it, then "
+            f"`crmlift mapping confirm --plan {args.plan}`",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 0
+    done = await confirm_mapping(plan, by=args.by, file=args.file, run_id=args.run)
+    out.print(
+        f"mapping {done.file} confirmed by {done.confirmed_by} at "
+        f"{done.confirmed_at:%Y-%m-%d %H:%M:%S %Z}; fingerprint {done.fingerprint}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     return 0
 
@@ -153,7 +226,7 @@ async def estimate(args: argparse.Namespace) -> int:
     plan: MigrationPlan = args.loaded_plan
     if args.out is not None:
         writable_file(args.out)
-    result = await run_estimate(plan)
+    result = await run_estimate(plan, getattr(args, "delta_window", None))
     out.print(estimate_table(result))
     for line in estimate_lines(result):
         out.print(line, markup=False, highlight=False)
@@ -190,8 +263,7 @@ async def runs(args: argparse.Namespace) -> int:
 def run_status_text(run: Run) -> str:
     """A run's status as the operator needs it: a ``running`` run whose process is gone
     (killed, out of memory, its container lost) says so, and how to resume it."""
-    command = "migrate" if run.destination is not None else "extract"
-    resume = f"crmlift {command} --resume {run.run_id}"
+    resume = _resume_command(run)
     if run.status == "interrupted":
         return f"interrupted (resumable: {resume})"
     if run.status != "running" or run.process is None:
@@ -201,6 +273,18 @@ def run_status_text(run: Run) -> str:
     if run.process.alive() is None:
         return f"running (pid {run.process.pid} on {run.process.host}; cannot check from here)"
     return f"running (pid {run.process.pid})"
+
+
+def _resume_command(run: Run) -> str:
+    """The command that continues ``run``: a rollback is rerun as it was given, a delta
+    cycle resumes as a delta, any other load as a migrate."""
+    target = run.settings.get("rollback_of")
+    if target:
+        return f"crmlift rollback --run {target}"
+    if run.settings.get("command") == "delta":
+        return f"crmlift delta --resume {run.run_id}"
+    command = "migrate" if run.destination is not None else "extract"
+    return f"crmlift {command} --resume {run.run_id}"
 
 
 async def sim(args: argparse.Namespace) -> int:

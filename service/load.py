@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -82,6 +82,19 @@ Deferred = tuple[str, str, Payload]
 """A payload whose self-references wait for its wave: (collection, source id, payload)."""
 
 
+class MergeHook(Protocol):
+    """Delta pickup's three-way merge, consulted for the updates of each batch once their
+    pre-images (the destination's values now) are read: external id → the fields to leave
+    as the destination holds them. A full run has none and writes every field."""
+
+    async def __call__(
+        self,
+        info: ObjectInfo,
+        writes: Sequence[PendingWrite],
+        pre_images: Mapping[str, Mapping[str, Any]],
+    ) -> Mapping[str, frozenset[str]]: ...
+
+
 class Loader:
     """Loads one run's staging into one destination through one pair's mapping."""
 
@@ -101,6 +114,8 @@ class Loader:
         progress: ProgressBoard | None = None,
         shutdown: Shutdown | None = None,
         only: Mapping[str, frozenset[str]] | None = None,
+        merge: MergeHook | None = None,
+        sweep: bool = True,
     ) -> None:
         self.destination = destination
         self.journal = journal
@@ -116,6 +131,10 @@ class Loader:
         self.shutdown = shutdown or Shutdown()
         self.only = only
         """Collection → the staged source ids to load (a sample run); None: every one."""
+        self.merge = merge
+        self.sweep = sweep
+        """Check before each wave that mapped records still exist (``_sweep``); a caller
+        that checked ``only``'s records itself (delta pickup) turns it off."""
         self.jobs = LoadJobs(journal.pool, run.run_id)
         self._slots = asyncio.Semaphore(self.settings.batches_in_flight)
         self.timings: dict[str, float] = defaultdict(float)
@@ -244,7 +263,8 @@ class Loader:
         started = time.perf_counter()
         deferred: list[Deferred] = []  # payloads whose self-references wait for the wave
         slots = self._slots
-        await self._sweep(collection)
+        if self.sweep:
+            await self._sweep(collection)
 
         async def write(batch: list[tuple[str, str]]) -> None:
             try:
@@ -448,6 +468,9 @@ class Loader:
     ) -> list[Operation]:
         sobject = info.name
         pre_images = await self._pre_images(sobject, writes)
+        held: list[Operation] = []
+        if self.merge is not None:
+            writes, held = await self._merged(info, writes, pre_images)
         await self._note_create_only_changes(info, writes, pre_images)
         files = [w for w in writes if w.payload.file is not None]
         records = [w for w in writes if w.payload.file is None]
@@ -488,7 +511,30 @@ class Loader:
                     strangers.append(_stranger(w, sobject, result.destination_id))
         if strangers:
             await self.journal.issues.record_many(self.run.run_id, strangers)
-        return ops
+        return held + ops
+
+    async def _merged(
+        self, info: ObjectInfo, writes: list[PendingWrite], pre_images: Mapping[str, Any]
+    ) -> tuple[list[PendingWrite], list[Operation]]:
+        """The writes less the fields the merge hook keeps as the destination holds them;
+        an update left with nothing to send is journaled unchanged (its hash moves: the
+        source's version is merged, the destination's values stand)."""
+        assert self.merge is not None
+        updates = [w for w in writes if w.mapped is not None and w.payload.file is None]
+        keep = await self.merge(info, updates, pre_images) if updates else {}
+        sent: list[PendingWrite] = []
+        held: list[Operation] = []
+        for w in writes:
+            left_out = keep.get(w.payload.external_id)
+            if not left_out or w.mapped is None:
+                sent.append(w)
+                continue
+            fields = {k: v for k, v in w.payload.fields.items() if k not in left_out}
+            if not fields.keys() - info.create_only:
+                held.append(_op(w, "unchanged", w.mapped.destination_id))
+                continue
+            sent.append(replace(w, payload=replace(w.payload, fields=fields)))
+        return sent, held
 
     async def _pre_images(
         self, sobject: str, writes: list[PendingWrite]

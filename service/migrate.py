@@ -21,10 +21,12 @@ from adapters.errors import ConfigError, SchemaMissing
 from journal import Journal, open_journal
 from journal.runs import Run
 from ratelimit.governor import Governor
+from service.audit_run import audit_gate
 from service.context import run_context, staged
 from service.extract import ExtractSummary
 from service.load import PHASE as LOAD_PHASE
 from service.load import Loader, LoadSettings
+from service.mapping_confirm import confirmed
 from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for, setting_help
 from service.pipeline import extract_into, guarded, run_dir
 from service.plan import DestinationSettings, MigrationPlan
@@ -75,6 +77,7 @@ async def run_migrate(
     progress = progress or ProgressBoard()
     async with (
         open_journal(plan.journal) as journal,
+        confirmed(journal, plan, resume),
         starting(journal, plan, resume, sample) as (run, sampling),
     ):
         structlog.contextvars.bind_contextvars(run_id=run.run_id)
@@ -134,7 +137,11 @@ async def _load(
     wanted = pair.schema_plan(built.definitions, destination.mapping)
     (out_dir / "schema-plan.json").write_bytes(wanted.document)
     await _write_rebuild_reference(journal, run, out_dir)
-    schema = await _gate_schema(client, pair.objects(destination.mapping), wanted, out_dir)
+    schema = await gate_schema(client, pair.objects(destination.mapping), wanted, out_dir)
+    await audit_gate(
+        journal, run, pair, destination, built, schema, out_dir=out_dir,
+        migration=id_map_scope(plan, destination), acknowledged=plan.audit_acknowledge,
+    )  # fmt: skip
     owners, fallback, context = built.owners, built.fallback, built.mapping
     loader = Loader(
         destination=client, journal=journal, run=run, migration=id_map_scope(plan, destination),
@@ -192,8 +199,12 @@ def id_map_scope(plan: MigrationPlan, destination: DestinationSettings) -> str:
     return f"{plan.name}|{destination.config.org_url}"
 
 
-async def _gate_schema(
-    client: DestinationClient, objects: list[str], wanted: SchemaPlan, out_dir: Path
+async def gate_schema(
+    client: DestinationClient,
+    objects: list[str],
+    wanted: SchemaPlan,
+    out_dir: Path,
+    again: str = "run again",
 ) -> dict[str, ObjectInfo | None]:
     """Describe every object the pair writes; missing fields stop the run.
 
@@ -210,7 +221,7 @@ async def _gate_schema(
         raise SchemaMissing(
             f"the destination lacks {len(missing)} part(s) of the schema plan "
             f"({', '.join(missing[:8])}{'…' if len(missing) > 8 else ''}); "
-            f"deploy {out_dir / 'schema-plan.json'} and run again"
+            f"deploy {out_dir / 'schema-plan.json'} and {again}"
         )
     return schema
 

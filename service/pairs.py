@@ -9,7 +9,7 @@ how to open the destination's client.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -154,6 +154,19 @@ def _dynamics_plan(definitions: Sequence[Record], settings: Mapping[str, Any]) -
     }
     document = {**wanted, **_settings_section(org_settings)}
     return SchemaPlan(fields, lookups, _indented(document), tuple(tables), org_settings)
+
+
+def with_archive_field(wanted: SchemaPlan, archive_field: str, platform: str) -> SchemaPlan:
+    """The schema plan with ``[delta] archive_field`` on every object the plan adds fields
+    to (every object crmlift upserts by external id): ``deletions = "archive"`` sets it on a
+    record the source deleted, so the gate requires it before a delta writes anything."""
+    kind = {"salesforce": "Checkbox", "dynamics": "Boolean"}.get(platform, "boolean")
+    objects = sorted(wanted.fields)
+    fields = {name: (*wanted.fields[name], archive_field) for name in objects}
+    section = {"delta_archive_field": {"field": archive_field, "type": kind, "default": False,
+                                       "objects": objects}}  # fmt: skip
+    document = _indented({**orjson.loads(wanted.document), **section})
+    return replace(wanted, fields=fields, document=document)
 
 
 def _settings_section(org_settings: Mapping[str, frozenset[str]]) -> dict[str, Any]:

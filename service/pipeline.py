@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -131,9 +132,14 @@ async def start_or_resume(
 
 
 async def extract_into(
-    journal: Journal, plan: MigrationPlan, run: Run, progress: ProgressBoard | None
+    journal: Journal,
+    plan: MigrationPlan,
+    run: Run,
+    progress: ProgressBoard | None,
+    since: dict[str, datetime] | None = None,
 ) -> tuple[ExtractSummary, Governor]:
-    """Extract whatever the run still lacks and write the extraction report."""
+    """Extract whatever the run still lacks and write the extraction report; with
+    ``since`` only what changed from then (``Extractor.run_since``, delta pickup)."""
     governor = Governor(plan.source_quota)
     client = BackDocketClient(plan.source, governor)
     extractor = Extractor(
@@ -144,7 +150,7 @@ async def extract_into(
         progress=progress,
     )
     async with client:
-        summary = await extractor.run(run)
+        summary = await (extractor.run(run) if since is None else extractor.run_since(run, since))
     issues = await journal.issues.list(run.run_id, EXTRACT_PHASE)
     write_extract_report(summary, issues, run_dir(plan, run.run_id))
     return summary, governor

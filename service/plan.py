@@ -28,6 +28,7 @@ from adapters.secrets import Secret
 from journal import JournalSettings
 from ratelimit.profiles import BUILDER_KEYS, QuotaProfile, profile_for
 from service.mapping.backdocket_dynamics import SHAREPOINT_MODES
+from service.mapping_file import with_mapping_file
 
 ENV_PREFIX = "CRMLIFT_"
 
@@ -66,6 +67,48 @@ class DestinationSettings:
     """``[load] batch_records``: staged records transformed and written together."""
     batches_in_flight: int = 24
     """``[load] batches_in_flight``: batches written at once; bounds memory."""
+    mapping_file: Path | None = None
+    """``[mapping] file``, resolved: the operator's mapping file, read into ``mapping``."""
+    owners: str = "fallback"
+    """``[destination] owners``: ``fallback`` (staff with no destination user: their records
+    go to the fallback owner, an audit warning) or ``strict`` (such staff are a blocking
+    audit finding: migrate stops until they exist or the finding is acknowledged)."""
+
+
+CONFLICT_POLICIES = ("keep-destination", "prefer-source", "stop")
+DELETION_POLICIES = ("flag", "delete", "archive")
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaSettings:
+    """``[delta]``: what a delta cycle does where the destination or the source moved."""
+
+    conflicts: str = "keep-destination"
+    """A field changed both in the destination since crmlift wrote it and in the source:
+    ``keep-destination`` (leave it out of the write), ``prefer-source`` (write it) or
+    ``stop`` (refuse the cycle before any write); each one is reported."""
+    deletions: str = "flag"
+    """A record deleted at the source: ``flag`` (report it), ``delete`` (delete it in the
+    destination) or ``archive`` (set ``archive_field`` on it); reversible by rollback."""
+    archive_field: str | None = None
+    """The destination field ``deletions = "archive"`` sets to true (the schema plan then
+    requires it on every object the pair writes)."""
+    recreate_deleted: bool = False
+    """Create again a record deleted in the destination since crmlift wrote it."""
+
+    def __post_init__(self) -> None:
+        if self.conflicts not in CONFLICT_POLICIES:
+            raise ConfigError(
+                f"plan delta.conflicts must be one of {', '.join(CONFLICT_POLICIES)}, "
+                f"not {self.conflicts!r}"
+            )
+        if self.deletions not in DELETION_POLICIES:
+            raise ConfigError(
+                f"plan delta.deletions must be one of {', '.join(DELETION_POLICIES)}, "
+                f"not {self.deletions!r}"
+            )
+        if self.deletions == "archive" and not self.archive_field:
+            raise ConfigError('plan delta.deletions = "archive" needs delta.archive_field')
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +134,11 @@ class MigrationPlan:
     require_approved_sample: bool = False
     """``[migration] require_approved_sample``: a full run starts only after a sample made
     with the same mapping was approved (``crmlift approve``)."""
+    delta: DeltaSettings = field(default_factory=lambda: DeltaSettings())
+    """``[delta]``: how ``crmlift delta`` merges and what it does with source deletions."""
+    audit_acknowledge: tuple[str, ...] = ()
+    """``[audit] acknowledge``: ids of blocking audit findings the operator accepts;
+    migrate stops on any other blocking finding."""
 
     def public_settings(self) -> dict[str, Any]:
         """The plan as journaled with a run: every secret replaced by where it comes from."""
@@ -187,12 +235,30 @@ def parse_plan(
         ),
         journal=JournalSettings(data_dir=data_dir, dsn=dsn),
         output_dir=output_dir,
-        destination=_destination(raw, env),
+        destination=with_mapping_file(_destination(raw, env), base),
         path=path,
         raw=raw,
         cutover_hours=_cutover_hours(migration),
-        sample_destination=_sample_destination(raw, env),
+        sample_destination=with_mapping_file(_sample_destination(raw, env), base),
         require_approved_sample=_get(migration, "migration.require_approved_sample", bool, False),
+        delta=_delta(_table(raw, "delta", required=False)),
+        audit_acknowledge=_acknowledge(_table(raw, "audit", required=False)),
+    )
+
+
+def _acknowledge(table: Mapping[str, Any]) -> tuple[str, ...]:
+    given = _get(table, "audit.acknowledge", list, [])
+    _texts("audit.acknowledge", given)
+    return tuple(dict.fromkeys(str(g).strip() for g in given))
+
+
+def _delta(table: Mapping[str, Any]) -> DeltaSettings:
+    archive = _get(table, "delta.archive_field", str, "").strip()
+    return DeltaSettings(
+        conflicts=_get(table, "delta.conflicts", str, "keep-destination").strip().lower(),
+        deletions=_get(table, "delta.deletions", str, "flag").strip().lower(),
+        archive_field=archive or None,
+        recreate_deleted=_get(table, "delta.recreate_deleted", bool, False),
     )
 
 
@@ -258,7 +324,21 @@ def _destination(
         mapping=mapping,
         batch_records=batch_records,
         batches_in_flight=batches_in_flight,
+        owners=_owners(table),
     )
+
+
+OWNER_POLICIES = ("fallback", "strict")
+
+
+def _owners(table: Mapping[str, Any]) -> str:
+    """``[destination] owners``: what the audit makes of staff with no destination user."""
+    value = str(_get(table, "destination.owners", str, "fallback")).strip().lower()
+    if value not in OWNER_POLICIES:
+        raise ConfigError(
+            f"plan destination.owners must be one of {', '.join(OWNER_POLICIES)}, not {value!r}"
+        )
+    return value
 
 
 def _salesforce(
@@ -378,6 +458,8 @@ PLAN_KEYS: Mapping[str, frozenset[str]] = {
             "mapping",
             "load",
             "journal",
+            "delta",
+            "audit",
         }
     ),
     "migration": frozenset({"name", "output_dir", "cutover_hours", "require_approved_sample"}),
@@ -397,6 +479,8 @@ PLAN_KEYS: Mapping[str, frozenset[str]] = {
     "extract": frozenset({"collections", "window_records", "files", "catchup_passes"}),
     "load": frozenset({"batch_records", "batches_in_flight"}),
     "journal": frozenset({"dsn", "data_dir"}),
+    "delta": frozenset({"conflicts", "deletions", "archive_field", "recreate_deleted"}),
+    "audit": frozenset({"acknowledge"}),
     "destination.quota": _QUOTA_KEYS,
     "destination.applications": frozenset({"client_id", "client_secret"}),
 }
@@ -404,7 +488,7 @@ PLAN_KEYS: Mapping[str, frozenset[str]] = {
 depend on the platform, below). Anything else is a typo, refused at load time."""
 
 _COMMON_DESTINATION_KEYS = frozenset(
-    {"platform", "client_id", "client_secret", "fallback_owner_email", "ca_file", "quota"}
+    {"platform", "client_id", "client_secret", "fallback_owner_email", "ca_file", "quota", "owners"}
 )
 DESTINATION_KEYS: Mapping[str, frozenset[str]] = {
     "salesforce": _COMMON_DESTINATION_KEYS | {"login_url", "api_version", "bulk_threshold"},
@@ -453,6 +537,8 @@ def _one_of(*choices: str) -> Check:
 MAPPING_KEYS: Mapping[str, Mapping[str, Check]] = {
     "salesforce": {
         "max_file_bytes": _positive_int,
+        "file": _text,
+        "require_confirmed": _flag,
         "intake_case_forms": _texts,
         "state_country_picklists": _flag,
     },
@@ -463,6 +549,8 @@ MAPPING_KEYS: Mapping[str, Mapping[str, Check]] = {
         "sharepoint_site_id": _text,
         "sharepoint_documents": _one_of(*SHAREPOINT_MODES),
         "firm_domains": _texts,
+        "file": _text,
+        "require_confirmed": _flag,
     },
 }
 """``[mapping]`` settings each pair reads, and what each must hold. The pairs read them
@@ -472,7 +560,7 @@ lazily, mid-run; checking them here means a bad value stops the plan, not the lo
 def check_keys(raw: Mapping[str, Any]) -> None:
     """Refuse any key the schema does not know, naming the nearest valid one."""
     _known(raw, "", PLAN_KEYS[""])
-    for where in ("migration", "source", "extract", "load", "journal"):
+    for where in ("migration", "source", "extract", "load", "journal", "delta", "audit"):
         _known(raw.get(where), where, PLAN_KEYS[where])
     source = raw.get("source")
     if isinstance(source, dict):

@@ -27,10 +27,12 @@ import structlog
 from adapters.dynamics.keys import SHAREPOINT_FILES
 from adapters.errors import ConfigError
 from journal import Journal, open_journal
+from journal.deltas import Deltas
 from journal.load_jobs import LoadJob, LoadJobs
 from journal.rollback import FINAL, Done, Rollbacks, Written
 from journal.runs import Run, RunLock
 from service.context import run_context
+from service.delta_undo import Recreate
 from service.expected import Expected, Rebuilder
 from service.load import dependency_levels
 from service.migrate import id_map_scope
@@ -316,6 +318,10 @@ class _Undo:
             create_only = await self._create_only(group[0].object)
             for chunk in _chunks(group):
                 await self._journal(await self._restore(chunk, create_only))
+        # What a delta deleted (the source deleted it) is created again from its image.
+        again = Recreate(self.journal, self.client, self.rebuilder.migration, self.options,
+                         self.report, self.done, self._journal)  # fmt: skip
+        await again.all(pair, self.target.run_id)
 
     async def _recover_jobs(self) -> None:
         """Delete jobs an interrupted attempt journaled: a job that never got its data
@@ -425,12 +431,15 @@ class _Undo:
             return {}
         fields = sorted({f for e in expected for f in e.fields})
         values = await held(self.client, sobject, [str(e.destination_id) for e in expected], fields)
+        # A delta that kept the destination's value of a field (a conflict) never wrote it.
+        kept = await Deltas(self.journal.pool).kept_fields(self.target.run_id, sobject)
         changed: dict[str, str] = {}
         for e in expected:
             now = values.get(str(e.destination_id))
             if now is None:
                 continue
             skip = create_only if by_id[str(e.destination_id)].kind == "restore" else frozenset()
+            skip |= kept.get(str(e.destination_id), frozenset())
             first = next((c for c in check(e, now, skip) if not c.equal), None)
             if first is not None:
                 changed[str(e.destination_id)] = (

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from journal import Journal
-from journal.runs import RunProcess
+from journal.runs import Run, RunProcess
 from service.commands import run_status_text
 
 
@@ -44,3 +45,13 @@ async def test_a_resume_records_the_resuming_process(journal: Journal) -> None:
     assert resumed.process == RunProcess.current()
     assert not resumed.process_gone
     assert run_status_text(resumed) == f"running (pid {os.getpid()})"
+
+
+def test_an_interrupted_delta_or_rollback_says_the_command_that_continues_it() -> None:
+    load = Run("r-load", "firm", "backdocket", "salesforce", "interrupted",
+               datetime.now(UTC), {}, datetime.now(UTC), None, None)  # fmt: skip
+    assert run_status_text(load) == "interrupted (resumable: crmlift migrate --resume r-load)"
+    delta = replace(load, run_id="r-delta", settings={"command": "delta"})
+    assert run_status_text(delta) == "interrupted (resumable: crmlift delta --resume r-delta)"
+    undo = replace(load, run_id="r-undo", settings={"command": "rollback", "rollback_of": "r-load"})
+    assert run_status_text(undo) == "interrupted (resumable: crmlift rollback --run r-load)"

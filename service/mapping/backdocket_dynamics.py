@@ -57,20 +57,6 @@ from service.mapping.backdocket import (
     person_line,
     primary_link,
 )
-from service.mapping.backdocket_salesforce import (
-    ACCOUNT_KIND_MAP,
-    BILLING_TYPE_MAP,
-    CASE_CATEGORY_MAP,
-    CASE_TYPE_MAP,
-    CLAIM_KIND_MAP,
-    CLAIM_STATUS_MAP,
-    CONTACT_INTAKE_STATUS_MAP,
-    ESIGN_STATUS_MAP,
-    INTAKE_STATUS_MAP,
-    MATTER_STATUS_MAP,
-    PRACTICE_AREA_MAP,
-    REFERRAL_SOURCE_MAP,
-)
 from service.mapping.base import (
     FileRef,
     JsonValue,
@@ -88,6 +74,48 @@ from service.mapping.draft import (
     dispatch,
     not_loaded,
     plain,
+)
+from service.mapping.value_maps_common import ValueMap, custom_values, field_target
+from service.mapping.value_maps_dynamics import (
+    ACCOUNT_KIND,
+    ACCOUNT_KIND_OPTIONS,
+    BILLING_TYPE,
+    BILLING_TYPE_OPTIONS,
+    CASE_CATEGORY,
+    CASE_CATEGORY_OPTIONS,
+    CASE_TYPE,
+    CLAIM_KIND,
+    CLAIM_KIND_OPTIONS,
+    CLAIM_STATUS,
+    CLAIM_STATUS_OPTIONS,
+    CONTACT_INTAKE_STATUS,
+    CONTACT_INTAKE_STATUS_OPTIONS,
+    ESIGN_STATUS,
+    ESIGN_STATUS_OPTIONS,
+    ESIGN_TASK_STATUS,
+    INTAKE_STATUS,
+    INTAKE_STATUS_OPTIONS,
+    LEAD_SOURCE,
+    MATTER_STATUS,
+    OPTION_LABELS,
+    PRACTICE_AREA,
+    PRACTICE_AREA_OPTIONS,
+    REFERRAL_SOURCE,
+    REFERRAL_SOURCE_OPTIONS,
+    TASK_PRIORITY,
+    TASK_STATE_OF_STATUS,
+    TASK_STATUS,
+    TASK_STATUS_FALLBACK,
+    option_values,
+)
+from service.mapping.value_maps_dynamics import (
+    MATTER_STATUS_OPTIONS as MATTER_STATUS_OPTIONS,  # re-exported: the default maps moved
+)
+from service.mapping.value_maps_dynamics import (
+    MATTER_TYPE_OPTIONS as MATTER_TYPE_OPTIONS,
+)
+from service.mapping.value_maps_dynamics import (
+    OPTION_BASE as OPTION_BASE,
 )
 
 DEFAULT_PREFIX = "crm"
@@ -232,81 +260,6 @@ CUSTOM_TEXT_LENGTH = 4000
 MEMO_LENGTH = 1_048_576
 NAME_LENGTH = 200
 
-OPTION_BASE = 100_000_000
-"""Custom option-set values start here (publisher option value prefix 10,000)."""
-
-
-def option_values(codes: Iterable[str]) -> dict[str, int]:
-    """Source code → custom option value: 100000000, 100000001… in the given order."""
-    return {code: OPTION_BASE + i for i, code in enumerate(dict.fromkeys(codes))}
-
-
-MATTER_TYPE_OPTIONS = option_values(CASE_TYPE_MAP)
-"""A matter's ``claim_type`` (BackDocket's 22 claim templates) → ``{prefix}_mattertype``."""
-CASE_CATEGORY_OPTIONS = option_values(CASE_CATEGORY_MAP)
-MATTER_STATUS_OPTIONS = option_values(MATTER_STATUS_MAP)
-PRACTICE_AREA_OPTIONS = option_values(PRACTICE_AREA_MAP)
-BILLING_TYPE_OPTIONS = option_values(BILLING_TYPE_MAP)
-CLAIM_KIND_OPTIONS = option_values(CLAIM_KIND_MAP)
-CLAIM_STATUS_OPTIONS = option_values(CLAIM_STATUS_MAP)
-ACCOUNT_KIND_OPTIONS = option_values(ACCOUNT_KIND_MAP)
-CONTACT_INTAKE_STATUS_OPTIONS = option_values(CONTACT_INTAKE_STATUS_MAP)
-INTAKE_STATUS_OPTIONS = option_values(INTAKE_STATUS_MAP)
-REFERRAL_SOURCE_OPTIONS = option_values(REFERRAL_SOURCE_MAP)
-ESIGN_STATUS_OPTIONS = option_values(ESIGN_STATUS_MAP)
-
-OPTION_LABELS: Mapping[str, Mapping[str, str]] = {
-    "mattertype": CASE_TYPE_MAP,
-    "casecategory": CASE_CATEGORY_MAP,
-    "matterstatus": MATTER_STATUS_MAP,
-    "practicearea": PRACTICE_AREA_MAP,
-    "billingtype": BILLING_TYPE_MAP,
-    "claimkind": CLAIM_KIND_MAP,
-    "claimstatus": CLAIM_STATUS_MAP,
-    "accountkind": ACCOUNT_KIND_MAP,
-    "contactintakestatus": CONTACT_INTAKE_STATUS_MAP,
-    "intakestatus": INTAKE_STATUS_MAP,
-    "referralsource": REFERRAL_SOURCE_MAP,
-    "esignstatus": ESIGN_STATUS_MAP,
-}
-"""Option-set name → source code → label (labels shared with the Salesforce mapping)."""
-
-PRIORITY_CODES: Mapping[str, int] = {"low": 0, "normal": 1, "high": 2, "urgent": 2}
-"""Task priority → standard ``prioritycode`` (0 Low, 1 Normal, 2 High). Urgent has no
-Dataverse level above High and collapses into it with a note."""
-PRIORITY_FALLBACK = 1
-
-TASK_STATE: Mapping[str, tuple[int, int]] = {
-    "open": (0, 2),
-    "in_progress": (0, 3),
-    "completed": (1, 5),
-}
-"""Task status → (statecode, statuscode): Open/Not Started, Open/In Progress,
-Completed/Completed."""
-TASK_STATE_FALLBACK = (0, 2)
-
-ESIGN_TASK_STATE: Mapping[str, tuple[int, int]] = {
-    "draft": (0, 2),
-    "sent": (0, 4),
-    "delivered": (0, 4),
-    "completed": (1, 5),
-    "declined": (1, 5),
-    "voided": (2, 6),
-}
-"""E-signature status → task (statecode, statuscode): awaiting signers is Waiting on
-someone else (4); completed/declined are Completed; voided is Canceled."""
-
-LEAD_SOURCE_CODES: Mapping[str, int] = {
-    "online_form": 8,
-    "attorney_referral": 3,
-    "court_referral": 3,
-    "walk_in": 10,
-    "other": 10,
-}
-"""Referral source → standard ``leadsourcecode`` (3 External Referral, 8 Web, 10 Other);
-the exact BackDocket source is kept in ``{prefix}_referralsource``."""
-LEAD_SOURCE_FALLBACK = 10
-
 ORGANIZATION_SUFFIXES = re.compile(
     r"(?:\b(?:llc|l\.l\.c\.|llp|l\.l\.p\.|inc\.?|incorporated|ltd\.?|limited|corp\.?"
     r"|corporation|co\.|company|gmbh|plc|s\.a\.|p\.c\.|pllc|group|holdings|partners"
@@ -419,6 +372,22 @@ class _Draft(Draft):
         if mapped is not None:
             self.put(name, mapped)
         return mapped
+
+    def option_map(self, name: str, value: Any, values: ValueMap, ctx: MappingContext) -> None:
+        """An option-set column through the run's value map (the confirmed mapping file's,
+        else the default) and its fallback."""
+        if value is None or value == "":
+            return
+        found = values.values(ctx).get(str(value).strip().lower())
+        if found is None:
+            fallback = values.fallback_in(ctx)
+            found = None if fallback is None else int(fallback)
+            self.note(
+                f"{name}: BackDocket value {value!r} has no option; "
+                + ("left empty" if found is None else f"set to {found}")
+            )
+        if found is not None:
+            self.put(name, int(found))
 
     def ref(self, name: str, collection: str, table: str, source_id: Any) -> bool:
         """Point lookup ``name`` (``crm_matterid``, ``regardingobjectid.crm_matter``) at the
@@ -708,6 +677,21 @@ def _definition_columns(
     return names
 
 
+def custom_column_targets(
+    definitions: Sequence[Mapping[str, Any]], prefix: str = DEFAULT_PREFIX
+) -> dict[str, dict[str, str]]:
+    """Entity → custom field key → ``table.column`` the schema plan deploys for it
+    (computed fields and note-text entities have none: see ``schema_plan``)."""
+    names = _definition_columns(prefix, definitions)
+    targets: dict[str, dict[str, str]] = {}
+    for d in definitions:
+        entity, key = str(d.get("entity")), str(d.get("key") or "")
+        table = CUSTOM_FIELD_TABLES.get(entity, "").format(prefix=prefix)
+        if key in names.get(table, {}):
+            targets.setdefault(entity, {})[key] = f"{table}.{names[table][key]}"
+    return targets
+
+
 def _custom_column(definition: Mapping[str, Any]) -> dict[str, Any]:
     kind, length = CUSTOM_FIELD_TYPES.get(str(definition.get("type")), CUSTOM_FIELD_FALLBACK_TYPE)
     spec: dict[str, Any] = {
@@ -813,8 +797,12 @@ def _definitions_by_key(definitions: Sequence[Mapping[str, Any]]) -> dict[str, M
     return table
 
 
-def _convert_custom(kind: str, value: Any, options: Sequence[str]) -> JsonValue:
-    """A custom value in its Dataverse form; ValueError when it is not of ``kind``."""
+def _convert_custom(
+    kind: str, value: Any, options: Sequence[str], mapped: Mapping[str, Any] | None = None
+) -> JsonValue:
+    """A custom value in its Dataverse form; ValueError when it is not of ``kind``.
+    ``mapped``: the confirmed mapping file's option → option value map for the field (else
+    the schema plan's own option values)."""
     if kind == "number":
         return tx.parse_number(value)
     if kind == "currency":
@@ -827,6 +815,8 @@ def _convert_custom(kind: str, value: Any, options: Sequence[str]) -> JsonValue:
         return tx.parse_bool(value)
     if kind in ("picklist", "multi_picklist"):
         values = option_values(options)
+        if mapped is not None:
+            values = {o: int(mapped.get(o, values[o])) for o in values}
         chosen = value if isinstance(value, list) else [value]
         if kind == "multi_picklist" and isinstance(value, str):
             chosen = value.split(";")
@@ -873,13 +863,17 @@ def _custom_fields(draft: _Draft, entity: str, record: Record, ctx: MappingConte
                 f"source values {sources}, which Dataverse computes from"
             )
             continue
-        name = names.get(key)
+        target = field_target(ctx, entity, key)
+        if target == "":
+            draft.note(f"custom field {key}: not migrated (the confirmed mapping file says so)")
+            continue
+        name = target or names.get(key)
         if name is None:
             draft.note(f"custom field {key}: no column on {draft.object}; not migrated")
             continue
         options = tuple(str(o) for o in definition.get("options") or ())
         try:
-            converted = _convert_custom(kind, value, options)
+            converted = _convert_custom(kind, value, options, custom_values(ctx, entity, key))
         except ValueError:
             draft.note(f"{name}: {value!r} is not a valid {kind} ({key}); left empty")
             continue
@@ -911,7 +905,7 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
     elif count is not None:
         draft.note(f"numberofemployees: {count!r} is not a whole number; left empty")
     draft.money("revenue", record.get("annual_revenue"))
-    draft.option(f"{prefix}_accountkind", record.get("kind"), ACCOUNT_KIND_OPTIONS)
+    draft.option_map(f"{prefix}_accountkind", record.get("kind"), ACCOUNT_KIND, ctx)
     draft.timestamp(f"{prefix}_sourcecreatedon", record.get("created_at"))
     draft.put("ownerid", ctx.fallback_owner)
     parent = record.get("parent_company_id")
@@ -986,8 +980,8 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     draft.text("mobilephone", record.get("mobile"))
     _address(draft, record.get("address"))
     draft.text(f"{prefix}_barnumber", record.get("bar_number"), 50)
-    draft.option(
-        f"{prefix}_intakestatus", record.get("intake_status"), CONTACT_INTAKE_STATUS_OPTIONS
+    draft.option_map(
+        f"{prefix}_intakestatus", record.get("intake_status"), CONTACT_INTAKE_STATUS, ctx
     )
     draft.timestamp(f"{prefix}_sourcecreatedon", record.get("created_at"))
     draft.owner(ctx, record.get("owner_id"), "owner")
@@ -1020,11 +1014,11 @@ def _matter(record: Record, ctx: MappingContext) -> TransformResult:
     number = draft.text(f"{p}_matternumber", record.get("number"), 100)
     name = plain(record.get("name"))
     draft.text(f"{p}_name", name or number or record["id"], NAME_LENGTH)
-    draft.option(f"{p}_mattertype", record.get("claim_type"), MATTER_TYPE_OPTIONS)
-    draft.option(f"{p}_casecategory", record.get("case_type"), CASE_CATEGORY_OPTIONS)
-    draft.option(f"{p}_status", record.get("status"), MATTER_STATUS_OPTIONS)
-    draft.option(f"{p}_practicearea", record.get("practice_area"), PRACTICE_AREA_OPTIONS)
-    draft.option(f"{p}_billingtype", record.get("billing_type"), BILLING_TYPE_OPTIONS)
+    draft.option_map(f"{p}_mattertype", record.get("claim_type"), CASE_TYPE, ctx)
+    draft.option_map(f"{p}_casecategory", record.get("case_type"), CASE_CATEGORY, ctx)
+    draft.option_map(f"{p}_status", record.get("status"), MATTER_STATUS, ctx)
+    draft.option_map(f"{p}_practicearea", record.get("practice_area"), PRACTICE_AREA, ctx)
+    draft.option_map(f"{p}_billingtype", record.get("billing_type"), BILLING_TYPE, ctx)
     draft.text(f"{p}_courtjurisdiction", record.get("court_jurisdiction"), CUSTOM_TEXT_LENGTH)
     for column, source in (
         ("openingdate", "opened_date"),
@@ -1074,10 +1068,10 @@ def _claim(record: Record, ctx: MappingContext) -> TransformResult:
     draft = _Draft(claim_table(p))
     draft.text(f"{p}_name", plain(record.get("name")) or record["id"], NAME_LENGTH)
     draft.ref(f"{p}_matterid", "matters", matter_table(p), record["matter_id"])
-    draft.option(f"{p}_claimkind", record.get("claim_kind"), CLAIM_KIND_OPTIONS)
+    draft.option_map(f"{p}_claimkind", record.get("claim_kind"), CLAIM_KIND, ctx)
     draft.money(f"{p}_amount", record.get("amount"))
     draft.put(f"{p}_revenuegenerating", False)
-    draft.option(f"{p}_status", record.get("status"), CLAIM_STATUS_OPTIONS)
+    draft.option_map(f"{p}_status", record.get("status"), CLAIM_STATUS, ctx)
     draft.date(f"{p}_closedate", record.get("close_date"))
     _custom_fields(draft, "claims", record, ctx)
     return [draft.build(ctx, external_id("claims", record["id"]))]
@@ -1090,8 +1084,8 @@ def _opportunity(record: Record, ctx: MappingContext) -> Payload:
     draft.money("estimatedvalue", record.get("amount"))
     draft.date("estimatedclosedate", record.get("close_date"))
     draft.ref(f"{p}_matterid", "matters", matter_table(p), record["matter_id"])
-    draft.option(f"{p}_claimkind", record.get("claim_kind"), CLAIM_KIND_OPTIONS)
-    draft.option(f"{p}_claimstatus", record.get("status"), CLAIM_STATUS_OPTIONS)
+    draft.option_map(f"{p}_claimkind", record.get("claim_kind"), CLAIM_KIND, ctx)
+    draft.option_map(f"{p}_claimstatus", record.get("status"), CLAIM_STATUS, ctx)
     if record.get("status") in ("won", "lost", "settled", "withdrawn"):
         draft.note(
             f"status {record['status']!r}: kept in {p}_claimstatus; close the opportunity "
@@ -1138,14 +1132,12 @@ def _intake(record: Record, ctx: MappingContext) -> TransformResult:
     draft.text("subject", f"Intake: {prospect or UNKNOWN_NAME}" + (f" ({form})" if form else ""))
     _email(draft, "emailaddress1", record.get("prospect_email"))
     draft.text("telephone1", record.get("prospect_phone"))
-    draft.option(
-        "leadsourcecode", record.get("referral_source"), LEAD_SOURCE_CODES, LEAD_SOURCE_FALLBACK
-    )
-    draft.option(f"{p}_referralsource", record.get("referral_source"), REFERRAL_SOURCE_OPTIONS)
-    draft.option(f"{p}_casetypeinterest", record.get("case_type_interest"), MATTER_TYPE_OPTIONS)
+    draft.option_map("leadsourcecode", record.get("referral_source"), LEAD_SOURCE, ctx)
+    draft.option_map(f"{p}_referralsource", record.get("referral_source"), REFERRAL_SOURCE, ctx)
+    draft.option_map(f"{p}_casetypeinterest", record.get("case_type_interest"), CASE_TYPE, ctx)
     draft.timestamp(f"{p}_initialcontactdate", record.get("submitted_at"))
     draft.text(f"{p}_intakeformtype", form, 100)
-    draft.option(f"{p}_intakestatus", record.get("status"), INTAKE_STATUS_OPTIONS)
+    draft.option_map(f"{p}_intakestatus", record.get("status"), INTAKE_STATUS, ctx)
     draft.owner(ctx, record.get("assigned_to_id"), "responsible attorney")
     if draft.ref(
         f"{p}_convertedmatterid", "matters", matter_table(p), record.get("converted_matter_id")
@@ -1160,12 +1152,10 @@ def _task(record: Record, ctx: MappingContext) -> TransformResult:
     _subject(draft, record.get("subject"))
     draft.text("description", record.get("description"))
     priority = record.get("priority")
-    draft.option("prioritycode", priority, PRIORITY_CODES, PRIORITY_FALLBACK)
+    draft.option_map("prioritycode", priority, TASK_PRIORITY, ctx)
     if priority == "urgent":
         draft.note("prioritycode: urgent has no Dataverse level above High; set to 2 (High)")
-    state, status = TASK_STATE.get(str(record.get("status")), TASK_STATE_FALLBACK)
-    draft.put("statecode", state)
-    draft.put("statuscode", status)
+    _task_status(draft, record.get("status"), TASK_STATUS, ctx)
     due = record.get("due_date")
     if not blank(due):
         try:
@@ -1179,6 +1169,15 @@ def _task(record: Record, ctx: MappingContext) -> TransformResult:
         draft.note("approval request kept as text; rebuild the approval in Power Automate")
     _custom_fields(draft, "tasks", record, ctx)
     return [draft.build(ctx, external_id("tasks", record["id"]))]
+
+
+def _task_status(draft: _Draft, value: Any, values: ValueMap, ctx: MappingContext) -> None:
+    """statuscode through the value map (its fallback when unmapped, as Dataverse needs one)
+    and the statecode that status belongs to."""
+    found = values.values(ctx).get(str(value).strip().lower()) if not blank(value) else None
+    status = int(found if found is not None else values.fallback_in(ctx) or TASK_STATUS_FALLBACK)
+    draft.put("statecode", TASK_STATE_OF_STATUS.get(status, 0))
+    draft.put("statuscode", status)
 
 
 def _firm_domains(ctx: MappingContext) -> frozenset[str]:
@@ -1247,10 +1246,8 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     document = plain(record.get("document_name")) or "(unnamed document)"
     draft.text("subject", f"E-signature: {document}")
     status = record.get("status")
-    state, code = ESIGN_TASK_STATE.get(str(status), TASK_STATE_FALLBACK)
-    draft.put("statecode", state)
-    draft.put("statuscode", code)
-    draft.option(f"{p}_esignstatus", status, ESIGN_STATUS_OPTIONS)
+    _task_status(draft, status, ESIGN_TASK_STATUS, ctx)
+    draft.option_map(f"{p}_esignstatus", status, ESIGN_STATUS, ctx)
     signers = record.get("signers")
     lines = [person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
     signer_list = "\n".join(line for line in lines if line)

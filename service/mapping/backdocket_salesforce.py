@@ -64,6 +64,44 @@ from service.mapping.draft import (
     not_loaded,
     plain,
 )
+from service.mapping.value_maps_common import ValueMap, custom_values, field_target
+from service.mapping.value_maps_salesforce import (
+    ACCOUNT_KIND,
+    ACCOUNT_KIND_MAP,
+    BILLING_TYPE,
+    BILLING_TYPE_MAP,
+    CASE_CATEGORY,
+    CASE_CATEGORY_MAP,
+    CASE_TYPE,
+    CLAIM_KIND,
+    CLAIM_KIND_MAP,
+    CLAIM_STATUS,
+    CLAIM_STATUS_MAP,
+    CONTACT_INTAKE_STATUS,
+    CONTACT_INTAKE_STATUS_MAP,
+    ESIGN_STATUS,
+    ESIGN_STATUS_MAP,
+    ESIGN_TASK_STATUS,
+    INDUSTRY,
+    INTAKE_STATUS,
+    INTAKE_STATUS_MAP,
+    LEAD_SOURCE,
+    LEAD_STATUS,
+    MATTER_STATUS,
+    MATTER_STATUS_MAP,
+    PARTY_ROLE,
+    PARTY_ROLE_MAP,
+    PRACTICE_AREA,
+    PRACTICE_AREA_MAP,
+    REFERRAL_SOURCE,
+    REFERRAL_SOURCE_MAP,
+    TASK_PRIORITY,
+    TASK_STATUS,
+    TASK_STATUS_MAP,
+)
+from service.mapping.value_maps_salesforce import (
+    CASE_TYPE_MAP as CASE_TYPE_MAP,  # re-exported: the default maps moved
+)
 
 EXTERNAL_ID_FIELD = "Source_System_ID__c"
 """The external-id field every target object carries: each write is an upsert on it."""
@@ -209,214 +247,6 @@ STANDARD_TEXT_LENGTHS: Mapping[str, Mapping[str, int]] = {
     "ContentVersion": {"Title": 255, "PathOnClient": 500},
 }
 """Lengths of the standard text fields the transforms write, for truncation."""
-
-# --- value maps --------------------------------------------------------------------------
-
-INDUSTRY_MAP: Mapping[str, str] = {
-    "agriculture": "Agriculture",
-    "apparel": "Apparel",
-    "banking": "Banking",
-    "biotechnology": "Biotechnology",
-    "chemicals": "Chemicals",
-    "communications": "Communications",
-    "construction": "Construction",
-    "consulting": "Consulting",
-    "education": "Education",
-    "electronics": "Electronics",
-    "energy": "Energy",
-    "engineering": "Engineering",
-    "entertainment": "Entertainment",
-    "environmental": "Environmental",
-    "finance": "Finance",
-    "financial_services": "Finance",
-    "food_and_beverage": "Food & Beverage",
-    "government": "Government",
-    "healthcare": "Healthcare",
-    "hospitality": "Hospitality",
-    "insurance": "Insurance",
-    "machinery": "Machinery",
-    "manufacturing": "Manufacturing",
-    "media": "Media",
-    "non_profit": "Not For Profit",
-    "nonprofit": "Not For Profit",
-    "recreation": "Recreation",
-    "retail": "Retail",
-    "shipping": "Shipping",
-    "technology": "Technology",
-    "telecommunications": "Telecommunications",
-    "transportation": "Transportation",
-    "utilities": "Utilities",
-}
-"""BackDocket industry → Salesforce's standard Industry picklist. Only true matches are
-listed: anything else (``real_estate``, ``legal_services``) becomes ``Other`` with a note."""
-
-INDUSTRY_FALLBACK = "Other"
-
-ACCOUNT_KIND_MAP: Mapping[str, str] = {
-    "client": "Client",
-    "opposing_party": "Opposing Party",
-    "insurer": "Insurer",
-    "law_firm": "Law Firm",
-}
-CONTACT_INTAKE_STATUS_MAP: Mapping[str, str] = {
-    "prospective": "Prospective",
-    "active": "Active",
-    "closed": "Closed",
-}
-MATTER_STATUS_MAP: Mapping[str, str] = {
-    "intake": "Intake",
-    "open": "Open",
-    "pending": "Pending",
-    "litigation": "Litigation",
-    "settled": "Settled",
-    "closed_won": "Closed - Won",
-    "closed_lost": "Closed - Lost",
-}
-CASE_TYPE_MAP: Mapping[str, str] = {
-    "auto_accident": "Auto Accident",
-    "premises_liability": "Premises Liability",
-    "medical_malpractice": "Medical Malpractice",
-    "product_liability": "Product Liability",
-    "wrongful_death": "Wrongful Death",
-    "dog_bite": "Dog Bite",
-    "workers_compensation": "Workers' Compensation",
-    "employment_discrimination": "Employment Discrimination",
-    "wrongful_termination": "Wrongful Termination",
-    "wage_and_hour": "Wage and Hour",
-    "breach_of_contract": "Breach of Contract",
-    "business_tort": "Business Tort",
-    "intellectual_property": "Intellectual Property",
-    "insurance_bad_faith": "Insurance Bad Faith",
-    "construction_defect": "Construction Defect",
-    "landlord_tenant": "Landlord-Tenant",
-    "consumer_fraud": "Consumer Fraud",
-    "civil_rights": "Civil Rights",
-    "social_security_disability": "Social Security Disability",
-    "divorce": "Divorce",
-    "child_custody": "Child Custody",
-    "estate_probate": "Estate / Probate",
-}
-"""BackDocket's 22 claim templates (a matter's ``claim_type``) → Case_Type__c values."""
-
-CASE_CATEGORY_MAP: Mapping[str, str] = {
-    "civil": "Civil",
-    "administrative": "Administrative",
-    "class_action": "Class Action",
-    "family": "Family",
-    "probate": "Probate",
-}
-"""A matter's ``case_type`` (the court track) → Case_Category__c."""
-
-PRACTICE_AREA_MAP: Mapping[str, str] = {
-    "personal_injury": "Personal Injury",
-    "workers_compensation": "Workers' Compensation",
-    "employment": "Employment",
-    "commercial": "Commercial",
-    "insurance": "Insurance",
-    "real_estate": "Real Estate",
-    "consumer": "Consumer",
-    "civil_rights": "Civil Rights",
-    "disability": "Disability",
-    "family": "Family",
-    "estate": "Estate",
-}
-BILLING_TYPE_MAP: Mapping[str, str] = {
-    "flat": "Flat Fee",
-    "contingency": "Contingency",
-    "milestone": "Milestone",
-    "hourly": "Hourly",
-}
-PARTY_ROLE_MAP: Mapping[str, str] = {
-    "plaintiff": "Plaintiff",
-    "defendant": "Defendant",
-    "witness": "Witness",
-    "co_counsel": "Co-Counsel",
-    "expert_witness": "Expert Witness",
-    "client": "Client",
-}
-CLAIM_KIND_MAP: Mapping[str, str] = {
-    "economic_damages": "Economic Damages",
-    "non_economic_damages": "Non-Economic Damages",
-    "punitive_damages": "Punitive Damages",
-    "fees": "Fees",
-    "lien": "Lien",
-}
-CLAIM_STATUS_MAP: Mapping[str, str] = {
-    "open": "Open",
-    "negotiating": "Negotiating",
-    "settled": "Settled",
-    "won": "Won",
-    "lost": "Lost",
-    "withdrawn": "Withdrawn",
-}
-TASK_STATUS_MAP: Mapping[str, str] = {
-    "open": "Not Started",
-    "in_progress": "In Progress",
-    "completed": "Completed",
-}
-TASK_STATUS_FALLBACK = "Not Started"
-TASK_PRIORITY_MAP: Mapping[str, str] = {
-    "low": "Low",
-    "normal": "Normal",
-    "high": "High",
-    "urgent": "High",
-}
-"""Salesforce's default Task.Priority has no level above High: urgent collapses into it."""
-TASK_PRIORITY_FALLBACK = "Normal"
-
-ESIGN_STATUS_MAP: Mapping[str, str] = {
-    "draft": "Created",
-    "sent": "Sent",
-    "delivered": "Delivered",
-    "completed": "Completed",
-    "declined": "Declined",
-    "voided": "Voided",
-}
-"""E-signature status → DocuSign_Status__c, in DocuSign's envelope status words."""
-
-ESIGN_TASK_STATUS_MAP: Mapping[str, str] = {
-    "draft": "Not Started",
-    "sent": "Waiting on someone else",
-    "delivered": "Waiting on someone else",
-    "completed": "Completed",
-    "declined": "Completed",
-    "voided": "Completed",
-}
-"""E-signature status → Task.Status: a request awaiting signers waits on someone else;
-completed, declined and voided requests need no further action."""
-
-INTAKE_STATUS_MAP: Mapping[str, str] = {
-    "prospective": "Prospective",
-    "converted": "Converted",
-    "rejected": "Rejected",
-}
-LEAD_STATUS_MAP: Mapping[str, str] = {
-    "prospective": "Open - Not Contacted",
-    "converted": "Working - Contacted",
-    "rejected": "Closed - Not Converted",
-}
-"""Intake status → Lead.Status (Salesforce's default values). A lead cannot be
-inserted as converted — conversion is an action, not a status — so a converted
-intake stays open, links its matter in Converted_Matter__c and carries a note."""
-LEAD_STATUS_FALLBACK = "Open - Not Contacted"
-
-REFERRAL_SOURCE_MAP: Mapping[str, str] = {
-    "court_referral": "Court Referral",
-    "online_form": "Online Form",
-    "attorney_referral": "Attorney Referral",
-    "walk_in": "Walk-In",
-    "other": "Other",
-}
-LEAD_SOURCE_MAP: Mapping[str, str] = {
-    "online_form": "Web",
-    "attorney_referral": "Partner Referral",
-    "court_referral": "Other",
-    "walk_in": "Other",
-    "other": "Other",
-}
-"""Referral source → Salesforce's default LeadSource values; the exact BackDocket
-source is kept in Referral_Source__c."""
-LEAD_SOURCE_FALLBACK = "Other"
 
 DEFAULT_INTAKE_CASE_FORMS: frozenset[str] = frozenset(
     {
@@ -755,6 +585,32 @@ def schema_plan(definitions: Sequence[Mapping[str, Any]]) -> OrgSchema:
     return OrgSchema(objects)
 
 
+CUSTOM_FIELD_RECORDS: Mapping[str, str] = {
+    **{e: o for e, o in CUSTOM_FIELD_OBJECTS.items() if o != ACTIVITY},
+    "tasks": "Task",
+    "events": "Event",
+}
+"""BackDocket entity → the object its records (and so its custom field values) become."""
+
+
+def custom_field_targets(definitions: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Entity → custom field key → ``Object.Field`` the schema plan deploys for it (task and
+    event fields, deployed on Activity, as Task and Event show them)."""
+    keys: dict[str, set[str]] = {}
+    for d in definitions:
+        home = CUSTOM_FIELD_OBJECTS.get(str(d.get("entity")))
+        if home is not None and d.get("key"):
+            keys.setdefault(home, set()).add(str(d["key"]))
+    targets: dict[str, dict[str, str]] = {}
+    for d in definitions:
+        entity, key = str(d.get("entity")), str(d.get("key") or "")
+        home = CUSTOM_FIELD_OBJECTS.get(entity)
+        if home is not None and key:
+            name = _custom_field_names(home, tuple(sorted(keys[home])))[key]
+            targets.setdefault(entity, {})[key] = f"{CUSTOM_FIELD_RECORDS[entity]}.{name}"
+    return targets
+
+
 def gate_fields(plan: OrgSchema) -> dict[str, tuple[FieldSpec, ...]]:
     """The plan's fields per object the loader writes, as describe will show them: a field
     deployed on Activity is a field of Task and of Event."""
@@ -880,6 +736,18 @@ class _Draft(Draft):
             self.note(f"{name}: BackDocket value {value!r} has no mapping; set to {mapped!r}")
         self.put(name, mapped)
         return mapped
+
+    def pick_map(self, name: str, value: Any, values: ValueMap, ctx: MappingContext) -> None:
+        """Set a picklist through the run's value map (the confirmed mapping file's, else
+        the default) and its fallback."""
+        if value is None or value == "":
+            return
+        found = values.values(ctx).get(str(value).strip().lower())
+        if found is None:
+            fallback = values.fallback_in(ctx)
+            found = tx.humanize(str(value)) if fallback is None else fallback
+            self.note(f"{name}: BackDocket value {value!r} has no mapping; set to {str(found)!r}")
+        self.put(name, str(found))
 
     def ref(self, name: str, collection: str, source_id: Any, *, deferred: bool = False) -> None:
         """Point a lookup at the record made from ``collection``/``source_id``, if any."""
@@ -1135,16 +1003,33 @@ def _custom_fields(draft: _Draft, entity: str, record: Record, ctx: MappingConte
         if value is None or value == "" or value == []:
             continue
         kind, options = known
+        name = field_target(ctx, entity, key)
+        if name == "":
+            draft.note(f"custom field {key}: not migrated (the confirmed mapping file says so)")
+            continue
+        name = name or names[key]
         try:
             converted = _convert_custom(kind, value, options)
         except ValueError:
-            draft.note(f"{names[key]}: {value!r} is not a valid {kind} ({key}); left empty")
+            draft.note(f"{name}: {value!r} is not a valid {kind} ({key}); left empty")
             continue
+        converted = _mapped_options(ctx, entity, key, converted)
         limit = CUSTOM_FIELD_TYPES.get(kind, CUSTOM_FIELD_FALLBACK_TYPE)[1]
         if isinstance(converted, str) and limit is not None:
-            draft.text(names[key], converted, limit)
+            draft.text(name, converted, limit)
         else:
-            draft.put(names[key], converted)
+            draft.put(name, converted)
+
+
+def _mapped_options(ctx: MappingContext, entity: str, key: str, value: JsonValue) -> JsonValue:
+    """A custom picklist's option(s) through the confirmed file's map for the field, if it
+    has one (the schema plan's own picklist takes BackDocket's options as they are)."""
+    values = custom_values(ctx, entity, key)
+    if values is None:
+        return value
+    if isinstance(value, list):
+        return list(dict.fromkeys(str(values.get(v, v)) for v in value))
+    return str(values.get(str(value), str(value))) if isinstance(value, str) else value
 
 
 # --- per-collection transforms -----------------------------------------------------------
@@ -1174,10 +1059,10 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
     if not blank(record.get("domain")):
         draft.text("Website", tx.website(str(record["domain"])))
     _address(draft, "Billing", record.get("billing_address"), ctx)
-    _industry(draft, record.get("industry"))
+    _industry(draft, record.get("industry"), ctx)
     _employees(draft, record.get("employee_count"))
     _annual_revenue(draft, record.get("annual_revenue"))
-    draft.pick("BackDocket_Kind__c", record.get("kind"), ACCOUNT_KIND_MAP)
+    draft.pick_map("BackDocket_Kind__c", record.get("kind"), ACCOUNT_KIND, ctx)
     draft.timestamp("Source_Created_Date__c", record.get("created_at"))
     draft.put("OwnerId", ctx.fallback_owner)
     parent = record.get("parent_company_id")
@@ -1189,15 +1074,14 @@ def _company(record: Record, ctx: MappingContext) -> TransformResult:
     return [draft.build(external_id("companies", record["id"]))]
 
 
-def _industry(draft: _Draft, value: Any) -> None:
+def _industry(draft: _Draft, value: Any, ctx: MappingContext) -> None:
     if blank(value):
         return
-    mapped = INDUSTRY_MAP.get(str(value).strip().lower())
+    fallback = str(INDUSTRY.fallback_in(ctx) or "")
+    mapped = INDUSTRY.values(ctx).get(str(value).strip().lower())
     if mapped is None:
-        draft.note(
-            f"Industry: {value!r} has no Salesforce Industry value; set to {INDUSTRY_FALLBACK!r}"
-        )
-    draft.put("Industry", mapped or INDUSTRY_FALLBACK)
+        draft.note(f"Industry: {value!r} has no Salesforce Industry value; set to {fallback!r}")
+    draft.put("Industry", str(mapped or fallback))
 
 
 def _employees(draft: _Draft, value: Any) -> None:
@@ -1238,7 +1122,7 @@ def _contact(record: Record, ctx: MappingContext) -> TransformResult:
     draft.text("MobilePhone", record.get("mobile"))
     _address(draft, "Mailing", record.get("address"), ctx)
     draft.text("Bar_Number__c", record.get("bar_number"))
-    draft.pick("Intake_Status__c", record.get("intake_status"), CONTACT_INTAKE_STATUS_MAP)
+    draft.pick_map("Intake_Status__c", record.get("intake_status"), CONTACT_INTAKE_STATUS, ctx)
     draft.timestamp("Source_Created_Date__c", record.get("created_at"))
     draft.owner(ctx, record.get("owner_id"), "owner")
     others = _account(draft, record.get("company_links"))
@@ -1283,9 +1167,9 @@ def _matter(record: Record, ctx: MappingContext) -> TransformResult:
     number = draft.text("Case_Number__c", record.get("number"))
     name = draft.text("Case_Name__c", record.get("name"))
     draft.text("Name", number or name or record["id"])
-    draft.pick("Case_Type__c", record.get("claim_type"), CASE_TYPE_MAP)
-    draft.pick("Case_Category__c", record.get("case_type"), CASE_CATEGORY_MAP)
-    draft.pick("Status__c", record.get("status"), MATTER_STATUS_MAP)
+    draft.pick_map("Case_Type__c", record.get("claim_type"), CASE_TYPE, ctx)
+    draft.pick_map("Case_Category__c", record.get("case_type"), CASE_CATEGORY, ctx)
+    draft.pick_map("Status__c", record.get("status"), MATTER_STATUS, ctx)
     for target, source in (
         ("Filed_Date__c", "filed_date"),
         ("Opened_Date__c", "opened_date"),
@@ -1295,10 +1179,10 @@ def _matter(record: Record, ctx: MappingContext) -> TransformResult:
         draft.date(target, record.get(source))
     draft.money("Claim_Amount__c", record.get("claim_amount"))
     draft.money("Estimated_Fees__c", record.get("estimated_fees"))
-    draft.pick("Billing_Type__c", record.get("billing_type"), BILLING_TYPE_MAP)
+    draft.pick_map("Billing_Type__c", record.get("billing_type"), BILLING_TYPE, ctx)
     draft.text("Case_Description__c", record.get("description"))
     draft.text("Court_Jurisdiction__c", record.get("court_jurisdiction"))
-    draft.pick("Practice_Area__c", record.get("practice_area"), PRACTICE_AREA_MAP)
+    draft.pick_map("Practice_Area__c", record.get("practice_area"), PRACTICE_AREA, ctx)
     _attorney(draft, ctx, record.get("assigned_attorney_id"))
     draft.ref("Client_Account__c", "companies", record.get("client_company_id"))
     draft.ref("Primary_Contact__c", "contacts", record.get("primary_contact_id"))
@@ -1327,7 +1211,7 @@ def _matter_party(record: Record, ctx: MappingContext) -> TransformResult:
     draft = _Draft("Case_Party__c")
     draft.ref("Case_Matter__c", "matters", record["matter_id"])
     draft.ref("Contact__c", "contacts", record["contact_id"])
-    draft.pick("Role__c", record.get("role"), PARTY_ROLE_MAP)
+    draft.pick_map("Role__c", record.get("role"), PARTY_ROLE, ctx)
     draft.put("Is_Primary__c", bool(record.get("is_primary")))
     _custom_fields(draft, "matter_parties", record, ctx)
     return [draft.build(external_id("matter_parties", record["id"]))]
@@ -1343,10 +1227,10 @@ def _claim(record: Record, ctx: MappingContext) -> TransformResult:
     draft = _Draft("Claim__c")
     draft.text("Name", record.get("name") or record["id"])
     draft.ref("Case_Matter__c", "matters", record["matter_id"])
-    draft.pick("Claim_Kind__c", record.get("claim_kind"), CLAIM_KIND_MAP)
+    draft.pick_map("Claim_Kind__c", record.get("claim_kind"), CLAIM_KIND, ctx)
     draft.money("Amount__c", record.get("amount"))
     draft.put("Revenue_Generating__c", bool(record.get("revenue_generating")))
-    draft.pick("Status__c", record.get("status"), CLAIM_STATUS_MAP)
+    draft.pick_map("Status__c", record.get("status"), CLAIM_STATUS, ctx)
     draft.date("Close_Date__c", record.get("close_date"))
     _custom_fields(draft, "claims", record, ctx)
     return [draft.build(external_id("claims", record["id"]))]
@@ -1366,8 +1250,8 @@ def _intake(record: Record, ctx: MappingContext) -> TransformResult:
 
 def _intake_common(draft: _Draft, record: Record, ctx: MappingContext) -> None:
     draft.text("Intake_Form_Type__c", record.get("form_type"))
-    draft.pick("Intake_Status__c", record.get("status"), INTAKE_STATUS_MAP)
-    draft.pick("Referral_Source__c", record.get("referral_source"), REFERRAL_SOURCE_MAP)
+    draft.pick_map("Intake_Status__c", record.get("status"), INTAKE_STATUS, ctx)
+    draft.pick_map("Referral_Source__c", record.get("referral_source"), REFERRAL_SOURCE, ctx)
     draft.owner(ctx, record.get("assigned_to_id"), "assignee")
     draft.ref("Converted_Matter__c", "matters", record.get("converted_matter_id"))
 
@@ -1382,11 +1266,11 @@ def _intake_lead(record: Record, ctx: MappingContext) -> Payload:
     draft.note(f"Company: required by Salesforce, BackDocket has none; set to {company!r}")
     _email(draft, "Email", record.get("prospect_email"))
     draft.text("Phone", record.get("prospect_phone"))
-    draft.pick("LeadSource", record.get("referral_source"), LEAD_SOURCE_MAP, LEAD_SOURCE_FALLBACK)
-    draft.pick("Status", record.get("status"), LEAD_STATUS_MAP, LEAD_STATUS_FALLBACK)
+    draft.pick_map("LeadSource", record.get("referral_source"), LEAD_SOURCE, ctx)
+    draft.pick_map("Status", record.get("status"), LEAD_STATUS, ctx)
     if record.get("status") == "converted":
         draft.note("Status: converted in BackDocket; Salesforce lead conversion is not replayed")
-    draft.pick("Case_Type_Interest__c", record.get("case_type_interest"), CASE_TYPE_MAP)
+    draft.pick_map("Case_Type_Interest__c", record.get("case_type_interest"), CASE_TYPE, ctx)
     draft.timestamp("Source_Submitted_Date__c", record.get("submitted_at"))
     _intake_common(draft, record, ctx)
     return draft.build(external_id("intake_submissions", record["id"]))
@@ -1397,7 +1281,7 @@ def _intake_matter(record: Record, ctx: MappingContext) -> Payload:
     prospect = draft.text("Case_Name__c", record.get("prospect_name"))
     draft.text("Name", f"Intake: {prospect or record['id']}")
     draft.put("Status__c", INTAKE_MATTER_STATUS)
-    draft.pick("Case_Type__c", record.get("case_type_interest"), CASE_TYPE_MAP)
+    draft.pick_map("Case_Type__c", record.get("case_type_interest"), CASE_TYPE, ctx)
     draft.timestamp("Opened_Date__c", record.get("submitted_at"), as_date=True)
     draft.timestamp("Source_Created_Date__c", record.get("submitted_at"))
     _email(draft, "Prospect_Email__c", record.get("prospect_email"))
@@ -1410,9 +1294,9 @@ def _task(record: Record, ctx: MappingContext) -> TransformResult:
     draft = _Draft("Task")
     _subject(draft, record.get("subject"))
     draft.text("Description", record.get("description"))
-    draft.pick("Status", record.get("status"), TASK_STATUS_MAP, TASK_STATUS_FALLBACK)
+    draft.pick_map("Status", record.get("status"), TASK_STATUS, ctx)
     priority = record.get("priority")
-    draft.pick("Priority", priority, TASK_PRIORITY_MAP, TASK_PRIORITY_FALLBACK)
+    draft.pick_map("Priority", priority, TASK_PRIORITY, ctx)
     if priority == "urgent":
         draft.note("Priority: urgent has no Salesforce equivalent; set to 'High'")
     draft.date("ActivityDate", record.get("due_date"))
@@ -1498,8 +1382,8 @@ def _esignature(record: Record, ctx: MappingContext) -> TransformResult:
     document = plain(record.get("document_name")) or ""
     draft.text("Subject", f"E-signature: {document or '(unnamed document)'}")
     status = record.get("status")
-    draft.pick("Status", status, ESIGN_TASK_STATUS_MAP, TASK_STATUS_FALLBACK)
-    draft.pick("DocuSign_Status__c", status, ESIGN_STATUS_MAP)
+    draft.pick_map("Status", status, ESIGN_TASK_STATUS, ctx)
+    draft.pick_map("DocuSign_Status__c", status, ESIGN_STATUS, ctx)
     signers = record.get("signers")
     lines = [person_line(s, status=True) for s in signers] if isinstance(signers, list) else []
     draft.text("Signer_List__c", "\n".join(line for line in lines if line))
@@ -1535,7 +1419,7 @@ def _note(record: Record, ctx: MappingContext) -> TransformResult:
     draft = _Draft("Task")
     draft.text("Subject", note_subject(tx.clean_text(text)[0]))
     draft.text("Description", text)
-    draft.put("Status", TASK_STATUS_MAP["completed"])
+    draft.put("Status", TASK_STATUS.values(ctx).get("completed") or TASK_STATUS_MAP["completed"])
     draft.timestamp("ActivityDate", record.get("created_at"), as_date=True)
     draft.owner(ctx, record.get("author_id"), "author")
     draft.ref("WhoId", "contacts", record.get("contact_id"))

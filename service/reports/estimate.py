@@ -18,7 +18,9 @@ def estimate_table(estimate: Estimate) -> Group:
 
 def load_table(estimate: Estimate) -> Table:
     """One row per destination object and the totals; times are what the quotas allow."""
-    table = Table(title=f"estimate: {estimate.plan} → {estimate.destination}")
+    window = estimate.delta_window_hours
+    what = "" if window is None else f" (a delta cycle over the last {window:g} h of changes)"
+    table = Table(title=f"estimate: {estimate.plan} → {estimate.destination}{what}")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "object" else "right")
     for o in estimate.objects:
@@ -65,6 +67,11 @@ def estimate_lines(estimate: Estimate) -> list[str]:
         f"collections; extraction {estimate.extract_requests:,} calls, "
         f"{duration(estimate.extract_seconds)}",
     ]
+    if estimate.delta_window_hours is not None:
+        lines.insert(0, f"delta window: the records changed in the last "
+                        f"{estimate.delta_window_hours:g} h, priced as one `crmlift delta` cycle "
+                        "(users, custom field definitions and the mapping's context "
+                        "collections are read whole)")  # fmt: skip
     if estimate.allocation_days is not None:
         lines.append(
             f"daily allocation: {estimate.allocation_days:.0%} of one day's "

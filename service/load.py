@@ -673,6 +673,24 @@ class Loader:
         self, sobject: str, writes: list[tuple[PendingWrite, dict[str, Any]]]
     ) -> None:
         pre_images = await self._pre_images(sobject, [w for w, _ in writes])
+        info = self.schema.get(sobject)
+        if self.merge is not None and info is not None:
+            # Delta pickup: a self-reference someone set in the destination stands too.
+            keep = await self.merge(info, [w for w, _ in writes], pre_images)
+            writes = [
+                (
+                    w,
+                    {
+                        k: v
+                        for k, v in values.items()
+                        if k not in keep.get(w.payload.external_id, ())
+                    },
+                )
+                for w, values in writes
+            ]
+            writes = [(w, values) for w, values in writes if values]
+            if not writes:
+                return
         rows = [{self.destination.external_id_field: w.payload.external_id, **values}
                 for w, values in writes]  # fmt: skip
         ledger = _Ledger(self.jobs, self.destination.platform, writes[0][0].collection, [])

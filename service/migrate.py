@@ -31,6 +31,7 @@ from service.pairs import DestinationClient, Pair, SchemaPlan, pair_for, setting
 from service.pipeline import extract_into, guarded, run_dir
 from service.plan import DestinationSettings, MigrationPlan
 from service.progress import ProgressBoard
+from service.reports.audit import audit_pages
 from service.reports.migrate import MigrateReport, build_rows, write_migrate_report
 from service.sample import Sampling, starting
 from service.shutdown import Shutdown
@@ -95,6 +96,7 @@ async def run_migrate(
             )  # fmt: skip
         await journal.runs.set_status(run.run_id, "completed")
         paths = write_migrate_report(report, run_dir(plan, run.run_id))
+        paths += [p for p in audit_pages(run_dir(plan, run.run_id)) if p.exists()]
         paths += [] if sampling is None else sampling.reports
         return MigrateOutcome(
             run, extracted, report, paths, source_governor, client.governors, phases, timings

@@ -191,9 +191,10 @@ async def test_a_dirty_tenant_lands_in_salesforce_with_every_record_accounted_fo
                 for link in links
             )
 
-    # The reports are where the operator is told they are.
+    # The reports are where the operator is told they are, the audit's among them.
     for path in outcome.reports:
         assert path.exists()
+    assert "audit.html" in {path.name for path in outcome.reports}
 
 
 async def test_a_second_run_of_the_same_plan_creates_nothing(world: World) -> None:

@@ -22,10 +22,15 @@ LISTED = 100
 ``RECORDS_KEPT`` and every count is exact."""
 
 
+def audit_pages(out_dir: Path) -> list[Path]:
+    """``audit.json``, ``audit.md`` and ``audit.html`` of a run's report dir."""
+    return [out_dir / "audit.json", out_dir / "audit.md", out_dir / "audit.html"]
+
+
 def write_audit_report(report: AuditReport, out_dir: Path) -> list[Path]:
-    """``audit.json``, ``audit.md`` and ``audit.html`` in the run's report dir."""
+    """The audit's reports (``audit_pages``) in the run's report dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "audit.json", out_dir / "audit.md", out_dir / "audit.html"]
+    paths = audit_pages(out_dir)
     paths[0].write_bytes(orjson.dumps(document(report), option=orjson.OPT_INDENT_2))
     paths[1].write_text(render_markdown(report), encoding="utf-8")
     paths[2].write_text(render_html(report), encoding="utf-8")

@@ -8,7 +8,10 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import orjson
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -110,3 +113,15 @@ def server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
+
+
+async def sim_state(url: str, token: str) -> dict[str, Any]:
+    """A simulator's ``/_sim/state`` (its records and request counters), behind the admin
+    token: what the benches and demos read as the platform's own count."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/_sim/state", headers={ADMIN_HEADER: token}) as resp,
+    ):
+        resp.raise_for_status()
+        state: dict[str, Any] = orjson.loads(await resp.read())
+        return state

@@ -26,15 +26,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-import orjson
 import uvloop
 
 from adapters.backdocket.client import BackDocketConfig
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
 from adapters.backdocket.tenant import generate_tenant
 from adapters.secrets import Secret
-from adapters.simserver import ADMIN_HEADER, ADMIN_TOKEN_ENV
+from adapters.simserver import ADMIN_TOKEN_ENV, sim_state
 from service.commands import prepare_org, simulator
 from service.delta import run_delta
 from service.logs import configure_logging
@@ -93,17 +91,6 @@ def mutate_share(sim: BackDocketSim, share: float, seed: int) -> int:
     for collection in rng.choices(names, weights=[sizes[c] for c in names], k=wanted):
         sim.mutate(collection)
     return wanted
-
-
-async def sim_state(url: str, token: str) -> dict[str, Any]:
-    """The org simulator's request counters (``/_sim/state``, behind the admin token)."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}/_sim/state", headers={ADMIN_HEADER: token}) as resp,
-    ):
-        resp.raise_for_status()
-        state: dict[str, Any] = orjson.loads(await resp.read())
-        return state
 
 
 def spent(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int]:

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import uvloop
 
 from adapters.backdocket.client import BackDocketConfig
 from adapters.secrets import Secret
-from adapters.simserver import ADMIN_HEADER, ADMIN_TOKEN_ENV
+from adapters.simserver import ADMIN_HEADER, ADMIN_TOKEN_ENV, sim_state
 from service.commands import prepare_org, simulator
 from service.logs import configure_logging
 from service.migrate import run_migrate
@@ -34,17 +33,6 @@ from service.plan import parse_plan
 from service.rollback import run_rollback
 
 ADMIN = "admin@bench-firm.example"
-
-
-async def sim_state(url: str, token: str) -> dict[str, Any]:
-    """The simulator's truth: live records per object and its request counters."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}/_sim/state", headers={ADMIN_HEADER: token}) as resp,
-    ):
-        resp.raise_for_status()
-        state: dict[str, Any] = orjson.loads(await resp.read())
-        return state
 
 
 async def grant_hard_delete(url: str, token: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from journal import Journal
-from journal.operations import RefKey
 from journal.runs import Run
+from service.load import ref_key
 from service.mapping.base import FileRef, MappingContext, Ref, Rejection
 from service.pairs import Pair
 
@@ -116,7 +116,11 @@ class Rebuilder:
             payloads += [(source_id, record, p) for p in result]
         refs = await self.journal.operations.resolve(
             self.migration,
-            (_key(r) for *_, p in payloads for r in (*p.refs.values(), *p.deferred_refs.values())),
+            (
+                ref_key(r)
+                for *_, p in payloads
+                for r in (*p.refs.values(), *p.deferred_refs.values())
+            ),
         )
         mapped: dict[tuple[str, str], str] = {}
         for sobject in {p.object for *_, p in payloads}:
@@ -125,7 +129,7 @@ class Rebuilder:
             mapped.update(((sobject, e), m.destination_id) for e, m in found.items())
         for source_id, record, p in payloads:
             links = {**p.refs, **p.deferred_refs}
-            fields = {**p.fields, **{name: refs.get(_key(ref)) for name, ref in links.items()}}
+            fields = {**p.fields, **{name: refs.get(ref_key(ref)) for name, ref in links.items()}}
             built.append(
                 Expected(
                     collection=collection,
@@ -141,7 +145,3 @@ class Rebuilder:
                 )
             )
         return built
-
-
-def _key(ref: Ref) -> RefKey:
-    return (ref.collection, ref.source_id, ref.object)

@@ -419,7 +419,7 @@ class Loader:
             refs = await self.journal.operations.resolve(
                 self.migration,
                 (
-                    _ref_key(r)
+                    ref_key(r)
                     for *_, p in items
                     for r in (*p.refs.values(), *p.deferred_refs.values())
                 ),
@@ -646,9 +646,7 @@ class Loader:
             if info is None:
                 continue
             keys = [
-                _ref_key(r)
-                for *_, p in items
-                for r in (*p.refs.values(), *p.deferred_refs.values())
+                ref_key(r) for *_, p in items for r in (*p.refs.values(), *p.deferred_refs.values())
             ]
             refs = await self.journal.operations.resolve(self.migration, keys)
             existing = await self.journal.operations.existing(
@@ -816,7 +814,8 @@ class _Ledger:
             await self._jobs.moved(job_id, "done")
 
 
-def _ref_key(ref: Ref) -> RefKey:
+def ref_key(ref: Ref) -> RefKey:
+    """The id-map key a lookup resolves by (the rebuild of a run's payloads uses it too)."""
     return (ref.collection, ref.source_id, ref.object)
 
 
@@ -828,11 +827,11 @@ def _resolve(
     parent is missing)."""
     fields = dict(payload.fields)
     for name, ref in payload.refs.items():
-        target = refs.get(_ref_key(ref))
+        target = refs.get(ref_key(ref))
         if target is None and name in info.required:
             return f"{name} points at {ref.collection}/{ref.source_id}, which was not migrated"
         fields[name] = target
-    deferred = {name: refs.get(_ref_key(ref)) for name, ref in payload.deferred_refs.items()}
+    deferred = {name: refs.get(ref_key(ref)) for name, ref in payload.deferred_refs.items()}
     file = payload.file.sha256 if payload.file else None
     everything = {"o": payload.object, "f": fields, "d": deferred, "c": file}
     return fields, deferred, digest(canonical_json(everything))

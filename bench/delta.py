@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
+from bench_plan import ADMIN, salesforce_plan
 
 from adapters.backdocket.client import BackDocketConfig
 from adapters.backdocket.sim import BackDocketSim, SimSettings, serve
@@ -38,9 +39,7 @@ from service.delta import run_delta
 from service.logs import configure_logging
 from service.mapping.backdocket_salesforce import LOAD_ORDER
 from service.migrate import run_migrate
-from service.plan import parse_plan
 
-ADMIN = "admin@bench-firm.example"
 T = TypeVar("T")
 
 
@@ -134,18 +133,9 @@ async def bench(records: int, source_rate: float, share: float, log: Path | None
                 sf_args = ("--schema", str(schema_path), "--users", str(users_path),
                            "--client-secret-env", "BENCH_SF_SECRET")  # fmt: skip
                 sf_url = await stack.enter_async_context(simulator("salesforce", *sf_args, env=env))
-                raw = {
-                    "migration": {"name": "bench-delta", "output_dir": str(work / "out")},
-                    "source": {"platform": "backdocket", "base_url": bd_url,
-                               "client_id": "crmlift", "client_secret": {"env": "BENCH_BD_SECRET"},
-                               "quota": {"rate": source_rate, "burst": source_rate * 2}},
-                    "destination": {"platform": "salesforce", "login_url": sf_url,
-                                    "client_id": "crmlift",
-                                    "client_secret": {"env": "BENCH_SF_SECRET"},
-                                    "fallback_owner_email": ADMIN},
-                    "journal": {"data_dir": str(work / "data")},
-                }  # fmt: skip
-                plan = parse_plan(raw, env=os.environ, base=work)
+                plan = salesforce_plan(
+                    "bench-delta", work, bd_url, sf_url, source_rate, dict(os.environ)
+                )
                 configure_logging(log or work / "bench.log.jsonl")
                 full, full_s, full_src, full_api, full_jobs = await timed(
                     source, sf_url, token, lambda: run_migrate(plan)

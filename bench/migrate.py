@@ -29,6 +29,7 @@ import psutil
 import requests
 import trustme
 import uvloop
+from bench_plan import ADMIN, salesforce_plan
 from simple_salesforce import Salesforce
 
 from adapters.backdocket.client import BackDocketConfig
@@ -36,9 +37,6 @@ from adapters.secrets import Secret
 from service.commands import prepare_org, simulator
 from service.logs import configure_logging
 from service.migrate import run_migrate
-from service.plan import parse_plan
-
-ADMIN = "admin@bench-firm.example"
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -119,19 +117,16 @@ async def bench(
                        "--client-secret-env", "BENCH_SF_SECRET", "--tls-cert", str(cert_path),
                        "--tls-key", str(key_path))  # fmt: skip
             sf_url = await stack.enter_async_context(simulator("salesforce", *sf_args, env=env))
-            raw = {
-                "migration": {"name": "bench-migrate", "output_dir": str(work / "out")},
-                "source": {"platform": "backdocket", "base_url": bd_url, "client_id": "crmlift",
-                           "client_secret": {"env": "BENCH_BD_SECRET"},
-                           "quota": {"rate": source_rate, "burst": source_rate * 2}},
-                "extract": {"files": files},
-                "destination": {"platform": "salesforce", "login_url": sf_url,
-                                "client_id": "crmlift",
-                                "client_secret": {"env": "BENCH_SF_SECRET"},
-                                "fallback_owner_email": ADMIN, "ca_file": str(ca_path)},
-                "journal": {"data_dir": str(work / "data")},
-            }  # fmt: skip
-            plan = parse_plan(raw, env=os.environ, base=work)
+            plan = salesforce_plan(
+                "bench-migrate",
+                work,
+                bd_url,
+                sf_url,
+                source_rate,
+                dict(os.environ),
+                files=files,
+                ca_file=ca_path,
+            )
             configure_logging(log or work / "bench.log.jsonl")
             me = psutil.Process()
             cpu_before = {p.pid: _cpu(p) for p in [me, *me.children(recursive=True)]}

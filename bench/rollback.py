@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import uvloop
+from bench_plan import ADMIN, salesforce_plan
 
 from adapters.backdocket.client import BackDocketConfig
 from adapters.secrets import Secret
@@ -29,10 +30,7 @@ from adapters.simserver import ADMIN_HEADER, ADMIN_TOKEN_ENV, sim_state
 from service.commands import prepare_org, simulator
 from service.logs import configure_logging
 from service.migrate import run_migrate
-from service.plan import parse_plan
 from service.rollback import run_rollback
-
-ADMIN = "admin@bench-firm.example"
 
 
 async def grant_hard_delete(url: str, token: str) -> None:
@@ -79,19 +77,9 @@ async def bench(
             sf_url = await stack.enter_async_context(simulator("salesforce", *sf_args, env=env))
             if hard_delete:
                 await grant_hard_delete(sf_url, token)
-            raw = {
-                "migration": {"name": "bench-rollback", "output_dir": str(work / "out")},
-                "source": {"platform": "backdocket", "base_url": bd_url, "client_id": "crmlift",
-                           "client_secret": {"env": "BENCH_BD_SECRET"},
-                           "quota": {"rate": source_rate, "burst": source_rate * 2}},
-                "extract": {"files": files},
-                "destination": {"platform": "salesforce", "login_url": sf_url,
-                                "client_id": "crmlift",
-                                "client_secret": {"env": "BENCH_SF_SECRET"},
-                                "fallback_owner_email": ADMIN},
-                "journal": {"data_dir": str(work / "data")},
-            }  # fmt: skip
-            plan = parse_plan(raw, env=os.environ, base=work)
+            plan = salesforce_plan(
+                "bench-rollback", work, bd_url, sf_url, source_rate, dict(os.environ), files=files
+            )
             configure_logging(log or work / "bench.log.jsonl")
 
             empty = await sim_state(sf_url, token)
